@@ -1,0 +1,234 @@
+//! The command line: clap derive. Global options are accepted before or after the subcommand.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::userdata::ProxyOs;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bastion",
+    version,
+    about = "Reach an AWS ParallelCluster head node in a subnet with no internet access",
+    long_about = "Reach an AWS ParallelCluster head node in a subnet with no internet access.\n\n\
+                  `bastion up` launches a hardened proxy in a public subnet of the cluster's VPC; \
+                  `bastion down` removes everything `up` created, and nothing else."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+/// Options every command takes. AWS settings follow the SDK's standard chain: these flags win,
+/// then AWS_PROFILE / AWS_REGION / AWS_ENDPOINT_URL, then ~/.aws/config (SSO profiles included).
+#[derive(Debug, Clone, Args)]
+pub struct GlobalOpts {
+    /// AWS profile from ~/.aws/config (SSO profiles work after `aws sso login`)
+    #[arg(long, global = true, value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// AWS region (default: the profile's, or AWS_REGION)
+    #[arg(long, global = true, value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// Send every AWS call to this endpoint (also AWS_ENDPOINT_URL)
+    #[arg(long, global = true, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+
+    /// Result format on stdout
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+
+    /// More log detail on stderr (-v info, -vv debug, -vvv trace)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Only errors on stderr
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// No progress display (plain log lines instead)
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+
+    /// Where ledgers and keys are kept [default: ~/.local/state/bastion]
+    #[arg(long, global = true, env = "BASTION_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Launch the proxy for a cluster (or report the one that exists)
+    Up(UpArgs),
+    /// Remove everything `up` created for a cluster, and nothing else
+    Down(DownArgs),
+    /// List the bastions in the region
+    Status(StatusArgs),
+}
+
+/// A ParallelCluster cluster name: a letter, then letters, digits and hyphens (max 60).
+pub fn parse_cluster_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 60
+        && s.starts_with(|c: char| c.is_ascii_alphabetic())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "'{s}' is not a ParallelCluster cluster name (a letter, then letters, digits and hyphens, at most 60)"
+        ))
+    }
+}
+
+fn parse_version(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '.');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!("'{s}' is not a version such as 3.16.1"))
+    }
+}
+
+fn parse_cidr(s: &str) -> Result<ipnet::Ipv4Net, String> {
+    crate::aws::parse_cidr(s)
+}
+
+fn parse_resource_id(prefix: &'static str) -> impl Fn(&str) -> Result<String, String> + Clone {
+    move |s: &str| {
+        if s.starts_with(prefix)
+            && s.len() > prefix.len()
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            Ok(s.to_string())
+        } else {
+            Err(format!("'{s}' is not an id of the form {prefix}..."))
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    /// The cluster's name, as in `pcluster list-clusters`
+    #[arg(long, value_parser = parse_cluster_name)]
+    pub cluster: String,
+
+    /// Public subnet for the proxy (default: one in the head node's VPC, same AZ preferred)
+    #[arg(long, value_name = "SUBNET_ID", value_parser = parse_resource_id("subnet-"))]
+    pub subnet: Option<String>,
+
+    /// Instance type [default: t3.medium, or t4g.medium for an arm64 head node]
+    #[arg(long, value_name = "TYPE")]
+    pub instance_type: Option<String>,
+
+    /// Who may reach the proxy's SSH port (repeatable) [default: your public IPv4 /32]
+    #[arg(long = "allow-cidr", value_name = "CIDR", value_parser = parse_cidr)]
+    pub allow_cidr: Vec<ipnet::Ipv4Net>,
+
+    /// The proxy's operating system
+    #[arg(long, value_enum, default_value_t = ProxyOs::Al2023)]
+    pub os: ProxyOs,
+
+    /// AMI for the proxy [default: the latest for --os, from SSM public parameters]
+    #[arg(long, value_name = "AMI_ID", value_parser = parse_resource_id("ami-"))]
+    pub ami: Option<String>,
+
+    /// ParallelCluster CLI version on the proxy [default: the cluster's parallelcluster:version]
+    #[arg(long, value_name = "VERSION", value_parser = parse_version)]
+    pub pcluster_version: Option<String>,
+
+    /// Power the proxy off after this many minutes without an SSH session (0 = never)
+    #[arg(long, value_name = "MINUTES", default_value_t = 60)]
+    pub idle_stop: u32,
+
+    /// Do not install DCV and a desktop on the proxy
+    #[arg(long)]
+    pub no_dcv: bool,
+
+    /// Print what would be created, and create nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Return as soon as the instance exists
+    #[arg(long, conflicts_with = "wait_desktop")]
+    pub no_wait: bool,
+
+    /// Also wait for the proxy's desktop (DCV and the pcluster CLI), which takes minutes
+    #[arg(long)]
+    pub wait_desktop: bool,
+
+    /// Give up waiting after this many minutes
+    #[arg(long, value_name = "MINUTES", default_value_t = 20)]
+    pub timeout: u64,
+
+    /// Root volume size in GiB [default: 40 with DCV, 16 without]
+    #[arg(long, value_name = "GIB")]
+    pub volume_size: Option<i32>,
+
+    /// On failure, keep what was created (for debugging; remove it later with `bastion down`)
+    #[arg(long)]
+    pub keep_on_failure: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DownArgs {
+    /// The cluster whose bastion to remove
+    #[arg(long, value_parser = parse_cluster_name)]
+    pub cluster: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Only this cluster's bastion
+    #[arg(long, value_parser = parse_cluster_name)]
+    pub cluster: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_options_go_before_or_after_the_subcommand() {
+        let a = Cli::try_parse_from(["bastion", "--output", "json", "status"]).unwrap();
+        let b = Cli::try_parse_from(["bastion", "status", "--output", "json"]).unwrap();
+        assert_eq!(a.global.output, OutputFormat::Json);
+        assert_eq!(b.global.output, OutputFormat::Json);
+    }
+
+    #[test]
+    fn bad_input_is_refused_by_the_parser() {
+        for args in [
+            vec![
+                "bastion",
+                "up",
+                "--cluster",
+                "c",
+                "--allow-cidr",
+                "10.0.0.300/8",
+            ],
+            vec!["bastion", "up", "--cluster", "c", "--os", "windows"],
+            vec!["bastion", "up", "--cluster", "bad name"],
+            vec!["bastion", "up", "--cluster", "c", "--subnet", "vpc-1"],
+        ] {
+            assert!(Cli::try_parse_from(&args).is_err(), "{args:?}");
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! `bastion down`: remove everything `up` created for a cluster (the ledger, newest first), then
+//! sweep by the `bastion:cluster` tag for anything the ledger does not know. Re-runnable.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::Context;
+use crate::aws::TAG_CLUSTER;
+use crate::cli::DownArgs;
+use crate::ledger::Ledger;
+use crate::state::StateError;
+use crate::teardown::{self, Report};
+use crate::ui::emit;
+
+#[derive(Debug, Serialize)]
+pub struct DownResult {
+    pub cluster: String,
+    pub region: String,
+    pub removed: Vec<String>,
+    pub failed: Vec<String>,
+}
+
+impl fmt::Display for DownResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.removed.is_empty() && self.failed.is_empty() {
+            return write!(
+                f,
+                "no bastion for cluster {} in {}: nothing to remove",
+                self.cluster, self.region
+            );
+        }
+        write!(f, "bastion of cluster {} ({}):", self.cluster, self.region)?;
+        for r in &self.removed {
+            write!(f, "\n  removed {r}")?;
+        }
+        for r in &self.failed {
+            write!(f, "\n  NOT removed {r}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{count} resource(s) of the bastion of '{cluster}' could not be removed (listed above); run `bastion down --cluster {cluster}` again"
+)]
+pub struct DownIncomplete {
+    pub cluster: String,
+    pub count: usize,
+}
+
+pub async fn run(ctx: &Context, args: DownArgs) -> anyhow::Result<()> {
+    let cloud = ctx.cloud.as_ref();
+    let progress = &ctx.progress;
+    let mut report = Report::default();
+
+    let dir = ctx.bastion_dir(&args.cluster).await?;
+    // Without a usable state dir, the sweep by tag still removes everything in AWS.
+    let lock = match dir.lock(&args.cluster) {
+        Ok(l) => Some(l),
+        Err(e @ StateError::Busy { .. }) => return Err(e.into()),
+        Err(e) => {
+            tracing::warn!("{e}; finding the resources by tag instead");
+            None
+        }
+    };
+    let ledger = match Ledger::load(&dir.ledger()) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!("{e}");
+            None
+        }
+    };
+    if let Some(mut ledger) = ledger {
+        progress.phase(format!("removing what {} records", ledger.path().display()));
+        report.merge(teardown::teardown_ledger(cloud, &mut ledger, progress).await);
+        if ledger.resources().is_empty() {
+            ledger.remove()?;
+        }
+    }
+    report.merge(teardown::sweep(cloud, TAG_CLUSTER, &args.cluster, progress).await?);
+
+    // The local key of a bastion whose ledger was lost.
+    for path in [dir.private_key(), dir.public_key()] {
+        if path.exists() && lock.is_some() {
+            match std::fs::remove_file(&path) {
+                Ok(()) => report.removed.push(format!("local key {}", path.display())),
+                Err(e) => report
+                    .failed
+                    .push(format!("local key {}: {e}", path.display())),
+            }
+        }
+    }
+    drop(lock);
+    if report.failed.is_empty() {
+        let _ = std::fs::remove_file(dir.dir.join("lock"));
+        let _ = std::fs::remove_dir(&dir.dir);
+    }
+
+    progress.finish();
+    let failed = report.failed.len();
+    emit(
+        ctx.opts.output,
+        &DownResult {
+            cluster: args.cluster.clone(),
+            region: cloud.region().to_string(),
+            removed: report.removed,
+            failed: report.failed,
+        },
+    )?;
+    if failed > 0 {
+        return Err(DownIncomplete {
+            cluster: args.cluster,
+            count: failed,
+        }
+        .into());
+    }
+    Ok(())
+}

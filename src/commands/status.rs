@@ -1,0 +1,115 @@
+//! `bastion status`: the bastions in the region, from their instances' tags. Reads only.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::Context;
+use crate::aws::{TAG_CLUSTER, TAG_DESKTOP, TAG_STATE};
+use crate::cli::StatusArgs;
+use crate::ui::emit;
+
+#[derive(Debug, Serialize)]
+pub struct BastionRow {
+    pub cluster: String,
+    pub instance_id: String,
+    pub state: String,
+    pub bootstrap: Option<String>,
+    pub desktop: Option<String>,
+    pub public_ip: Option<String>,
+    pub launch_time: Option<String>,
+    pub instance_type: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatusResult {
+    pub region: String,
+    pub bastions: Vec<BastionRow>,
+}
+
+impl fmt::Display for StatusResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.bastions.is_empty() {
+            return write!(f, "no bastions in {}", self.region);
+        }
+        let header = [
+            "CLUSTER",
+            "INSTANCE",
+            "STATE",
+            "BOOTSTRAP",
+            "DESKTOP",
+            "PUBLIC IP",
+            "LAUNCHED",
+            "TYPE",
+        ];
+        let rows: Vec<[String; 8]> = self
+            .bastions
+            .iter()
+            .map(|b| {
+                let d = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+                [
+                    b.cluster.clone(),
+                    b.instance_id.clone(),
+                    b.state.clone(),
+                    d(&b.bootstrap),
+                    d(&b.desktop),
+                    d(&b.public_ip),
+                    d(&b.launch_time),
+                    d(&b.instance_type),
+                ]
+            })
+            .collect();
+        let mut widths = header.map(str::len);
+        for r in &rows {
+            for (w, c) in widths.iter_mut().zip(r) {
+                *w = (*w).max(c.len());
+            }
+        }
+        let line = |cells: &[String]| {
+            cells
+                .iter()
+                .zip(widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_string()
+        };
+        write!(f, "{}", line(&header.map(String::from)))?;
+        for r in &rows {
+            write!(f, "\n{}", line(r))?;
+        }
+        Ok(())
+    }
+}
+
+pub async fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
+    let cloud = ctx.cloud.as_ref();
+    let value = args.cluster.as_deref().unwrap_or("*");
+    let live = ["pending", "running", "stopping", "stopped", "shutting-down"];
+    let mut instances = cloud
+        .instances_by_tags(&[(TAG_CLUSTER, value)], &live)
+        .await?;
+    instances.sort_by(|a, b| (a.tag(TAG_CLUSTER), &a.id).cmp(&(b.tag(TAG_CLUSTER), &b.id)));
+    let bastions = instances
+        .into_iter()
+        .map(|i| BastionRow {
+            cluster: i.tag(TAG_CLUSTER).unwrap_or_default().to_string(),
+            bootstrap: i.tag(TAG_STATE).map(str::to_string),
+            desktop: i.tag(TAG_DESKTOP).map(str::to_string),
+            instance_id: i.id,
+            state: i.state,
+            public_ip: i.public_ip,
+            launch_time: i.launch_time,
+            instance_type: i.instance_type,
+        })
+        .collect();
+    ctx.progress.finish();
+    emit(
+        ctx.opts.output,
+        &StatusResult {
+            region: cloud.region().to_string(),
+            bastions,
+        },
+    )
+}

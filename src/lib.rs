@@ -1,0 +1,166 @@
+//! bastion: reach an AWS ParallelCluster head node in a subnet with no internet access.
+//!
+//! `run` builds the AWS client from the standard chain, dispatches to one module per command,
+//! and `exit_code` maps the error that comes back to the documented exit status.
+
+pub mod aws;
+pub mod cli;
+pub mod cluster;
+pub mod commands;
+pub mod ledger;
+pub mod logging;
+pub mod policy;
+pub mod provision;
+pub mod state;
+pub mod teardown;
+pub mod ui;
+pub mod userdata;
+pub mod wait;
+
+use std::path::PathBuf;
+
+use tokio::sync::OnceCell;
+
+use crate::aws::sdk::{CallCounter, SdkCloud};
+use crate::aws::{AwsError, Cloud, Identity};
+use crate::cli::{Cli, Command, GlobalOpts};
+use crate::state::BastionDir;
+use crate::ui::Progress;
+
+/// What every command gets: the AWS seam, the global options, the state root, progress.
+pub struct Context {
+    pub cloud: Box<dyn Cloud>,
+    pub opts: GlobalOpts,
+    pub state_root: PathBuf,
+    pub progress: Progress,
+    identity: OnceCell<Identity>,
+}
+
+impl Context {
+    pub fn new(
+        cloud: Box<dyn Cloud>,
+        opts: GlobalOpts,
+        state_root: PathBuf,
+        progress: Progress,
+    ) -> Self {
+        Context {
+            cloud,
+            opts,
+            state_root,
+            progress,
+            identity: OnceCell::new(),
+        }
+    }
+
+    pub async fn identity(&self) -> Result<&Identity, AwsError> {
+        self.identity
+            .get_or_try_init(|| self.cloud.identity())
+            .await
+    }
+
+    /// The local directory of one cluster's bastion (per account and region).
+    pub async fn bastion_dir(&self, cluster: &str) -> Result<BastionDir, AwsError> {
+        let account = self.identity().await?.account.clone();
+        Ok(BastionDir::new(
+            &self.state_root,
+            &account,
+            self.cloud.region(),
+            cluster,
+        ))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(
+        "no AWS region: pass --region, set AWS_REGION, or set a region in your profile (~/.aws/config)"
+    )]
+    NoRegion,
+}
+
+async fn sdk_config(opts: &GlobalOpts) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(p) = &opts.profile {
+        loader = loader.profile_name(p);
+    }
+    if let Some(r) = &opts.region {
+        loader = loader.region(aws_config::Region::new(r.clone()));
+    }
+    if let Some(e) = &opts.endpoint_url {
+        loader = loader.endpoint_url(e);
+    }
+    loader.load().await
+}
+
+/// Runs one command line. Errors come back typed inside `anyhow`, for `exit_code`.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = sdk_config(&cli.global).await;
+    if config.region().is_none() {
+        return Err(SetupError::NoRegion.into());
+    }
+    let sdk = SdkCloud::new(&config);
+    let calls: CallCounter = sdk.calls.clone();
+    let cloud = aws::faults::Faulty::new(sdk, aws::faults::Failpoint::from_env());
+    let state_root = match &cli.global.state_dir {
+        Some(d) => d.clone(),
+        None => state::default_state_dir()?,
+    };
+    let progress = Progress::new(&cli.global);
+    let ctx = Context::new(Box::new(cloud), cli.global.clone(), state_root, progress);
+    let result = match cli.command {
+        Command::Up(args) => commands::up::run(&ctx, args).await,
+        Command::Down(args) => commands::down::run(&ctx, args).await,
+        Command::Status(args) => commands::status::run(&ctx, args).await,
+    };
+    ctx.progress.finish();
+    tracing::info!(aws_api_calls = calls.get(), "done");
+    result
+}
+
+/// Exit status: 0 success; 1 the operation failed; 2 invalid input (bad flags, unknown cluster,
+/// no public subnet...); 3 AWS credentials or permissions; 4 local state (state dir); 130 interrupted.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    use crate::cluster::ClusterError;
+    use crate::commands::up::UpError;
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<UpError>() {
+            match e {
+                UpError::Interrupted => return 130,
+                UpError::Failed { error, .. } => return exit_code(error),
+                UpError::NoPublicIp { .. }
+                | UpError::NoAmi { .. }
+                | UpError::AmiNotFound { .. }
+                | UpError::UnknownVersion { .. } => return 2,
+                UpError::Leftovers { .. } => return 1,
+            }
+        }
+        if let Some(e) = cause.downcast_ref::<AwsError>() {
+            return match e {
+                AwsError::Credentials { .. } | AwsError::AccessDenied { .. } => 3,
+                _ => 1,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<ClusterError>() {
+            return match e {
+                ClusterError::Aws(a) => match a {
+                    AwsError::Credentials { .. } | AwsError::AccessDenied { .. } => 3,
+                    _ => 1,
+                },
+                _ => 2,
+            };
+        }
+        if cause.downcast_ref::<SetupError>().is_some() {
+            return 2;
+        }
+        if let Some(e) = cause.downcast_ref::<state::StateError>() {
+            return match e {
+                state::StateError::Busy { .. } => 1,
+                _ => 4,
+            };
+        }
+        if cause.downcast_ref::<ledger::LedgerError>().is_some() {
+            return 4;
+        }
+    }
+    1
+}

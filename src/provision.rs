@@ -1,0 +1,289 @@
+//! Creating the proxy's resources, in order, each recorded in the ledger the moment it exists.
+//! The plan (what to create, where) is decided before this runs; this module only executes it.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::aws::{AwsError, Cloud, LaunchSpec, Source, TAG_CLUSTER, TAG_HEAD_NODE, TAG_OS, Tag};
+use crate::ledger::{Ledger, Resource};
+use crate::policy;
+use crate::state::{BastionDir, Names, generate_key};
+use crate::teardown::resource_tags;
+use crate::ui::Progress;
+
+/// How long RunInstances may keep failing on a new instance profile that IAM has not yet
+/// propagated to EC2 (seconds on AWS, occasionally a minute or two).
+const PROFILE_PROPAGATION_LIMIT: Duration = Duration::from_secs(180);
+
+/// DCV's port on a ParallelCluster head node (`HeadNode/Dcv/Port` default).
+pub const DCV_PORT: i32 = 8443;
+
+/// Everything `up` decided before creating anything. Printed by `--dry-run`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub cluster: String,
+    pub region: String,
+    pub account: String,
+    pub partition: String,
+    pub head_node: String,
+    pub head_node_private_ip: Option<String>,
+    pub vpc_id: String,
+    pub vpc_cidrs: Vec<String>,
+    pub subnet_id: String,
+    pub availability_zone: String,
+    pub os: String,
+    pub ami: String,
+    pub root_device_name: String,
+    pub instance_type: String,
+    pub root_volume_gib: i32,
+    pub pcluster_version: String,
+    pub allow_cidrs: Vec<String>,
+    pub idle_stop_minutes: u32,
+    pub dcv: bool,
+    /// The head node group that gets a rule, and for which ports (empty: already admitted).
+    pub head_node_group: Option<String>,
+    pub head_node_ports: Vec<i32>,
+    pub key_pair: String,
+    pub security_group: String,
+    pub role: String,
+    pub instance_profile: String,
+    pub tags: Vec<Tag>,
+    pub user_data: String,
+}
+
+/// What was created, for the result and for the wait.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub instance_id: String,
+    pub security_group_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error(
+        "another `bastion up` for cluster '{cluster}' is running, or an earlier one was interrupted: \
+         key pair {key_pair} already exists. Wait for the other one, or run \
+         `bastion down --cluster {cluster}` to clear what is left"
+    )]
+    InProgress { cluster: String, key_pair: String },
+}
+
+/// Executes `plan`, recording each resource in `ledger` as soon as it exists.
+pub async fn create(
+    cloud: &dyn Cloud,
+    plan: &Plan,
+    run_id: &str,
+    dir: &BastionDir,
+    ledger: &mut Ledger,
+    progress: &Progress,
+) -> anyhow::Result<Created> {
+    let names = Names::new(&plan.cluster, &plan.region);
+    let tags = |name: &str| resource_tags(&plan.cluster, run_id, &plan.region, name);
+    let target = policy::Target {
+        partition: &plan.partition,
+        account: &plan.account,
+        region: &plan.region,
+    };
+
+    progress.phase("generating the proxy's SSH key");
+    let public_key = generate_key(
+        &dir.private_key(),
+        &dir.public_key(),
+        &format!("bastion:{}@{}", plan.cluster, plan.region),
+    )?;
+    ledger.record(Resource::LocalKey {
+        path: dir.private_key(),
+    })?;
+
+    progress.phase(format!("importing key pair {}", names.key_pair));
+    let key_id = match cloud
+        .import_key_pair(&names.key_pair, &public_key, &tags(&names.key_pair))
+        .await
+    {
+        Err(e) if e.is_already_exists() => {
+            return Err(ProvisionError::InProgress {
+                cluster: plan.cluster.clone(),
+                key_pair: names.key_pair.clone(),
+            }
+            .into());
+        }
+        other => other?,
+    };
+    ledger.record(Resource::KeyPair {
+        name: names.key_pair.clone(),
+        id: key_id,
+    })?;
+    progress.note(format!("created key pair {}", names.key_pair));
+
+    progress.phase(format!("creating security group {}", names.security_group));
+    let sg = cloud
+        .create_security_group(
+            &names.security_group,
+            &format!(
+                "bastion proxy for ParallelCluster cluster {}: SSH from allowed CIDRs only",
+                plan.cluster
+            ),
+            &plan.vpc_id,
+            &tags(&names.security_group),
+        )
+        .await?;
+    ledger.record(Resource::SecurityGroup { id: sg.clone() })?;
+    progress.note(format!("created security group {sg}"));
+
+    // Egress: HTTPS and HTTP for packages and AWS APIs; SSH and DCV only into the VPC.
+    let mut egress = vec![
+        (443, "0.0.0.0/0".to_string()),
+        (80, "0.0.0.0/0".to_string()),
+    ];
+    for cidr in &plan.vpc_cidrs {
+        egress.push((22, cidr.clone()));
+        egress.push((DCV_PORT, cidr.clone()));
+    }
+    cloud.set_egress(&sg, &egress).await?;
+    for cidr in &plan.allow_cidrs {
+        cloud
+            .authorize_ingress(
+                &sg,
+                22,
+                &Source::Cidr(cidr.clone()),
+                "bastion: SSH from an allowed CIDR",
+                &tags(&names.security_group),
+            )
+            .await?;
+    }
+
+    if let Some(head_group) = &plan.head_node_group {
+        for &port in &plan.head_node_ports {
+            progress.phase(format!(
+                "allowing tcp {port} from the proxy on {head_group}"
+            ));
+            let rule_ids = cloud
+                .authorize_ingress(
+                    head_group,
+                    port,
+                    &Source::Group(sg.clone()),
+                    &format!("bastion proxy of cluster {}", plan.cluster),
+                    &tags(&format!("bastion-{}-{port}", plan.cluster)),
+                )
+                .await?;
+            ledger.record(Resource::IngressRule {
+                group_id: head_group.clone(),
+                rule_ids: rule_ids.clone(),
+                port,
+            })?;
+            progress.note(format!("added ingress rule tcp {port} on {head_group}"));
+        }
+    }
+
+    progress.phase(format!("creating IAM role {}", names.role));
+    let iam_tags = tags(&names.role);
+    cloud
+        .create_role(
+            &names.role,
+            crate::aws::IAM_PATH,
+            &policy::trust_policy(&target)?,
+            &format!(
+                "bastion proxy of ParallelCluster cluster {} in {}",
+                plan.cluster, plan.region
+            ),
+            &iam_tags,
+        )
+        .await?;
+    ledger.record(Resource::Role {
+        name: names.role.clone(),
+    })?;
+    for p in policy::inline_policies(&target)? {
+        cloud
+            .put_role_policy(&names.role, p.name, &p.document)
+            .await?;
+        ledger.record(Resource::InlinePolicy {
+            role: names.role.clone(),
+            name: p.name.to_string(),
+        })?;
+    }
+    let ssm_core = target.ssm_core_policy_arn();
+    cloud.attach_role_policy(&names.role, &ssm_core).await?;
+    ledger.record(Resource::AttachedPolicy {
+        role: names.role.clone(),
+        arn: ssm_core,
+    })?;
+    progress.note(format!("created IAM role {} with its policies", names.role));
+
+    progress.phase(format!(
+        "creating instance profile {}",
+        names.instance_profile
+    ));
+    let profile_arn = cloud
+        .create_instance_profile(&names.instance_profile, crate::aws::IAM_PATH, &iam_tags)
+        .await?;
+    ledger.record(Resource::InstanceProfile {
+        name: names.instance_profile.clone(),
+        arn: profile_arn.clone(),
+    })?;
+    cloud
+        .add_role_to_instance_profile(&names.instance_profile, &names.role)
+        .await?;
+    ledger.record(Resource::RoleInProfile {
+        profile: names.instance_profile.clone(),
+        role: names.role.clone(),
+    })?;
+    progress.note(format!(
+        "created instance profile {}",
+        names.instance_profile
+    ));
+
+    let mut instance_tags = tags(&names.instance);
+    instance_tags.extend([
+        Tag::new(TAG_OS, &plan.os),
+        Tag::new(TAG_HEAD_NODE, &plan.head_node),
+        Tag::new("bastion:dcv", if plan.dcv { "on" } else { "off" }),
+    ]);
+    debug_assert!(instance_tags.iter().any(|t| t.key == TAG_CLUSTER));
+    let spec = LaunchSpec {
+        root_device_name: plan.root_device_name.clone(),
+        ami: plan.ami.clone(),
+        instance_type: plan.instance_type.clone(),
+        subnet_id: plan.subnet_id.clone(),
+        security_group_id: sg.clone(),
+        key_name: names.key_pair.clone(),
+        instance_profile_arn: profile_arn,
+        root_volume_gib: plan.root_volume_gib,
+        user_data: plan.user_data.clone(),
+        tags: instance_tags,
+    };
+    progress.phase(format!(
+        "launching the proxy ({}, {})",
+        plan.instance_type, plan.ami
+    ));
+    let instance_id = run_with_propagation_retry(cloud, &spec, progress).await?;
+    ledger.record(Resource::Instance {
+        id: instance_id.clone(),
+    })?;
+    progress.note(format!("launched instance {instance_id}"));
+    Ok(Created {
+        instance_id,
+        security_group_id: sg,
+    })
+}
+
+async fn run_with_propagation_retry(
+    cloud: &dyn Cloud,
+    spec: &LaunchSpec,
+    progress: &Progress,
+) -> anyhow::Result<String> {
+    let start = tokio::time::Instant::now();
+    let mut delay = Duration::from_secs(2);
+    loop {
+        match cloud.run_instance(spec).await {
+            Err(AwsError::ProfileNotPropagated { .. })
+                if start.elapsed() < PROFILE_PROPAGATION_LIMIT =>
+            {
+                progress.phase("waiting for IAM to propagate the new instance profile");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(15));
+            }
+            other => return Ok(other?),
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! The local state directory: where each bastion's ledger, SSH key and lock live, the names
+//! bastion gives its AWS resources, and the generation of the proxy's SSH key. It touches local
+//! files only.
+//!
+//! Layout: `<state dir>/<account>/<region>/<cluster>/{ledger.json, id_ed25519, id_ed25519.pub, lock}`.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rand::RngCore;
+use russh::keys::ssh_key::{LineEnding, PrivateKey, private::Ed25519Keypair};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(
+        "the state directory {path} is not writable ({source}). Pass --state-dir DIR or set \
+         BASTION_STATE_DIR to a directory you own"
+    )]
+    NotWritable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no state directory could be found for this platform; pass --state-dir DIR")]
+    NoDefault,
+    #[error(
+        "another `bastion` command is changing the bastion of cluster '{cluster}' right now \
+         (lock {path}); wait for it to finish"
+    )]
+    Busy { cluster: String, path: PathBuf },
+    #[error("cannot write the SSH key {path}: {source}")]
+    Key {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The default state directory: `$XDG_STATE_HOME/bastion` (`~/.local/state/bastion`), or the
+/// platform's local data directory where there is no state directory (macOS, Windows).
+pub fn default_state_dir() -> Result<PathBuf, StateError> {
+    dirs::state_dir()
+        .or_else(dirs::data_local_dir)
+        .map(|d| d.join("bastion"))
+        .ok_or(StateError::NoDefault)
+}
+
+/// Where one cluster's bastion keeps its local files.
+#[derive(Debug, Clone)]
+pub struct BastionDir {
+    pub dir: PathBuf,
+}
+
+impl BastionDir {
+    pub fn new(root: &Path, account: &str, region: &str, cluster: &str) -> Self {
+        BastionDir {
+            dir: root.join(account).join(region).join(cluster),
+        }
+    }
+
+    pub fn ledger(&self) -> PathBuf {
+        self.dir.join("ledger.json")
+    }
+
+    pub fn private_key(&self) -> PathBuf {
+        self.dir.join("id_ed25519")
+    }
+
+    pub fn public_key(&self) -> PathBuf {
+        self.dir.join("id_ed25519.pub")
+    }
+
+    /// Creates the directory (0700) and checks that it takes a file.
+    pub fn ensure(&self) -> Result<(), StateError> {
+        let err = |source| StateError::NotWritable {
+            path: self.dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&self.dir).map_err(err)?;
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+        let probe = self.dir.join(".write-test");
+        File::create(&probe).map_err(err)?;
+        let _ = std::fs::remove_file(probe);
+        Ok(())
+    }
+
+    /// Takes this cluster's local lock (held until the returned file is dropped), so that two
+    /// commands on one machine do not change the same bastion at once. Across machines the
+    /// deterministic key pair name does the same job (ImportKeyPair fails on a duplicate).
+    pub fn lock(&self, cluster: &str) -> Result<File, StateError> {
+        self.ensure()?;
+        let path = self.dir.join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| StateError::NotWritable {
+                path: path.clone(),
+                source,
+            })?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StateError::Busy {
+                cluster: cluster.into(),
+                path,
+            }),
+            Err(std::fs::TryLockError::Error(source)) => {
+                Err(StateError::NotWritable { path, source })
+            }
+        }
+    }
+}
+
+/// Names of the AWS resources of one cluster's bastion. They are deterministic: the key pair
+/// and security group names are unique per region (and the role per account), which makes a
+/// second concurrent `up` fail instead of creating a twin.
+#[derive(Debug, Clone)]
+pub struct Names {
+    pub key_pair: String,
+    pub security_group: String,
+    pub role: String,
+    pub instance_profile: String,
+    pub instance: String,
+}
+
+impl Names {
+    pub fn new(cluster: &str, region: &str) -> Self {
+        let regional = format!("bastion-{cluster}");
+        let global = iam_name(&format!("bastion-{cluster}-{region}"));
+        Names {
+            key_pair: regional.clone(),
+            security_group: regional.clone(),
+            role: global.clone(),
+            instance_profile: global,
+            instance: regional,
+        }
+    }
+}
+
+/// IAM names are at most 64 characters: shorten long ones with a stable hash suffix.
+fn iam_name(full: &str) -> String {
+    if full.len() <= 64 {
+        return full.to_string();
+    }
+    // FNV-1a: stable across builds and platforms, unlike std's hasher.
+    let hash = full.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let suffix = format!("-{:08x}", hash as u32);
+    let keep = 64 - suffix.len();
+    let mut cut = keep;
+    while !full.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{}", &full[..cut], suffix)
+}
+
+/// A fresh ed25519 key pair: the private key written 0600 (OpenSSH format), the public key
+/// beside it as `<file>.pub`. Returns the public key line.
+pub fn generate_key(private: &Path, public: &Path, comment: &str) -> Result<String, StateError> {
+    let err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StateError::Key { path, source }
+    };
+    let mut seed = [0u8; 32];
+    rand::rng().fill_bytes(&mut seed);
+    let mut key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
+    seed.fill(0);
+    key.set_comment(comment);
+    let private_text = key
+        .to_openssh(LineEnding::LF)
+        .map_err(|e| err(private)(std::io::Error::other(e.to_string())))?;
+    let public_line = key
+        .public_key()
+        .to_openssh()
+        .map_err(|e| err(public)(std::io::Error::other(e.to_string())))?;
+    // Replace a stale key from an earlier, cleaned-up bastion.
+    let _ = std::fs::remove_file(private);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(private)
+        .map_err(err(private))?;
+    f.write_all(private_text.as_bytes()).map_err(err(private))?;
+    f.sync_all().map_err(err(private))?;
+    std::fs::write(public, format!("{public_line}\n")).map_err(err(public))?;
+    Ok(public_line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iam_names_fit_and_stay_stable() {
+        assert_eq!(
+            Names::new("demo", "us-east-1").role,
+            "bastion-demo-us-east-1"
+        );
+        let long = "c".repeat(60);
+        let a = Names::new(&long, "eu-central-1").role;
+        assert_eq!(a.len(), 64);
+        assert_eq!(a, Names::new(&long, "eu-central-1").role);
+        assert_ne!(a, Names::new(&long, "eu-central-2").role);
+    }
+
+    #[test]
+    fn generated_key_is_private_and_parseable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (private, public) = (dir.path().join("k"), dir.path().join("k.pub"));
+        let line = generate_key(&private, &public, "bastion:test").unwrap();
+        assert!(line.starts_with("ssh-ed25519 AAAA"), "{line}");
+        let mode = std::fs::metadata(&private).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let parsed = PrivateKey::read_openssh_file(&private).unwrap();
+        assert_eq!(parsed.public_key().to_openssh().unwrap(), line);
+        // A second generation replaces the first.
+        let again = generate_key(&private, &public, "bastion:test").unwrap();
+        assert_ne!(again, line);
+    }
+
+    #[test]
+    fn a_second_lock_on_the_same_cluster_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = BastionDir::new(dir.path(), "1", "r", "c");
+        let held = b.lock("c").unwrap();
+        assert!(matches!(b.lock("c"), Err(StateError::Busy { .. })));
+        drop(held);
+        assert!(b.lock("c").is_ok());
+    }
+}

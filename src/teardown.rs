@@ -1,0 +1,308 @@
+//! Removing what `up` created: first exactly what the ledger records, in reverse order, then a
+//! sweep by tag that catches what the ledger could not know (another machine, a lost state dir,
+//! a create call whose response never arrived). NotFound counts as done, so every step can be
+//! re-run. A resource without bastion's tag is never touched.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::aws::{AwsError, AwsResult, Cloud, IAM_PATH, IamEntity, TAG_CLUSTER, Tag, tag_value};
+use crate::ledger::{Ledger, Resource};
+use crate::ui::Progress;
+
+/// The tag that names the `up` run that created a resource; `up` sweeps by it after a failure.
+pub const TAG_RUN: &str = "bastion:run";
+/// IAM is global: roles and profiles also carry the region of their bastion.
+pub const TAG_REGION: &str = "bastion:region";
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Report {
+    pub removed: Vec<String>,
+    pub failed: Vec<String>,
+}
+
+impl Report {
+    fn ok(&mut self, what: String) {
+        self.removed.push(what);
+    }
+    fn fail(&mut self, what: String, err: &dyn std::fmt::Display) {
+        self.failed.push(format!("{what}: {err}"));
+    }
+    pub fn merge(&mut self, other: Report) {
+        self.removed.extend(other.removed);
+        self.failed.extend(other.failed);
+    }
+}
+
+fn done_if_missing(r: AwsResult<()>) -> AwsResult<()> {
+    match r {
+        Err(e) if e.is_not_found() => Ok(()),
+        other => other,
+    }
+}
+
+/// Polls until the instance is gone (terminated or unknown), up to `limit`.
+pub async fn wait_terminated(cloud: &dyn Cloud, id: &str, limit: Duration) -> AwsResult<()> {
+    let start = tokio::time::Instant::now();
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match cloud.instance(id).await? {
+            None => return Ok(()),
+            Some(i) if i.state == "terminated" => return Ok(()),
+            Some(i) if start.elapsed() > limit => {
+                return Err(AwsError::Service {
+                    action: "ec2:TerminateInstances".into(),
+                    code: "Timeout".into(),
+                    message: format!("{id} is still {} after {}s", i.state, limit.as_secs()),
+                });
+            }
+            Some(_) => {}
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Deletes a security group, retrying DependencyViolation (an ENI of a terminating instance,
+/// a rule in another group that names it) with backoff.
+async fn delete_group(cloud: &dyn Cloud, id: &str) -> AwsResult<()> {
+    let mut delay = Duration::from_secs(1);
+    let mut waited = Duration::ZERO;
+    loop {
+        match done_if_missing(cloud.delete_security_group(id).await) {
+            Err(e) if e.is_dependency_violation() && waited < Duration::from_secs(300) => {
+                tracing::info!(
+                    group = id,
+                    "security group still in use; retrying in {delay:?}"
+                );
+                tokio::time::sleep(delay).await;
+                waited += delay;
+                delay = (delay * 2).min(Duration::from_secs(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Empties and deletes a role bastion created (inline and attached policies first).
+async fn delete_role(cloud: &dyn Cloud, name: &str) -> AwsResult<()> {
+    let (inline, attached) = match cloud.role_policies(name).await {
+        Ok(p) => p,
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for p in inline {
+        done_if_missing(cloud.delete_role_policy(name, &p).await)?;
+    }
+    for arn in attached {
+        done_if_missing(cloud.detach_role_policy(name, &arn).await)?;
+    }
+    done_if_missing(cloud.delete_role(name).await)
+}
+
+async fn delete_profile(cloud: &dyn Cloud, name: &str) -> AwsResult<()> {
+    let roles = match cloud.profile_roles(name).await {
+        Ok(r) => r,
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for role in roles {
+        done_if_missing(cloud.remove_role_from_instance_profile(name, &role).await)?;
+    }
+    done_if_missing(cloud.delete_instance_profile(name).await)
+}
+
+fn remove_local(path: &std::path::Path) -> std::io::Result<()> {
+    for p in [path.to_path_buf(), path.with_extension("pub")] {
+        match std::fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+async fn remove_one(cloud: &dyn Cloud, resource: &Resource) -> anyhow::Result<()> {
+    match resource {
+        Resource::Instance { id } => {
+            done_if_missing(cloud.terminate_instance(id).await)?;
+            wait_terminated(cloud, id, Duration::from_secs(600)).await?;
+        }
+        Resource::IngressRule {
+            group_id, rule_ids, ..
+        } => done_if_missing(cloud.revoke_ingress(group_id, rule_ids).await)?,
+        Resource::SecurityGroup { id } => delete_group(cloud, id).await?,
+        Resource::KeyPair { name, .. } => done_if_missing(cloud.delete_key_pair(name).await)?,
+        Resource::RoleInProfile { profile, role } => {
+            done_if_missing(cloud.remove_role_from_instance_profile(profile, role).await)?
+        }
+        Resource::InstanceProfile { name, .. } => delete_profile(cloud, name).await?,
+        Resource::AttachedPolicy { role, arn } => {
+            done_if_missing(cloud.detach_role_policy(role, arn).await)?
+        }
+        Resource::InlinePolicy { role, name } => {
+            done_if_missing(cloud.delete_role_policy(role, name).await)?
+        }
+        Resource::Role { name } => delete_role(cloud, name).await?,
+        Resource::LocalKey { path } => remove_local(path)?,
+    }
+    Ok(())
+}
+
+/// Removes everything the ledger records, newest first, forgetting each as it goes. Keeps going
+/// past a failure so that one stuck resource does not strand the others.
+pub async fn teardown_ledger(
+    cloud: &dyn Cloud,
+    ledger: &mut Ledger,
+    progress: &Progress,
+) -> Report {
+    let mut report = Report::default();
+    let resources: Vec<Resource> = ledger.resources().iter().rev().cloned().collect();
+    for r in resources {
+        let what = r.describe();
+        progress.phase(format!("removing {what}"));
+        match remove_one(cloud, &r).await {
+            Ok(()) => {
+                if let Err(e) = ledger.forget(&r) {
+                    report.fail(what.clone(), &e);
+                }
+                progress.note(format!("removed {what}"));
+                report.ok(what);
+            }
+            Err(e) => report.fail(what, &e),
+        }
+    }
+    report
+}
+
+fn iam_matches(e: &IamEntity, key: &str, value: &str, region: &str) -> bool {
+    tag_value(&e.tags, key) == Some(value)
+        && tag_value(&e.tags, TAG_CLUSTER).is_some()
+        && tag_value(&e.tags, TAG_REGION).is_none_or(|r| r == region)
+}
+
+/// Finds and removes every bastion resource tagged `key=value` in the region: instances, rules
+/// bastion added to other groups, security groups, key pairs, instance profiles and roles under
+/// `/bastion/`. `key` is `bastion:cluster` (down) or `bastion:run` (a failed `up`).
+pub async fn sweep(
+    cloud: &dyn Cloud,
+    key: &str,
+    value: &str,
+    progress: &Progress,
+) -> anyhow::Result<Report> {
+    let mut report = Report::default();
+    let region = cloud.region().to_string();
+    progress.phase(format!("looking for resources tagged {key}={value}"));
+
+    let live = ["pending", "running", "stopping", "stopped", "shutting-down"];
+    let instances = cloud.instances_by_tags(&[(key, value)], &live).await?;
+    for i in &instances {
+        if i.tag(TAG_CLUSTER).is_none() {
+            continue;
+        }
+        let what = format!("instance {}", i.id);
+        progress.phase(format!("terminating {what}"));
+        match done_if_missing(cloud.terminate_instance(&i.id).await) {
+            Ok(()) => {}
+            Err(e) => report.fail(what.clone(), &e),
+        }
+    }
+    for i in &instances {
+        if i.tag(TAG_CLUSTER).is_none() {
+            continue;
+        }
+        let what = format!("instance {}", i.id);
+        progress.phase(format!("waiting for {what} to terminate"));
+        match wait_terminated(cloud, &i.id, Duration::from_secs(600)).await {
+            Ok(()) => {
+                progress.note(format!("removed {what}"));
+                report.ok(what)
+            }
+            Err(e) => report.fail(what, &e),
+        }
+    }
+
+    for rule in cloud.rules_by_tag(key, value).await? {
+        let what = format!("ingress rule {} on {}", rule.rule_id, rule.group_id);
+        match done_if_missing(
+            cloud
+                .revoke_ingress(&rule.group_id, std::slice::from_ref(&rule.rule_id))
+                .await,
+        ) {
+            Ok(()) => {
+                progress.note(format!("removed {what}"));
+                report.ok(what)
+            }
+            Err(e) => report.fail(what, &e),
+        }
+    }
+
+    for g in cloud.security_groups_by_tag(key, value).await? {
+        if tag_value(&g.tags, TAG_CLUSTER).is_none() {
+            continue;
+        }
+        let what = format!("security group {}", g.id);
+        progress.phase(format!("removing {what}"));
+        match delete_group(cloud, &g.id).await {
+            Ok(()) => {
+                progress.note(format!("removed {what}"));
+                report.ok(what)
+            }
+            Err(e) => report.fail(what, &e),
+        }
+    }
+
+    for k in cloud.key_pairs_by_tag(key, value).await? {
+        if tag_value(&k.tags, TAG_CLUSTER).is_none() {
+            continue;
+        }
+        let what = format!("key pair {}", k.name);
+        match done_if_missing(cloud.delete_key_pair(&k.name).await) {
+            Ok(()) => {
+                progress.note(format!("removed {what}"));
+                report.ok(what)
+            }
+            Err(e) => report.fail(what, &e),
+        }
+    }
+
+    for p in cloud.instance_profiles_under(IAM_PATH).await? {
+        if !iam_matches(&p, key, value, &region) {
+            continue;
+        }
+        let what = format!("instance profile {}", p.name);
+        match delete_profile(cloud, &p.name).await {
+            Ok(()) => {
+                progress.note(format!("removed {what}"));
+                report.ok(what)
+            }
+            Err(e) => report.fail(what, &e),
+        }
+    }
+
+    for r in cloud.roles_under(IAM_PATH).await? {
+        if !iam_matches(&r, key, value, &region) {
+            continue;
+        }
+        let what = format!("IAM role {}", r.name);
+        match delete_role(cloud, &r.name).await {
+            Ok(()) => {
+                progress.note(format!("removed {what}"));
+                report.ok(what)
+            }
+            Err(e) => report.fail(what, &e),
+        }
+    }
+    Ok(report)
+}
+
+/// The tags every resource of one `up` run carries.
+pub fn resource_tags(cluster: &str, run_id: &str, region: &str, name: &str) -> Vec<Tag> {
+    vec![
+        Tag::new("Name", name),
+        Tag::new(TAG_CLUSTER, cluster),
+        Tag::new(TAG_RUN, run_id),
+        Tag::new(TAG_REGION, region),
+    ]
+}

@@ -1,0 +1,43 @@
+# ---- Amazon Linux 2023 part (userdata/al2023.sh) --------------------------------------------
+
+ensure_awscli() {
+    command -v aws >/dev/null || dnf install -y awscli-2
+}
+
+dcv_arch() {
+    case "$(uname -m)" in aarch64 | arm64) echo aarch64 ;; *) echo x86_64 ;; esac
+}
+
+install_desktop() {
+    if ! rpm -q gdm >/dev/null 2>&1; then
+        dnf groupinstall -y 'Desktop'
+    fi
+    mkdir -p "$ROOT/etc/gdm"
+    [ -e "$ROOT/etc/gdm/custom.conf" ] || printf '[daemon]\n' >"$ROOT/etc/gdm/custom.conf"
+    if ! grep -q '^WaylandEnable=false' "$ROOT/etc/gdm/custom.conf"; then
+        sed -i 's/^\[daemon\]$/[daemon]\nWaylandEnable=false/' "$ROOT/etc/gdm/custom.conf"
+    fi
+}
+
+install_dcv() {
+    if rpm -q nice-dcv-server nice-dcv-web-viewer nice-xdcv >/dev/null 2>&1; then
+        log "DCV already installed"
+        return 0
+    fi
+    local dir name
+    dir=$(mktemp -d)
+    name="nice-dcv-$DCV_VERSION-amzn2023-$(dcv_arch)"
+    rpm --import "$DCV_BASE_URL/NICE-GPG-KEY"
+    curl -fsSL -o "$dir/dcv.tgz" "$DCV_BASE_URL/${DCV_VERSION%%-*}/Servers/$name.tgz"
+    tar -xzf "$dir/dcv.tgz" -C "$dir"
+    dnf install -y "$dir/$name"/nice-dcv-server-*.rpm "$dir/$name"/nice-dcv-web-viewer-*.rpm "$dir/$name"/nice-xdcv-*.rpm
+    rm -rf "$dir"
+}
+
+install_node() {
+    command -v node >/dev/null || dnf install -y nodejs
+}
+
+install_prereqs() {
+    command -v python3 >/dev/null || dnf install -y python3
+}

@@ -1,6 +1,8 @@
 //! Logging: tracing to stderr, never stdout (stdout carries results). Default filter
 //! `warn,bastion=warn`; -v/-vv/-vvv raise bastion's level; `BASTION_LOG` overrides everything.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 pub fn init(verbose: u8, quiet: bool) {
@@ -15,6 +17,7 @@ pub fn init(verbose: u8, quiet: bool) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .without_time()
         .try_init();

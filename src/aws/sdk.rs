@@ -159,11 +159,19 @@ fn to_instance(i: &ec2t::Instance) -> Instance {
         launch_time: i
             .launch_time()
             .and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()),
-        security_group_ids: i
-            .security_groups()
-            .iter()
-            .filter_map(|g| g.group_id().map(str::to_string))
-            .collect(),
+        security_group_ids: {
+            // The instance's groups, else its network interfaces' (moto fills only the latter
+            // when the launch names groups on the interface).
+            let mut ids: Vec<String> = i
+                .security_groups()
+                .iter()
+                .chain(i.network_interfaces().iter().flat_map(|n| n.groups()))
+                .filter_map(|g| g.group_id().map(str::to_string))
+                .collect();
+            ids.sort();
+            ids.dedup();
+            ids
+        },
         key_name: i.key_name().map(str::to_string),
         tags: from_ec2_tags(i.tags()),
     }

@@ -1,0 +1,566 @@
+//! Test harness: a moto server per test (the AWS stand-in), a VPC built like a ParallelCluster
+//! deployment, the built `bastion` binary run against it, and read-backs of what AWS holds.
+//! Nothing here talks to real AWS: every client and every run of the binary is pointed at the
+//! moto server on loopback, with dummy keys and no profile files.
+#![allow(dead_code)]
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::types as ec2t;
+
+pub const REGION: &str = "us-east-1";
+pub const CLUSTER: &str = "demo";
+
+/// Finds a tool the tests need. Under CI a missing tool is a failure; elsewhere the test is skipped.
+pub fn require_tool(name: &str, candidates: &[PathBuf]) -> Option<PathBuf> {
+    for c in candidates {
+        if c.is_file() {
+            return Some(c.clone());
+        }
+    }
+    if let Ok(path) = std::env::var("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join(name);
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{name} is not installed; .ci/run must install it");
+    }
+    eprintln!("SKIPPED: {name} is not installed (run .ci/run, or see README)");
+    None
+}
+
+pub fn venv() -> PathBuf {
+    PathBuf::from(std::env::var("BASTION_VENV").unwrap_or_else(|_| "/var/tmp/bastion-venv".into()))
+}
+
+pub struct Moto {
+    child: Child,
+    pub url: String,
+    pub port: u16,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+impl Moto {
+    /// Starts a moto server on a free loopback port, or returns None (skip) outside CI.
+    pub fn start() -> Option<Moto> {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(env: &[(&str, &str)]) -> Option<Moto> {
+        let bin = require_tool("moto_server", &[venv().join("bin/moto_server")])?;
+        for _attempt in 0..3 {
+            let port = free_port();
+            let mut cmd = Command::new(&bin);
+            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+            let child = cmd.spawn().expect("moto_server starts");
+            let mut moto = Moto {
+                child,
+                url: format!("http://127.0.0.1:{port}"),
+                port,
+            };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Some(moto);
+                }
+                if let Ok(Some(_)) = moto.child.try_wait() {
+                    break; // lost the port race; try another
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = moto.child.kill();
+        }
+        panic!("moto_server did not start");
+    }
+
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(REGION))
+            .endpoint_url(&self.url)
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
+            .load()
+            .await
+    }
+
+    pub async fn clients(&self) -> Clients {
+        let c = self.sdk_config().await;
+        Clients {
+            ec2: aws_sdk_ec2::Client::new(&c),
+            iam: aws_sdk_iam::Client::new(&c),
+            ssm: aws_sdk_ssm::Client::new(&c),
+        }
+    }
+}
+
+pub struct Clients {
+    pub ec2: aws_sdk_ec2::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub ssm: aws_sdk_ssm::Client,
+}
+
+/// The network of a ParallelCluster deployment in a subnet without internet.
+#[derive(Debug, Clone)]
+pub struct Lab {
+    pub vpc: String,
+    pub public_subnet: String,
+    pub private_subnet: String,
+    pub head_sg: String,
+    pub head_node: String,
+    pub head_ip: String,
+}
+
+fn tag(k: &str, v: &str) -> ec2t::Tag {
+    ec2t::Tag::builder().key(k).value(v).build()
+}
+
+fn tags(resource: ec2t::ResourceType, tags: Vec<ec2t::Tag>) -> ec2t::TagSpecification {
+    ec2t::TagSpecification::builder()
+        .resource_type(resource)
+        .set_tags(Some(tags))
+        .build()
+}
+
+pub struct LabOptions {
+    /// The head node group admits tcp 22 only from this CIDR (restricted `AllowedIps`).
+    pub head_ssh_from: &'static str,
+    pub with_internet_gateway: bool,
+    pub cidr: &'static str,
+    pub cluster: &'static str,
+    pub head_state_stopped: bool,
+}
+
+impl Default for LabOptions {
+    fn default() -> Self {
+        LabOptions {
+            head_ssh_from: "203.0.113.0/24",
+            with_internet_gateway: true,
+            cidr: "10.20",
+            cluster: CLUSTER,
+            head_state_stopped: false,
+        }
+    }
+}
+
+impl Clients {
+    pub async fn build_lab(&self, o: LabOptions) -> Lab {
+        let ec2 = &self.ec2;
+        let vpc = ec2
+            .create_vpc()
+            .cidr_block(format!("{}.0.0/16", o.cidr))
+            .send()
+            .await
+            .unwrap()
+            .vpc()
+            .unwrap()
+            .vpc_id()
+            .unwrap()
+            .to_string();
+        let subnet = |cidr: String| {
+            let vpc = vpc.clone();
+            async move {
+                ec2.create_subnet()
+                    .vpc_id(vpc)
+                    .cidr_block(cidr)
+                    .availability_zone("us-east-1a")
+                    .send()
+                    .await
+                    .unwrap()
+                    .subnet()
+                    .unwrap()
+                    .subnet_id()
+                    .unwrap()
+                    .to_string()
+            }
+        };
+        let public_subnet = subnet(format!("{}.1.0/24", o.cidr)).await;
+        let private_subnet = subnet(format!("{}.2.0/24", o.cidr)).await;
+
+        let public_rt = ec2
+            .create_route_table()
+            .vpc_id(&vpc)
+            .send()
+            .await
+            .unwrap()
+            .route_table()
+            .unwrap()
+            .route_table_id()
+            .unwrap()
+            .to_string();
+        if o.with_internet_gateway {
+            let igw = ec2
+                .create_internet_gateway()
+                .send()
+                .await
+                .unwrap()
+                .internet_gateway()
+                .unwrap()
+                .internet_gateway_id()
+                .unwrap()
+                .to_string();
+            ec2.attach_internet_gateway()
+                .internet_gateway_id(&igw)
+                .vpc_id(&vpc)
+                .send()
+                .await
+                .unwrap();
+            ec2.create_route()
+                .route_table_id(&public_rt)
+                .destination_cidr_block("0.0.0.0/0")
+                .gateway_id(&igw)
+                .send()
+                .await
+                .unwrap();
+        }
+        ec2.associate_route_table()
+            .route_table_id(&public_rt)
+            .subnet_id(&public_subnet)
+            .send()
+            .await
+            .unwrap();
+        let private_rt = ec2
+            .create_route_table()
+            .vpc_id(&vpc)
+            .send()
+            .await
+            .unwrap()
+            .route_table()
+            .unwrap()
+            .route_table_id()
+            .unwrap()
+            .to_string();
+        ec2.associate_route_table()
+            .route_table_id(&private_rt)
+            .subnet_id(&private_subnet)
+            .send()
+            .await
+            .unwrap();
+
+        let head_sg = ec2
+            .create_security_group()
+            .group_name(format!("{}-HeadNodeSecurityGroup", o.cluster))
+            .description("head node")
+            .vpc_id(&vpc)
+            .tag_specifications(tags(
+                ec2t::ResourceType::SecurityGroup,
+                vec![
+                    tag("aws:cloudformation:stack-name", o.cluster),
+                    tag("aws:cloudformation:logical-id", "HeadNodeSecurityGroup"),
+                ],
+            ))
+            .send()
+            .await
+            .unwrap()
+            .group_id()
+            .unwrap()
+            .to_string();
+        ec2.authorize_security_group_ingress()
+            .group_id(&head_sg)
+            .ip_permissions(
+                ec2t::IpPermission::builder()
+                    .ip_protocol("tcp")
+                    .from_port(22)
+                    .to_port(22)
+                    .ip_ranges(ec2t::IpRange::builder().cidr_ip(o.head_ssh_from).build())
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+
+        let ami = self
+            .ssm
+            .get_parameter()
+            .name("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64")
+            .send()
+            .await
+            .unwrap()
+            .parameter()
+            .unwrap()
+            .value()
+            .unwrap()
+            .to_string();
+        let head_ip = format!("{}.2.10", o.cidr);
+        let run = ec2
+            .run_instances()
+            .image_id(ami)
+            .instance_type(ec2t::InstanceType::C5Xlarge)
+            .min_count(1)
+            .max_count(1)
+            .subnet_id(&private_subnet)
+            .private_ip_address(&head_ip)
+            .security_group_ids(&head_sg)
+            .key_name("cluster-key")
+            .tag_specifications(tags(
+                ec2t::ResourceType::Instance,
+                vec![
+                    tag("Name", "HeadNode"),
+                    tag("parallelcluster:cluster-name", o.cluster),
+                    tag("parallelcluster:node-type", "HeadNode"),
+                    tag("parallelcluster:version", "3.16.1"),
+                    tag(
+                        "parallelcluster:attributes",
+                        "alinux2023, slurm, 3.16.1, x86_64",
+                    ),
+                ],
+            ))
+            .send()
+            .await
+            .unwrap();
+        let head_node = run.instances()[0].instance_id().unwrap().to_string();
+        if o.head_state_stopped {
+            ec2.stop_instances()
+                .instance_ids(&head_node)
+                .send()
+                .await
+                .unwrap();
+        }
+        Lab {
+            vpc,
+            public_subnet,
+            private_subnet,
+            head_sg,
+            head_node,
+            head_ip,
+        }
+    }
+
+    /// Live instances tagged with the bastion tag for `cluster`.
+    pub async fn bastion_instances(&self, cluster: &str) -> Vec<ec2t::Instance> {
+        let out = self
+            .ec2
+            .describe_instances()
+            .filters(filter("tag:bastion:cluster", cluster))
+            .send()
+            .await
+            .unwrap();
+        out.reservations()
+            .iter()
+            .flat_map(|r| r.instances().to_vec())
+            .filter(|i| i.state().and_then(|s| s.name()).map(|n| n.as_str()) != Some("terminated"))
+            .collect()
+    }
+
+    /// Everything in AWS that carries `bastion:cluster=<cluster>` or lives under `/bastion/`.
+    pub async fn leftovers(&self, cluster: &str) -> Vec<String> {
+        let mut left = Vec::new();
+        for i in self.bastion_instances(cluster).await {
+            left.push(format!("instance {}", i.instance_id().unwrap_or_default()));
+        }
+        let f = filter("tag:bastion:cluster", cluster);
+        let sgs = self
+            .ec2
+            .describe_security_groups()
+            .filters(f.clone())
+            .send()
+            .await
+            .unwrap();
+        for g in sgs.security_groups() {
+            left.push(format!(
+                "security group {}",
+                g.group_id().unwrap_or_default()
+            ));
+        }
+        let rules = self
+            .ec2
+            .describe_security_group_rules()
+            .filters(f.clone())
+            .send()
+            .await
+            .unwrap();
+        for r in rules.security_group_rules() {
+            left.push(format!(
+                "rule {}",
+                r.security_group_rule_id().unwrap_or_default()
+            ));
+        }
+        let keys = self
+            .ec2
+            .describe_key_pairs()
+            .filters(f)
+            .send()
+            .await
+            .unwrap();
+        for k in keys.key_pairs() {
+            left.push(format!("key pair {}", k.key_name().unwrap_or_default()));
+        }
+        let roles = self
+            .iam
+            .list_roles()
+            .path_prefix("/bastion/")
+            .send()
+            .await
+            .unwrap();
+        for r in roles.roles() {
+            left.push(format!("role {}", r.role_name()));
+        }
+        let profiles = self
+            .iam
+            .list_instance_profiles()
+            .path_prefix("/bastion/")
+            .send()
+            .await
+            .unwrap();
+        for p in profiles.instance_profiles() {
+            left.push(format!("instance profile {}", p.instance_profile_name()));
+        }
+        left
+    }
+
+    pub async fn set_instance_tags(&self, id: &str, kv: &[(&str, &str)]) {
+        self.ec2
+            .create_tags()
+            .resources(id)
+            .set_tags(Some(kv.iter().map(|(k, v)| tag(k, v)).collect()))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// Ingress rules of a group as (port, source) pairs, source a CIDR or a group id.
+    pub async fn ingress(&self, group: &str) -> Vec<(i32, String)> {
+        let out = self
+            .ec2
+            .describe_security_groups()
+            .group_ids(group)
+            .send()
+            .await
+            .unwrap();
+        let mut rules = Vec::new();
+        for g in out.security_groups() {
+            for p in g.ip_permissions() {
+                let port = p.from_port().unwrap_or(-1);
+                for r in p.ip_ranges() {
+                    rules.push((port, r.cidr_ip().unwrap_or_default().to_string()));
+                }
+                for r in p.user_id_group_pairs() {
+                    rules.push((port, r.group_id().unwrap_or_default().to_string()));
+                }
+            }
+        }
+        rules.sort();
+        rules
+    }
+}
+
+pub fn filter(name: &str, value: &str) -> ec2t::Filter {
+    ec2t::Filter::builder().name(name).values(value).build()
+}
+
+/// One run of the real binary against moto, with a state dir and HOME of its own.
+pub struct Bastion {
+    pub endpoint: String,
+    pub state_dir: PathBuf,
+    pub home: PathBuf,
+    pub env: Vec<(String, String)>,
+}
+
+pub struct Run {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+impl Bastion {
+    pub fn new(moto: &Moto, root: &Path) -> Bastion {
+        let state_dir = root.join("state");
+        let home = root.join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        // Empty AWS config files: no profile, no credentials from the test machine.
+        std::fs::write(home.join("no-aws-config"), "").unwrap();
+        std::fs::write(home.join("no-aws-credentials"), "").unwrap();
+        Bastion {
+            endpoint: moto.url.clone(),
+            state_dir,
+            home,
+            env: Vec::new(),
+        }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bastion"));
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", &self.home)
+            .env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", REGION)
+            .env("AWS_CONFIG_FILE", self.home.join("no-aws-config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                self.home.join("no-aws-credentials"),
+            )
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("BASTION_STATE_DIR", &self.state_dir)
+            // Never look up the real public IP: a closed loopback port.
+            .env("BASTION_IP_LOOKUP_URL", "http://127.0.0.1:9/")
+            .stdin(Stdio::null());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_cmd(self.command(args))
+    }
+
+    pub fn run_cmd(&self, mut cmd: Command) -> Run {
+        let out: Output = cmd.output().expect("bastion runs");
+        Run {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}

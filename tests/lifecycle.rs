@@ -1,0 +1,856 @@
+//! `bastion up` / `down` / `status` against a moto server: what the user sees, and what AWS holds.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use base64::Engine;
+use common::*;
+
+macro_rules! moto_or_skip {
+    () => {
+        match Moto::start() {
+            Some(m) => m,
+            None => return,
+        }
+    };
+}
+
+const ALLOW: &str = "198.51.100.7/32";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_creates_a_hardened_proxy_and_down_removes_all_of_it() {
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    let lab = aws.build_lab(LabOptions::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Bastion::new(&moto, tmp.path());
+    let head_rules_before = aws.ingress(&lab.head_sg).await;
+
+    let up = b.run(&[
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--allow-cidr",
+        ALLOW,
+        "--no-wait",
+        "--output",
+        "json",
+        "-v",
+    ]);
+    assert_eq!(up.status, 0, "{up:?}");
+    let r = up.json();
+    assert_eq!(r["created"], true);
+    let id = r["instance_id"].as_str().unwrap().to_string();
+    if let Some(calls) = up.stderr.lines().find(|l| l.contains("aws_api_calls")) {
+        eprintln!("AWS API calls made by one `up --no-wait`: {calls}");
+    }
+
+    // The instance: public subnet of the head node's VPC, IMDSv2, encrypted gp3, public IP.
+    let out = aws
+        .ec2
+        .describe_instances()
+        .instance_ids(&id)
+        .send()
+        .await
+        .unwrap();
+    let inst = &out.reservations()[0].instances()[0];
+    assert_eq!(inst.subnet_id(), Some(lab.public_subnet.as_str()));
+    assert_eq!(inst.vpc_id(), Some(lab.vpc.as_str()));
+    assert_eq!(
+        inst.metadata_options()
+            .and_then(|m| m.http_tokens())
+            .map(|t| t.as_str()),
+        Some("required"),
+        "IMDSv2 must be required"
+    );
+    assert_eq!(inst.instance_type().map(|t| t.as_str()), Some("t3.medium"));
+    let tag = |k: &str| {
+        inst.tags()
+            .iter()
+            .find(|t| t.key() == Some(k))
+            .and_then(|t| t.value())
+            .map(str::to_string)
+    };
+    assert_eq!(tag("bastion:cluster").as_deref(), Some(CLUSTER));
+    assert_eq!(tag("Name").as_deref(), Some("bastion-demo"));
+    assert_eq!(
+        tag("bastion:head-node").as_deref(),
+        Some(lab.head_node.as_str())
+    );
+    let profile_arn = inst.iam_instance_profile().and_then(|p| p.arn()).unwrap();
+    assert!(
+        profile_arn.contains(":instance-profile/bastion/"),
+        "{profile_arn}"
+    );
+    let volumes = aws
+        .ec2
+        .describe_volumes()
+        .filters(filter("attachment.instance-id", &id))
+        .send()
+        .await
+        .unwrap();
+    assert!(!volumes.volumes().is_empty());
+    for v in volumes.volumes() {
+        assert_eq!(v.encrypted(), Some(true), "root volume must be encrypted");
+        assert_eq!(v.volume_type().map(|t| t.as_str()), Some("gp3"));
+    }
+
+    // User-data: the al2023 script for this cluster's version.
+    let attr = aws
+        .ec2
+        .describe_instance_attribute()
+        .instance_id(&id)
+        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+        .send()
+        .await
+        .unwrap();
+    let ud = attr.user_data().and_then(|u| u.value()).unwrap();
+    let script = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(ud)
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(script.starts_with("#!/bin/bash"));
+    assert!(script.contains("PCLUSTER_VERSION='3.16.1'"));
+    assert!(script.contains("IDLE_STOP_MIN=60"));
+    assert!(script.contains("dnf groupinstall"), "the al2023 variant");
+
+    // The proxy's group: SSH from the allowed CIDR only.
+    let sg = inst.network_interfaces()[0].groups()[0]
+        .group_id()
+        .unwrap()
+        .to_string();
+    assert_eq!(aws.ingress(&sg).await, vec![(22, ALLOW.to_string())]);
+    // The head node's group now admits the proxy's group on 22 and 8443, and nothing else changed.
+    let mut expected = head_rules_before.clone();
+    expected.push((22, sg.clone()));
+    expected.push((8443, sg.clone()));
+    expected.sort();
+    assert_eq!(aws.ingress(&lab.head_sg).await, expected);
+
+    // The role: pcluster user policy, DCV licence read, SSM core.
+    let role = "bastion-demo-us-east-1";
+    let inline = aws
+        .iam
+        .list_role_policies()
+        .role_name(role)
+        .send()
+        .await
+        .unwrap();
+    let mut names = inline.policy_names().to_vec();
+    names.sort();
+    assert_eq!(names, vec!["dcv-license", "pcluster-user"]);
+    let doc = aws
+        .iam
+        .get_role_policy()
+        .role_name(role)
+        .policy_name("dcv-license")
+        .send()
+        .await
+        .unwrap();
+    let doc = urlencoding_decode(doc.policy_document());
+    assert!(
+        doc.contains("arn:aws:s3:::dcv-license.us-east-1/*"),
+        "{doc}"
+    );
+    let attached = aws
+        .iam
+        .list_attached_role_policies()
+        .role_name(role)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        attached
+            .attached_policies()
+            .iter()
+            .any(|p| p.policy_arn() == Some("arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"))
+    );
+
+    // The key: imported, private half 0600 locally, public half beside it.
+    let key_file = r["key_file"].as_str().unwrap();
+    let mode = std::fs::metadata(key_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let public = std::fs::read_to_string(format!("{key_file}.pub")).unwrap();
+    assert!(public.starts_with("ssh-ed25519 "));
+    let keys = aws
+        .ec2
+        .describe_key_pairs()
+        .key_names("bastion-demo")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(keys.key_pairs().len(), 1);
+
+    // status shows it.
+    let st = b.run(&["status", "--output", "json"]);
+    assert_eq!(st.status, 0, "{st:?}");
+    let rows = st.json()["bastions"].as_array().unwrap().clone();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["cluster"], CLUSTER);
+    assert_eq!(rows[0]["instance_id"], id.as_str());
+    let text = b.run(&["--output", "text", "status", "--cluster", CLUSTER]);
+    assert!(
+        text.stdout.contains("CLUSTER") && text.stdout.contains(&id),
+        "{text:?}"
+    );
+
+    // A second up creates nothing and reports the same proxy.
+    let before = aws.leftovers(CLUSTER).await;
+    let again = b.run(&[
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--allow-cidr",
+        ALLOW,
+        "--no-wait",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(again.status, 0, "{again:?}");
+    assert_eq!(again.json()["created"], false);
+    assert_eq!(again.json()["instance_id"], id.as_str());
+    assert_eq!(aws.leftovers(CLUSTER).await, before);
+
+    // down removes everything, restores the head node's group, and is re-runnable.
+    let down = b.run(&["down", "--cluster", CLUSTER, "--output", "json"]);
+    assert_eq!(down.status, 0, "{down:?}");
+    assert!(
+        down.json()["removed"].as_array().unwrap().len() >= 8,
+        "{down:?}"
+    );
+    assert_eq!(aws.leftovers(CLUSTER).await, Vec::<String>::new());
+    assert_eq!(aws.ingress(&lab.head_sg).await, head_rules_before);
+    assert!(
+        !std::path::Path::new(key_file).exists(),
+        "local key removed"
+    );
+    let again = b.run(&["down", "--cluster", CLUSTER]);
+    assert_eq!(again.status, 0, "{again:?}");
+    assert!(again.stdout.contains("nothing to remove"), "{again:?}");
+}
+
+/// IAM returns policy documents URL-encoded.
+fn urlencoding_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failure_at_any_creation_step_leaves_nothing_behind() {
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    let lab = aws.build_lab(LabOptions::default()).await;
+    let head_rules_before = aws.ingress(&lab.head_sg).await;
+    let steps = [
+        "import_key_pair",
+        "create_security_group",
+        "set_egress",
+        "authorize_ingress",
+        "create_role",
+        "put_role_policy",
+        "attach_role_policy",
+        "create_instance_profile",
+        "add_role_to_instance_profile",
+        "run_instance",
+    ];
+    for step in steps {
+        for mode in ["", ":after"] {
+            let failpoint = format!("{step}{mode}");
+            let tmp = tempfile::tempdir().unwrap();
+            let mut b = Bastion::new(&moto, tmp.path());
+            b.env.push(("BASTION_FAILPOINT".into(), failpoint.clone()));
+            let up = b.run(&[
+                "up",
+                "--cluster",
+                CLUSTER,
+                "--allow-cidr",
+                ALLOW,
+                "--no-wait",
+            ]);
+            assert_ne!(up.status, 0, "{failpoint}: {up:?}");
+            assert!(
+                up.stderr.contains("injected failure"),
+                "{failpoint}: the original error is shown: {up:?}"
+            );
+            assert!(
+                up.stderr.contains("cleaned up") || up.stderr.contains("nothing had been created"),
+                "{failpoint}: {up:?}"
+            );
+            assert!(!up.stderr.contains("NOT removed"), "{failpoint}: {up:?}");
+            assert_eq!(
+                aws.leftovers(CLUSTER).await,
+                Vec::<String>::new(),
+                "{failpoint}: {up:?}"
+            );
+            assert_eq!(
+                aws.ingress(&lab.head_sg).await,
+                head_rules_before,
+                "{failpoint}"
+            );
+            let keys: Vec<_> = walk(&b.state_dir)
+                .into_iter()
+                .filter(|p| p.contains("id_ed25519"))
+                .collect();
+            assert!(keys.is_empty(), "{failpoint}: local keys left: {keys:?}");
+        }
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_during_up_removes_what_it_created() {
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    aws.build_lab(LabOptions::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = Bastion::new(&moto, tmp.path());
+    b.env
+        .push(("BASTION_FAILPOINT".into(), "run_instance:pause".into()));
+    let mut cmd = b.command(&[
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--allow-cidr",
+        ALLOW,
+        "--no-wait",
+    ]);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    // Wait until up is paused before RunInstances: the instance profile exists by then.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let p = aws
+            .iam
+            .list_instance_profiles()
+            .path_prefix("/bastion/")
+            .send()
+            .await
+            .unwrap();
+        if p.instance_profiles().iter().any(|p| !p.roles().is_empty()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "up never reached RunInstances"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(!aws.leftovers(CLUSTER).await.is_empty());
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("interrupted") && stderr.contains("removed"),
+        "{stderr}"
+    );
+    assert_eq!(aws.leftovers(CLUSTER).await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_waits_for_the_bootstrap_and_reports_its_failure() {
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    aws.build_lab(LabOptions::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Bastion::new(&moto, tmp.path());
+
+    // Play the instance's bootstrap: bootstrapping, host key, ready.
+    let mut cmd = b.command(&[
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--allow-cidr",
+        ALLOW,
+        "--output",
+        "json",
+        "--timeout",
+        "2",
+    ]);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let id = wait_for_instance(&aws).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(
+        child_running(&child),
+        "up must keep waiting while the bootstrap has not reported"
+    );
+    aws.set_instance_tags(&id, &[("bastion:state", "bootstrapping")])
+        .await;
+    aws.set_instance_tags(
+        &id,
+        &[
+            (
+                "bastion:host-key",
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl",
+            ),
+            ("bastion:state", "ready"),
+        ],
+    )
+    .await;
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["bootstrap"], "ready");
+    assert_eq!(r["instance_id"], id.as_str());
+    assert_eq!(b.run(&["down", "--cluster", CLUSTER]).status, 0);
+
+    // A failed bootstrap: the console tail is shown, the exit is non-zero, nothing stays.
+    let mut cmd = b.command(&[
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--allow-cidr",
+        ALLOW,
+        "--timeout",
+        "2",
+    ]);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let id = wait_for_instance(&aws).await;
+    aws.set_instance_tags(&id, &[("bastion:state", "failed")])
+        .await;
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("bootstrap failed") && stderr.contains("console output"),
+        "{stderr}"
+    );
+    assert_eq!(
+        aws.leftovers(CLUSTER).await,
+        Vec::<String>::new(),
+        "{stderr}"
+    );
+}
+
+fn child_running(child: &std::process::Child) -> bool {
+    std::path::Path::new(&format!("/proc/{}", child.id())).exists()
+        && !std::fs::read_to_string(format!("/proc/{}/stat", child.id()))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+async fn wait_for_instance(aws: &Clients) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(i) = aws.bastion_instances(CLUSTER).await.first() {
+            return i.instance_id().unwrap().to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no bastion instance appeared"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_concurrent_ups_create_one_bastion() {
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    aws.build_lab(LabOptions::default()).await;
+    // Two machines: separate state dirs, so only AWS can tell them apart.
+    let (t1, t2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (b1, b2) = (
+        Bastion::new(&moto, t1.path()),
+        Bastion::new(&moto, t2.path()),
+    );
+    let args = [
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--allow-cidr",
+        ALLOW,
+        "--no-wait",
+        "--output",
+        "json",
+    ];
+    let (r1, r2) = std::thread::scope(|s| {
+        let h1 = s.spawn(|| b1.run(&args));
+        let h2 = s.spawn(|| b2.run(&args));
+        (h1.join().unwrap(), h2.join().unwrap())
+    });
+    let created = [&r1, &r2]
+        .iter()
+        .filter(|r| r.status == 0 && r.json()["created"] == true)
+        .count();
+    assert_eq!(created, 1, "exactly one up creates:\n{r1:?}\n{r2:?}");
+    for r in [&r1, &r2] {
+        if r.status != 0 {
+            assert!(r.stderr.contains("another `bastion up`"), "{r:?}");
+        }
+    }
+    // The loser's cleanup did not touch the winner's resources.
+    assert_eq!(aws.bastion_instances(CLUSTER).await.len(), 1);
+    let left = aws.leftovers(CLUSTER).await;
+    assert!(
+        left.iter().any(|l| l.starts_with("security group")),
+        "{left:?}"
+    );
+    assert!(left.iter().any(|l| l.starts_with("key pair")), "{left:?}");
+    assert!(left.iter().any(|l| l.starts_with("role")), "{left:?}");
+    let winner = if r1.status == 0 && r1.json()["created"] == true {
+        &b1
+    } else {
+        &b2
+    };
+    assert_eq!(winner.run(&["down", "--cluster", CLUSTER]).status, 0);
+    assert_eq!(aws.leftovers(CLUSTER).await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn down_without_a_ledger_finds_resources_by_tag_and_spares_the_untagged() {
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    let lab = aws.build_lab(LabOptions::default()).await;
+    // Look-alikes without bastion's tag: never touched.
+    let decoy_sg = aws
+        .ec2
+        .create_security_group()
+        .group_name("bastion-demo-decoy")
+        .description("not bastion's")
+        .vpc_id(&lab.vpc)
+        .send()
+        .await
+        .unwrap()
+        .group_id()
+        .unwrap()
+        .to_string();
+    aws.ec2
+        .import_key_pair()
+        .key_name("bastion-demo-decoy")
+        .public_key_material(aws_sdk_ec2::primitives::Blob::new(
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl decoy",
+        ))
+        .send()
+        .await
+        .unwrap();
+    aws.iam
+        .create_role()
+        .role_name("bastion-demo-decoy")
+        .path("/bastion/")
+        .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[]}"#)
+        .send()
+        .await
+        .unwrap();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Bastion::new(&moto, tmp.path());
+    let up = b.run(&[
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--allow-cidr",
+        ALLOW,
+        "--no-wait",
+    ]);
+    assert_eq!(up.status, 0, "{up:?}");
+    // Another machine: no ledger, no key.
+    let other = tempfile::tempdir().unwrap();
+    let b2 = Bastion::new(&moto, other.path());
+    let down = b2.run(&["down", "--cluster", CLUSTER, "--output", "json"]);
+    assert_eq!(down.status, 0, "{down:?}");
+    let left = aws.leftovers(CLUSTER).await;
+    assert_eq!(
+        left,
+        vec!["role bastion-demo-decoy".to_string()],
+        "only the untagged decoy role stays"
+    );
+    let sg = aws
+        .ec2
+        .describe_security_groups()
+        .group_ids(&decoy_sg)
+        .send()
+        .await;
+    assert!(sg.is_ok(), "the untagged group was not touched");
+    let k = aws
+        .ec2
+        .describe_key_pairs()
+        .key_names("bastion-demo-decoy")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        k.key_pairs().len(),
+        1,
+        "the untagged key pair was not touched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_run_prints_the_plan_and_creates_nothing() {
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    let lab = aws.build_lab(LabOptions::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Bastion::new(&moto, tmp.path());
+    let r = b.run(&[
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--allow-cidr",
+        "0.0.0.0/0",
+        "--dry-run",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("whole internet"),
+        "an explicit 0.0.0.0/0 warns: {r:?}"
+    );
+    let plan = r.json();
+    assert_eq!(plan["subnet_id"], lab.public_subnet.as_str());
+    assert_eq!(plan["head_node_group"], lab.head_sg.as_str());
+    assert_eq!(plan["head_node_ports"], serde_json::json!([22, 8443]));
+    assert_eq!(plan["allow_cidrs"], serde_json::json!(["0.0.0.0/0"]));
+    assert!(
+        plan["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["key"] == "bastion:cluster")
+    );
+    let text = b.run(&[
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--allow-cidr",
+        ALLOW,
+        "--dry-run",
+    ]);
+    assert!(
+        text.stdout.contains("nothing was created") && text.stdout.contains("bastion:cluster=demo"),
+        "{text:?}"
+    );
+    assert_eq!(aws.leftovers(CLUSTER).await, Vec::<String>::new());
+    assert!(
+        walk(&b.state_dir).is_empty(),
+        "dry run writes no local state"
+    );
+
+    // A head node group that already admits the VPC gets no extra rule.
+    let open = moto_lab_with(&moto, "open", "10.0.0.0/8").await;
+    let r = b.run(&[
+        "up",
+        "--cluster",
+        "open",
+        "--allow-cidr",
+        ALLOW,
+        "--no-dcv",
+        "--dry-run",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(
+        r.json()["head_node_ports"],
+        serde_json::json!([]),
+        "{open:?}"
+    );
+}
+
+async fn moto_lab_with(moto: &Moto, cluster: &'static str, head_ssh_from: &'static str) -> Lab {
+    moto.clients()
+        .await
+        .build_lab(LabOptions {
+            cluster,
+            head_ssh_from,
+            cidr: "10.30",
+            ..LabOptions::default()
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_default_allowed_cidr_is_the_callers_public_ip() {
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    aws.build_lab(LabOptions::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = Bastion::new(&moto, tmp.path());
+
+    // The lookup fails: a clear error asking for --allow-cidr, nothing created.
+    let r = b.run(&["up", "--cluster", CLUSTER, "--no-wait"]);
+    assert_eq!(r.status, 2, "{r:?}");
+    assert!(r.stderr.contains("--allow-cidr"), "{r:?}");
+    assert_eq!(aws.leftovers(CLUSTER).await, Vec::<String>::new());
+
+    // The lookup answers (a one-shot HTTP server on loopback plays checkip).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = s.read(&mut buf);
+        s.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 14\r\nConnection: close\r\n\r\n198.51.100.99\n",
+        )
+        .unwrap();
+    });
+    b.env.push(("BASTION_IP_LOOKUP_URL".into(), url));
+    let r = b.run(&["up", "--cluster", CLUSTER, "--dry-run", "--output", "json"]);
+    server.join().unwrap();
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(
+        r.json()["allow_cidrs"],
+        serde_json::json!(["198.51.100.99/32"])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_a_clear_error_and_creates_nothing() {
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    let lab = aws.build_lab(LabOptions::default()).await;
+    let other = aws
+        .build_lab(LabOptions {
+            cluster: "stopped",
+            cidr: "10.40",
+            head_state_stopped: true,
+            ..LabOptions::default()
+        })
+        .await;
+    let no_igw = aws
+        .build_lab(LabOptions {
+            cluster: "dark",
+            cidr: "10.50",
+            with_internet_gateway: false,
+            ..LabOptions::default()
+        })
+        .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Bastion::new(&moto, tmp.path());
+    let up = |extra: &[&str]| {
+        let mut args = vec!["up", "--allow-cidr", ALLOW, "--no-wait"];
+        args.extend_from_slice(extra);
+        b.run(&args)
+    };
+
+    let no_public = format!("no public subnet in {}", no_igw.vpc);
+    let cases: Vec<(Run, i32, &str)> = vec![
+        (up(&["--cluster", "nosuch"]), 2, "no cluster named 'nosuch'"),
+        (up(&["--cluster", "stopped"]), 2, "is stopped, not running"),
+        (up(&["--cluster", "dark"]), 2, &no_public),
+        (
+            up(&["--cluster", CLUSTER, "--subnet", &other.public_subnet]),
+            2,
+            "but the head node of 'demo' is in",
+        ),
+        (
+            up(&["--cluster", CLUSTER, "--subnet", &lab.private_subnet]),
+            2,
+            "is not public",
+        ),
+        (
+            up(&["--cluster", CLUSTER, "--subnet", "subnet-0123456789abcdef0"]),
+            2,
+            "no such subnet",
+        ),
+        (
+            up(&["--cluster", CLUSTER, "--ami", "ami-0000000000000dead"]),
+            2,
+            "does not exist",
+        ),
+        (
+            up(&["--cluster", CLUSTER, "--os", "ubuntu2204"]),
+            2,
+            "Pass --ami",
+        ),
+        (
+            b.run(&["up", "--cluster", CLUSTER, "--allow-cidr", "10.0.0.300/8"]),
+            2,
+            "invalid CIDR",
+        ),
+        (
+            b.run(&[
+                "up",
+                "--cluster",
+                CLUSTER,
+                "--allow-cidr",
+                ALLOW,
+                "--os",
+                "windows",
+            ]),
+            2,
+            "possible values",
+        ),
+    ];
+    for (run, code, text) in &cases {
+        assert_eq!(run.status, *code, "{text}: {run:?}");
+        assert!(run.stderr.contains(text), "expected {text:?} in: {run:?}");
+    }
+
+    // No credentials anywhere: a credentials error (exit 3), and no call to real AWS.
+    let mut cmd = b.command(&["up", "--cluster", CLUSTER, "--allow-cidr", ALLOW]);
+    cmd.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY");
+    let r = b.run_cmd(cmd);
+    assert_eq!(r.status, 3, "{r:?}");
+    assert!(r.stderr.contains("credentials"), "{r:?}");
+
+    // A state dir that cannot be written: exit 4, and still nothing in AWS.
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let mut cmd = b.command(&[
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--allow-cidr",
+        ALLOW,
+        "--no-wait",
+    ]);
+    cmd.env("BASTION_STATE_DIR", file.join("state"));
+    let r = b.run_cmd(cmd);
+    assert_eq!(r.status, 4, "{r:?}");
+    assert!(r.stderr.contains("not writable"), "{r:?}");
+
+    assert_eq!(aws.leftovers(CLUSTER).await, Vec::<String>::new());
+    for c in ["nosuch", "stopped", "dark"] {
+        assert_eq!(aws.leftovers(c).await, Vec::<String>::new());
+    }
+}

@@ -9,7 +9,7 @@ use crate::aws::{AwsError, Cloud, LaunchSpec, Source, TAG_CLUSTER, TAG_HEAD_NODE
 use crate::ledger::{Ledger, Resource};
 use crate::policy;
 use crate::state::{BastionDir, Names, generate_key};
-use crate::teardown::resource_tags;
+use crate::teardown::{Kinds, resource_tags};
 use crate::ui::Progress;
 
 /// How long RunInstances may keep failing on a new instance profile that IAM has not yet
@@ -76,6 +76,7 @@ pub async fn create(
     run_id: &str,
     dir: &BastionDir,
     ledger: &mut Ledger,
+    attempted: &mut Kinds,
     progress: &Progress,
 ) -> anyhow::Result<Created> {
     let names = Names::new(&plan.cluster, &plan.region);
@@ -97,6 +98,7 @@ pub async fn create(
     })?;
 
     progress.phase(format!("importing key pair {}", names.key_pair));
+    attempted.key_pairs = true;
     let key_id = match cloud
         .import_key_pair(&names.key_pair, &public_key, &tags(&names.key_pair))
         .await
@@ -117,6 +119,7 @@ pub async fn create(
     progress.note(format!("created key pair {}", names.key_pair));
 
     progress.phase(format!("creating security group {}", names.security_group));
+    attempted.groups = true;
     let sg = cloud
         .create_security_group(
             &names.security_group,
@@ -177,6 +180,7 @@ pub async fn create(
     }
 
     progress.phase(format!("creating IAM role {}", names.role));
+    attempted.iam = true;
     let iam_tags = tags(&names.role);
     cloud
         .create_role(
@@ -256,6 +260,7 @@ pub async fn create(
         "launching the proxy ({}, {})",
         plan.instance_type, plan.ami
     ));
+    attempted.instances = true;
     let instance_id = run_with_propagation_retry(cloud, &spec, progress).await?;
     ledger.record(Resource::Instance {
         id: instance_id.clone(),

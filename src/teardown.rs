@@ -182,13 +182,35 @@ fn iam_matches(e: &IamEntity, key: &str, value: &str, region: &str) -> bool {
         && tag_value(&e.tags, TAG_REGION).is_none_or(|r| r == region)
 }
 
-/// Finds and removes every bastion resource tagged `key=value` in the region: instances, rules
-/// bastion added to other groups, security groups, key pairs, instance profiles and roles under
-/// `/bastion/`. `key` is `bastion:cluster` (down) or `bastion:run` (a failed `up`).
+/// Which kinds of resource a sweep looks for. A failed `up` sweeps only the kinds it tried to
+/// create (so a user without IAM rights, stopped at the first step, is not asked for them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Kinds {
+    pub instances: bool,
+    pub rules: bool,
+    pub groups: bool,
+    pub key_pairs: bool,
+    pub iam: bool,
+}
+
+impl Kinds {
+    pub const ALL: Kinds = Kinds {
+        instances: true,
+        rules: true,
+        groups: true,
+        key_pairs: true,
+        iam: true,
+    };
+}
+
+/// Finds and removes every bastion resource of the given kinds tagged `key=value` in the region:
+/// instances, rules bastion added to other groups, security groups, key pairs, instance profiles
+/// and roles under `/bastion/`. `key` is `bastion:cluster` (down) or `bastion:run` (a failed `up`).
 pub async fn sweep(
     cloud: &dyn Cloud,
     key: &str,
     value: &str,
+    kinds: Kinds,
     progress: &Progress,
 ) -> anyhow::Result<Report> {
     let mut report = Report::default();
@@ -196,7 +218,11 @@ pub async fn sweep(
     progress.phase(format!("looking for resources tagged {key}={value}"));
 
     let live = ["pending", "running", "stopping", "stopped", "shutting-down"];
-    let instances = cloud.instances_by_tags(&[(key, value)], &live).await?;
+    let instances = if kinds.instances {
+        cloud.instances_by_tags(&[(key, value)], &live).await?
+    } else {
+        Vec::new()
+    };
     for i in &instances {
         if i.tag(TAG_CLUSTER).is_none() {
             continue;
@@ -223,7 +249,12 @@ pub async fn sweep(
         }
     }
 
-    for rule in cloud.rules_by_tag(key, value).await? {
+    let rules = if kinds.rules {
+        cloud.rules_by_tag(key, value).await?
+    } else {
+        Vec::new()
+    };
+    for rule in rules {
         let what = format!("ingress rule {} on {}", rule.rule_id, rule.group_id);
         match done_if_missing(
             cloud
@@ -238,7 +269,12 @@ pub async fn sweep(
         }
     }
 
-    for g in cloud.security_groups_by_tag(key, value).await? {
+    let groups = if kinds.groups {
+        cloud.security_groups_by_tag(key, value).await?
+    } else {
+        Vec::new()
+    };
+    for g in groups {
         if tag_value(&g.tags, TAG_CLUSTER).is_none() {
             continue;
         }
@@ -253,7 +289,12 @@ pub async fn sweep(
         }
     }
 
-    for k in cloud.key_pairs_by_tag(key, value).await? {
+    let key_pairs = if kinds.key_pairs {
+        cloud.key_pairs_by_tag(key, value).await?
+    } else {
+        Vec::new()
+    };
+    for k in key_pairs {
         if tag_value(&k.tags, TAG_CLUSTER).is_none() {
             continue;
         }
@@ -267,6 +308,9 @@ pub async fn sweep(
         }
     }
 
+    if !kinds.iam {
+        return Ok(report);
+    }
     for p in cloud.instance_profiles_under(IAM_PATH).await? {
         if !iam_matches(&p, key, value, &region) {
             continue;

@@ -234,7 +234,9 @@ async fn up_creates_a_hardened_proxy_and_down_removes_all_of_it() {
 
 /// IAM returns policy documents URL-encoded.
 fn urlencoding_decode(s: &str) -> String {
-    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -839,4 +841,242 @@ async fn bad_input_gets_a_clear_error_and_creates_nothing() {
     for c in ["nosuch", "stopped", "dark"] {
         assert_eq!(aws.leftovers(c).await, Vec::<String>::new());
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn access_denied_names_the_action_and_creates_nothing() {
+    // moto enforces IAM once its first 60 requests are spent. The lab and two users (admin,
+    // limited) are made within them: moto's signature check, once enforcing, rejects request
+    // bodies with spaces, which the lab has. Dummy-key calls then spend the rest.
+    let Some(moto) = Moto::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "60")]) else {
+        return;
+    };
+    let boot = moto.clients().await;
+    boot.build_lab(LabOptions::default()).await;
+    let mut keys = Vec::new();
+    for (user, actions) in [
+        ("admin", vec!["*"]),
+        (
+            "limited",
+            vec!["ec2:Describe*", "sts:GetCallerIdentity", "ssm:GetParameter"],
+        ),
+    ] {
+        boot.iam.create_user().user_name(user).send().await.unwrap();
+        let policy = serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]
+        });
+        boot.iam
+            .put_user_policy()
+            .user_name(user)
+            .policy_name("p")
+            .policy_document(policy.to_string())
+            .send()
+            .await
+            .unwrap();
+        let k = boot
+            .iam
+            .create_access_key()
+            .user_name(user)
+            .send()
+            .await
+            .unwrap();
+        let k = k.access_key().unwrap();
+        keys.push((
+            k.access_key_id().to_string(),
+            k.secret_access_key().to_string(),
+        ));
+    }
+    let mut enforced = false;
+    for _ in 0..60 {
+        if boot.ec2.describe_vpcs().send().await.is_err() {
+            enforced = true;
+            break;
+        }
+    }
+    assert!(enforced, "moto never started enforcing IAM");
+    let admin = moto.clients_with(&keys[0].0, &keys[0].1).await;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Bastion::new(&moto, tmp.path());
+    let mut cmd = b.command(&[
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--allow-cidr",
+        ALLOW,
+        "--no-wait",
+    ]);
+    cmd.env("AWS_ACCESS_KEY_ID", &keys[1].0)
+        .env("AWS_SECRET_ACCESS_KEY", &keys[1].1);
+    let r = b.run_cmd(cmd);
+    assert_eq!(r.status, 3, "{r:?}");
+    assert!(
+        r.stderr.contains("access denied for ec2:ImportKeyPair"),
+        "{r:?}"
+    );
+    assert!(
+        !r.stderr.contains("NOT removed"),
+        "nothing was created, so nothing is left: {r:?}"
+    );
+    let keys = admin.ec2.describe_key_pairs().send().await.unwrap();
+    assert!(keys.key_pairs().is_empty());
+    let instances = admin
+        .ec2
+        .describe_instances()
+        .filters(filter("tag-key", "bastion:cluster"))
+        .send()
+        .await
+        .unwrap();
+    assert!(instances.reservations().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_profile_from_the_aws_config_files_is_honoured() {
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    aws.build_lab(LabOptions::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Bastion::new(&moto, tmp.path());
+    std::fs::write(
+        b.home.join("no-aws-config"),
+        "[profile lab]\nregion = us-east-1\n",
+    )
+    .unwrap();
+    std::fs::write(
+        b.home.join("no-aws-credentials"),
+        "[lab]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+    )
+    .unwrap();
+    let up_args = [
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--allow-cidr",
+        ALLOW,
+        "--no-wait",
+        "--output",
+        "json",
+    ];
+    let mut cmd = b.command(&up_args);
+    cmd.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_REGION");
+    cmd.args(["--profile", "lab"]);
+    let r = b.run_cmd(cmd);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(r.json()["region"], "us-east-1");
+    // Without the profile there is no region and no credential: a clear error.
+    let mut cmd = b.command(&["status"]);
+    cmd.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_REGION");
+    let r = b.run_cmd(cmd);
+    assert_eq!(r.status, 2, "{r:?}");
+    assert!(r.stderr.contains("no AWS region"), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_starts_a_stopped_bastion_instead_of_creating_one() {
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    aws.build_lab(LabOptions::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Bastion::new(&moto, tmp.path());
+    let first = b.run(&[
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--allow-cidr",
+        ALLOW,
+        "--no-wait",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(first.status, 0, "{first:?}");
+    let id = first.json()["instance_id"].as_str().unwrap().to_string();
+    // The idle timer powered it off; its bootstrap had reported ready.
+    aws.set_instance_tags(&id, &[("bastion:state", "ready")])
+        .await;
+    aws.ec2
+        .stop_instances()
+        .instance_ids(&id)
+        .send()
+        .await
+        .unwrap();
+    let st = b.run(&["status", "--output", "json", "--cluster", CLUSTER]);
+    assert_eq!(st.json()["bastions"][0]["state"], "stopped", "{st:?}");
+
+    let again = b.run(&[
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--allow-cidr",
+        ALLOW,
+        "--output",
+        "json",
+    ]);
+    assert_eq!(again.status, 0, "{again:?}");
+    let r = again.json();
+    assert_eq!(
+        (r["created"].clone(), r["started"].clone()),
+        (false.into(), true.into())
+    );
+    assert_eq!(r["instance_id"], id.as_str());
+    assert_eq!(r["state"], "running");
+    assert_eq!(aws.bastion_instances(CLUSTER).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wait_desktop_waits_for_the_desktop_and_keeps_a_proxy_whose_desktop_failed() {
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    aws.build_lab(LabOptions::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Bastion::new(&moto, tmp.path());
+    let mut cmd = b.command(&[
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--allow-cidr",
+        ALLOW,
+        "--wait-desktop",
+        "--timeout",
+        "2",
+        "--output",
+        "json",
+    ]);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let id = wait_for_instance(&aws).await;
+    aws.set_instance_tags(
+        &id,
+        &[
+            ("bastion:state", "ready"),
+            ("bastion:desktop", "installing"),
+        ],
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(
+        child_running(&child),
+        "--wait-desktop keeps waiting while the desktop installs"
+    );
+    aws.set_instance_tags(&id, &[("bastion:desktop", "failed")])
+        .await;
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("installing its desktop failed") && stderr.contains("kept"),
+        "{stderr}"
+    );
+    assert_eq!(
+        aws.bastion_instances(CLUSTER).await.len(),
+        1,
+        "the SSH-ready proxy is kept"
+    );
+    assert_eq!(b.run(&["down", "--cluster", CLUSTER]).status, 0);
+    assert_eq!(aws.leftovers(CLUSTER).await, Vec::<String>::new());
 }

@@ -79,7 +79,16 @@ pub async fn run(ctx: &Context, args: DownArgs) -> anyhow::Result<()> {
             ledger.remove()?;
         }
     }
-    report.merge(teardown::sweep(cloud, TAG_CLUSTER, &args.cluster, progress).await?);
+    report.merge(
+        teardown::sweep(
+            cloud,
+            TAG_CLUSTER,
+            &args.cluster,
+            teardown::Kinds::ALL,
+            progress,
+        )
+        .await?,
+    );
 
     // The local key of a bastion whose ledger was lost.
     for path in [dir.private_key(), dir.public_key()] {

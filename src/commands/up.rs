@@ -14,7 +14,7 @@ use crate::cluster::{HeadNode, admits_from, choose_public_subnet, find_head_node
 use crate::ledger::Ledger;
 use crate::provision::{self, DCV_PORT, Plan};
 use crate::state::Names;
-use crate::teardown::{self, Report, TAG_RUN, resource_tags};
+use crate::teardown::{self, Kinds, Report, TAG_RUN, resource_tags};
 use crate::ui::{Progress, emit};
 use crate::userdata::{self, ProxyOs};
 use crate::wait::{Goal, WaitError, wait_for};
@@ -540,8 +540,18 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<()> {
     } else {
         Some(Goal::Ready)
     };
+    let mut attempted = Kinds::default();
     let work = async {
-        let created = provision::create(cloud, &plan, &run_id, &dir, &mut ledger, progress).await?;
+        let created = provision::create(
+            cloud,
+            &plan,
+            &run_id,
+            &dir,
+            &mut ledger,
+            &mut attempted,
+            progress,
+        )
+        .await?;
         let instance = match goal {
             None => cloud.instance(&created.instance_id).await?,
             Some(goal) => {
@@ -574,7 +584,7 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<()> {
             Err(desktop_failed.into())
         }
         Err(source) => {
-            let cleanup = cleanup(cloud, &mut ledger, &run_id, &args, progress).await;
+            let cleanup = cleanup(cloud, &mut ledger, &run_id, attempted, &args, progress).await;
             progress.finish();
             Err(UpError::Failed {
                 error: source,
@@ -591,6 +601,7 @@ async fn cleanup(
     cloud: &dyn Cloud,
     ledger: &mut Ledger,
     run_id: &str,
+    attempted: Kinds,
     args: &UpArgs,
     progress: &Progress,
 ) -> CleanupSummary {
@@ -604,7 +615,7 @@ async fn cleanup(
     progress.phase("failed; removing what this run created");
     let work = async {
         let mut report = teardown::teardown_ledger(cloud, ledger, progress).await;
-        match teardown::sweep(cloud, TAG_RUN, run_id, progress).await {
+        match teardown::sweep(cloud, TAG_RUN, run_id, attempted, progress).await {
             Ok(r) => report.merge(r),
             Err(e) => report
                 .failed

@@ -99,19 +99,19 @@ impl Moto {
         panic!("moto_server did not start");
     }
 
-    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
+    pub async fn clients(&self) -> Clients {
+        self.clients_with("testing", "testing").await
+    }
+
+    pub async fn clients_with(&self, key: &str, secret: &str) -> Clients {
+        let c = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new(REGION))
             .endpoint_url(&self.url)
             .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-                "testing", "testing", None, None, "test",
+                key, secret, None, None, "test",
             ))
             .load()
-            .await
-    }
-
-    pub async fn clients(&self) -> Clients {
-        let c = self.sdk_config().await;
+            .await;
         Clients {
             ec2: aws_sdk_ec2::Client::new(&c),
             iam: aws_sdk_iam::Client::new(&c),

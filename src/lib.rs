@@ -11,6 +11,7 @@ pub mod ledger;
 pub mod logging;
 pub mod policy;
 pub mod provision;
+pub mod ssh;
 pub mod state;
 pub mod teardown;
 pub mod ui;

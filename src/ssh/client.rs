@@ -1,0 +1,386 @@
+//! The russh client: a handler that really checks host keys, a configuration tuned for
+//! throughput, key loading (files, passphrases, ssh-agent), and the jump through the proxy.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::client::{self, AuthResult, Handle};
+use russh::keys::agent::AgentIdentity;
+use russh::keys::agent::client::AgentClient;
+use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+
+use super::known_hosts::{self, HostKeyError, Pinned};
+
+/// Receive window per channel. russh's 2 MiB default halves download speed at 50 ms RTT;
+/// 32 MiB keeps a long fat pipe full (FACTS section 6).
+pub const WINDOW_SIZE: u32 = 32 * 1024 * 1024;
+
+/// How a server's host key is judged.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// Must equal this key (the proxy's, from its `bastion:host-key` tag).
+    Expect { key: PublicKey, instance: String },
+    /// Pinned on first use under `alias` in `file` (the head node's).
+    Pin { file: PathBuf, alias: String },
+}
+
+/// The russh handler: verifies the host key and keeps the typed reason for a refusal.
+pub struct Verifier {
+    trust: Trust,
+    refusal: Arc<Mutex<Option<HostKeyError>>>,
+}
+
+impl client::Handler for Verifier {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let PublicKeyOrCertificate::PublicKey { key, .. } = key else {
+            self.refuse(HostKeyError::Certificate);
+            return Ok(false);
+        };
+        match &self.trust {
+            Trust::Expect {
+                key: expected,
+                instance,
+            } => {
+                if expected.key_data() == key.key_data() {
+                    Ok(true)
+                } else {
+                    self.refuse(HostKeyError::ProxyMismatch {
+                        instance: instance.clone(),
+                        expected: known_hosts::fingerprint(expected),
+                        got: known_hosts::fingerprint(key),
+                    });
+                    Ok(false)
+                }
+            }
+            Trust::Pin { file, alias } => match known_hosts::check_or_pin(file, alias, key) {
+                Ok(Pinned::Known) => Ok(true),
+                Ok(Pinned::Learned) => {
+                    tracing::warn!(
+                        "pinned the head node's host key {} as {alias} in {}",
+                        known_hosts::fingerprint(key),
+                        file.display()
+                    );
+                    Ok(true)
+                }
+                Err(e) => {
+                    self.refuse(e);
+                    Ok(false)
+                }
+            },
+        }
+    }
+}
+
+impl Verifier {
+    fn refuse(&self, e: HostKeyError) {
+        if let Ok(mut slot) = self.refusal.lock() {
+            *slot = Some(e);
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error(transparent)]
+    HostKey(#[from] HostKeyError),
+
+    #[error("cannot reach {what} at {addr}: {reason}. {hint}")]
+    Connect {
+        what: String,
+        addr: String,
+        reason: String,
+        hint: String,
+    },
+
+    #[error("{what} refused authentication as '{user}' (tried: {tried}). {hint}")]
+    AuthRefused {
+        what: String,
+        user: String,
+        tried: String,
+        hint: String,
+    },
+
+    #[error(
+        "the proxy could not open a connection to the head node at {addr} ({reason}). Check that the \
+         head node is running and that its security group admits tcp {port} from the proxy's \
+         security group (`bastion up` adds that rule where it is missing)"
+    )]
+    HeadUnreachable {
+        addr: String,
+        port: u16,
+        reason: String,
+    },
+
+    #[error("cannot use the key {path}: {reason}")]
+    Key { path: PathBuf, reason: String },
+
+    #[error("the SSH connection to {what} failed: {source}")]
+    Protocol {
+        what: String,
+        #[source]
+        source: russh::Error,
+    },
+}
+
+/// Client settings: large windows, no Nagle, keepalives so a dead link is reported.
+pub fn config() -> Arc<client::Config> {
+    Arc::new(client::Config {
+        window_size: WINDOW_SIZE,
+        maximum_packet_size: 32768,
+        channel_buffer_size: 256,
+        keepalive_interval: Some(Duration::from_secs(15)),
+        keepalive_max: 3,
+        nodelay: true,
+        ..Default::default()
+    })
+}
+
+/// What a session authenticates with.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// Key files, tried in order.
+    pub files: Vec<PathBuf>,
+    /// Also try ssh-agent's identities (through `SSH_AUTH_SOCK`).
+    pub agent: bool,
+}
+
+impl Credentials {
+    /// OpenSSH's defaults: the agent, then ~/.ssh/id_ed25519, id_ecdsa, id_rsa that exist.
+    pub fn openssh_defaults() -> Credentials {
+        let files = dirs::home_dir()
+            .map(|h| {
+                ["id_ed25519", "id_ecdsa", "id_rsa"]
+                    .iter()
+                    .map(|n| h.join(".ssh").join(n))
+                    .filter(|p| p.exists())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Credentials { files, agent: true }
+    }
+}
+
+/// Loads a private key, asking for its passphrase on a terminal.
+pub fn load_key(path: &Path) -> Result<PrivateKey, SshError> {
+    let err = |reason: String| SshError::Key {
+        path: path.to_path_buf(),
+        reason,
+    };
+    match russh::keys::load_secret_key(path, None) {
+        Ok(k) => Ok(k),
+        Err(russh::keys::Error::KeyIsEncrypted) => {
+            if !std::io::stdin().is_terminal() {
+                return Err(err(
+                    "it is passphrase-protected and there is no terminal to ask on; add it to \
+                     ssh-agent (`ssh-add KEY`) and retry"
+                        .into(),
+                ));
+            }
+            let pass = rpassword::prompt_password(format!(
+                "Enter passphrase for key '{}': ",
+                path.display()
+            ))
+            .map_err(|e| err(e.to_string()))?;
+            russh::keys::load_secret_key(path, Some(&pass))
+                .map_err(|e| err(format!("wrong passphrase? {e}")))
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+/// Where a session goes and how it is trusted and authenticated.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// For messages: "the proxy i-...", "the head node i-...".
+    pub what: String,
+    pub user: String,
+    pub trust: Trust,
+    pub credentials: Credentials,
+}
+
+async fn handshake<S>(target: &Target, stream: S, addr: &str) -> Result<Handle<Verifier>, SshError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let refusal = Arc::new(Mutex::new(None));
+    let verifier = Verifier {
+        trust: target.trust.clone(),
+        refusal: refusal.clone(),
+    };
+    let connected = tokio::time::timeout(
+        Duration::from_secs(30),
+        client::connect_stream(config(), stream, verifier),
+    )
+    .await;
+    let mut handle = match connected {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            if let Some(refused) = refusal.lock().ok().and_then(|mut r| r.take()) {
+                return Err(refused.into());
+            }
+            return Err(SshError::Protocol {
+                what: format!("{} ({addr})", target.what),
+                source: e,
+            });
+        }
+        Err(_) => {
+            return Err(SshError::Connect {
+                what: target.what.clone(),
+                addr: addr.into(),
+                reason: "no SSH handshake within 30 s".into(),
+                hint: "Is sshd running there?".into(),
+            });
+        }
+    };
+    authenticate(&mut handle, target).await?;
+    Ok(handle)
+}
+
+/// Connects over TCP (a 10 s connect timeout) and authenticates.
+pub async fn connect(target: &Target, host: &str, port: u16) -> Result<Handle<Verifier>, SshError> {
+    let addr = format!("{host}:{port}");
+    let tcp = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::net::TcpStream::connect((host, port)),
+    )
+    .await;
+    let stream = match tcp {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return Err(SshError::Connect {
+                what: target.what.clone(),
+                addr,
+                reason: e.to_string(),
+                hint: "Check that the proxy is running (`bastion status`) and that your address is in its \
+                       --allow-cidr (your public IP may have changed: `bastion down` then `bastion up`)"
+                    .into(),
+            });
+        }
+        Err(_) => {
+            return Err(SshError::Connect {
+                what: target.what.clone(),
+                addr,
+                reason: "timed out after 10 s".into(),
+                hint:
+                    "Your address may not be in the proxy's --allow-cidr, or a firewall drops SSH"
+                        .into(),
+            });
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    handshake(target, stream, &addr).await
+}
+
+/// Opens a second session through `proxy` (a direct-tcpip channel to `host:port`), like `ssh -J`.
+pub async fn connect_via(
+    proxy: &Handle<Verifier>,
+    target: &Target,
+    host: &str,
+    port: u16,
+) -> Result<Handle<Verifier>, SshError> {
+    let addr = format!("{host}:{port}");
+    let channel = tokio::time::timeout(
+        Duration::from_secs(20),
+        proxy.channel_open_direct_tcpip(host, port as u32, "127.0.0.1", 0),
+    )
+    .await
+    .map_err(|_| SshError::HeadUnreachable {
+        addr: addr.clone(),
+        port,
+        reason: "no answer within 20 s".into(),
+    })?
+    .map_err(|e| SshError::HeadUnreachable {
+        addr: addr.clone(),
+        port,
+        reason: e.to_string(),
+    })?;
+    handshake(target, channel.into_stream(), &addr).await
+}
+
+async fn authenticate(handle: &mut Handle<Verifier>, target: &Target) -> Result<(), SshError> {
+    let protocol = |e: russh::Error| SshError::Protocol {
+        what: target.what.clone(),
+        source: e,
+    };
+    let mut tried = Vec::new();
+    for path in &target.credentials.files {
+        let key = match load_key(path) {
+            Ok(k) => Arc::new(k),
+            Err(e) if target.credentials.files.len() == 1 && !target.credentials.agent => {
+                return Err(e);
+            }
+            Err(e) => {
+                tracing::warn!("{e}");
+                continue;
+            }
+        };
+        let hash = if key.algorithm().is_rsa() {
+            handle
+                .best_supported_rsa_hash()
+                .await
+                .map_err(protocol)?
+                .flatten()
+        } else {
+            None
+        };
+        tried.push(path.display().to_string());
+        let result = handle
+            .authenticate_publickey(&target.user, PrivateKeyWithHashAlg::new(key, hash))
+            .await
+            .map_err(protocol)?;
+        if matches!(result, AuthResult::Success) {
+            return Ok(());
+        }
+    }
+    if target.credentials.agent && std::env::var_os("SSH_AUTH_SOCK").is_some() {
+        match AgentClient::connect_env().await {
+            Ok(mut agent) => {
+                let identities = agent.request_identities().await.unwrap_or_default();
+                for id in identities {
+                    let AgentIdentity::PublicKey { key, comment } = id else {
+                        continue;
+                    };
+                    tried.push(format!("agent key {comment}"));
+                    let hash = if key.algorithm().is_rsa() {
+                        handle
+                            .best_supported_rsa_hash()
+                            .await
+                            .map_err(protocol)?
+                            .flatten()
+                    } else {
+                        None
+                    };
+                    match handle
+                        .authenticate_publickey_with(&target.user, key, hash, &mut agent)
+                        .await
+                    {
+                        Ok(AuthResult::Success) => return Ok(()),
+                        Ok(_) => {}
+                        Err(e) => tracing::debug!("agent signing failed: {e:?}"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("cannot reach ssh-agent: {e}"),
+        }
+    }
+    Err(SshError::AuthRefused {
+        what: target.what.clone(),
+        user: target.user.clone(),
+        tried: if tried.is_empty() {
+            "no key: none given, no agent, no ~/.ssh/id_*".into()
+        } else {
+            tried.join(", ")
+        },
+        hint:
+            "Pass the cluster's key with -i FILE (the EC2 key pair the cluster was created with), \
+               load it into ssh-agent, or set the login with --user"
+                .into(),
+    })
+}

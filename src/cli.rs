@@ -73,6 +73,10 @@ pub enum Command {
     Down(DownArgs),
     /// List the bastions in the region
     Status(StatusArgs),
+    /// A shell, a command or port forwards on the head node, through the proxy
+    Connect(ConnectArgs),
+    /// OpenSSH configuration for ssh, scp, rsync, VS Code and `pcluster ssh`
+    SshConfig(SshConfigArgs),
 }
 
 /// A ParallelCluster cluster name: a letter, then letters, digits and hyphens (max 60).
@@ -193,6 +197,76 @@ pub struct StatusArgs {
     /// Only this cluster's bastion
     #[arg(long, value_parser = parse_cluster_name)]
     pub cluster: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    /// The cluster whose head node to reach
+    #[arg(long, value_parser = parse_cluster_name)]
+    pub cluster: String,
+
+    /// Login on the head node [default: from its OS, as pcluster does: ec2-user, ubuntu, rocky]
+    #[arg(long)]
+    pub user: Option<String>,
+
+    /// The head node's key (the cluster's EC2 key pair) [default: ssh-agent, ~/.ssh/id_*]
+    #[arg(short = 'i', value_name = "FILE")]
+    pub identity: Option<std::path::PathBuf>,
+
+    /// Login on the proxy [default: from its OS: ec2-user, ubuntu]
+    #[arg(long, value_name = "USER")]
+    pub bastion_user: Option<String>,
+
+    /// Reach the proxy at this address instead of its public IP (a VPN, a DNS name, its private IP)
+    #[arg(long, value_name = "HOST")]
+    pub bastion_address: Option<String>,
+
+    /// Forward a local port, as seen from the head node: [bind:]port:host:hostport (repeatable)
+    #[arg(short = 'L', value_name = "FORWARD", value_parser = crate::ssh::forward::parse_forward)]
+    pub forwards: Vec<crate::ssh::forward::Forward>,
+
+    /// No command: only forward ports, until Ctrl-C
+    #[arg(short = 'N')]
+    pub no_command: bool,
+
+    /// Connect to the proxy itself instead of the head node
+    #[arg(long)]
+    pub on_proxy: bool,
+
+    /// Minutes to wait for a stopped proxy to start
+    #[arg(long, value_name = "MINUTES", default_value_t = 10)]
+    pub timeout: u64,
+
+    /// The command to run (after `--`); without it, an interactive shell
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SshConfigArgs {
+    /// The cluster to write a configuration for
+    #[arg(long, value_parser = parse_cluster_name)]
+    pub cluster: String,
+
+    /// Login on the head node [default: from its OS]
+    #[arg(long)]
+    pub user: Option<String>,
+
+    /// The head node's key, added as IdentityFile
+    #[arg(short = 'i', value_name = "FILE")]
+    pub identity: Option<std::path::PathBuf>,
+
+    /// Login on the proxy [default: from its OS]
+    #[arg(long, value_name = "USER")]
+    pub bastion_user: Option<String>,
+
+    /// The proxy's address in the configuration instead of its public IP
+    #[arg(long, value_name = "HOST")]
+    pub bastion_address: Option<String>,
+
+    /// Write the configuration into the state dir and add one Include line to ~/.ssh/config
+    #[arg(long)]
+    pub install: bool,
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod ledger;
 pub mod logging;
 pub mod policy;
 pub mod provision;
+pub mod route;
 pub mod ssh;
 pub mod state;
 pub mod teardown;
@@ -71,6 +72,11 @@ impl Context {
     }
 }
 
+/// A remote command's non-zero exit code, passed through as bastion's own (printed by nobody).
+#[derive(Debug, thiserror::Error)]
+#[error("the remote command exited with {0}")]
+pub struct RemoteExit(pub u8);
+
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     #[error(
@@ -112,6 +118,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up(args) => commands::up::run(&ctx, args).await,
         Command::Down(args) => commands::down::run(&ctx, args).await,
         Command::Status(args) => commands::status::run(&ctx, args).await,
+        Command::Connect(args) => commands::connect::run(&ctx, args).await,
+        Command::SshConfig(args) => commands::ssh_config::run(&ctx, args).await,
     };
     ctx.progress.finish();
     tracing::info!(aws_api_calls = calls.get(), "done");
@@ -124,6 +132,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     use crate::cluster::ClusterError;
     use crate::commands::up::UpError;
     for cause in err.chain() {
+        if let Some(RemoteExit(code)) = cause.downcast_ref::<RemoteExit>() {
+            return *code;
+        }
         if let Some(e) = cause.downcast_ref::<UpError>() {
             match e {
                 UpError::Interrupted => return 130,
@@ -149,6 +160,10 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
                 },
                 _ => 2,
             };
+        }
+        if let Some(route::RouteError::NoBastion { .. }) = cause.downcast_ref::<route::RouteError>()
+        {
+            return 2;
         }
         if cause.downcast_ref::<SetupError>().is_some() {
             return 2;

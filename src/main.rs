@@ -2,14 +2,29 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = bastion::cli::Cli::parse();
     bastion::logging::init(cli.global.verbose, cli.global.quiet);
-    match bastion::run(cli).await {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(bastion::run(cli));
+    // A read of the terminal may still be pending on a blocking thread (a shell's stdin):
+    // do not wait for a key press to exit.
+    runtime.shutdown_background();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            if err.downcast_ref::<bastion::RemoteExit>().is_none() {
+                eprintln!("error: {err:#}");
+            }
             ExitCode::from(bastion::exit_code(&err))
         }
     }

@@ -101,6 +101,18 @@ pub async fn run(ctx: &Context, args: DownArgs) -> anyhow::Result<()> {
             }
         }
     }
+    // The OpenSSH config `ssh-config --install` wrote.
+    let installed = crate::commands::ssh_config::installed_file(ctx, &args.cluster);
+    if installed.exists() {
+        match std::fs::remove_file(&installed) {
+            Ok(()) => report
+                .removed
+                .push(format!("ssh config {}", installed.display())),
+            Err(e) => report
+                .failed
+                .push(format!("ssh config {}: {e}", installed.display())),
+        }
+    }
     drop(lock);
     if report.failed.is_empty() {
         let _ = std::fs::remove_file(dir.dir.join("lock"));

@@ -301,7 +301,7 @@ pub async fn connect_via(
         port,
         reason: e.to_string(),
     })?;
-    handshake(target, channel.into_stream(), &addr).await
+    handshake(target, super::tunnel::Tunnel::new(channel), &addr).await
 }
 
 async fn authenticate(handle: &mut Handle<Verifier>, target: &Target) -> Result<(), SshError> {

@@ -5,3 +5,4 @@ pub mod client;
 pub mod forward;
 pub mod known_hosts;
 pub mod session;
+pub mod tunnel;

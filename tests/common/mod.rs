@@ -4,6 +4,8 @@
 //! moto server on loopback, with dummy keys and no profile files.
 #![allow(dead_code)]
 
+pub mod netlab;
+
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -155,6 +157,9 @@ pub struct LabOptions {
     pub cidr: &'static str,
     pub cluster: &'static str,
     pub head_state_stopped: bool,
+    /// Third octets of the public and private subnets (the head node is `.10` of the private one).
+    pub public_third: u8,
+    pub private_third: u8,
 }
 
 impl Default for LabOptions {
@@ -165,6 +170,8 @@ impl Default for LabOptions {
             cidr: "10.20",
             cluster: CLUSTER,
             head_state_stopped: false,
+            public_third: 1,
+            private_third: 2,
         }
     }
 }
@@ -200,8 +207,8 @@ impl Clients {
                     .to_string()
             }
         };
-        let public_subnet = subnet(format!("{}.1.0/24", o.cidr)).await;
-        let private_subnet = subnet(format!("{}.2.0/24", o.cidr)).await;
+        let public_subnet = subnet(format!("{}.{}.0/24", o.cidr, o.public_third)).await;
+        let private_subnet = subnet(format!("{}.{}.0/24", o.cidr, o.private_third)).await;
 
         let public_rt = ec2
             .create_route_table()
@@ -307,7 +314,7 @@ impl Clients {
             .value()
             .unwrap()
             .to_string();
-        let head_ip = format!("{}.2.10", o.cidr);
+        let head_ip = format!("{}.{}.10", o.cidr, o.private_third);
         let run = ec2
             .run_instances()
             .image_id(ami)

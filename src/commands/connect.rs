@@ -1,0 +1,108 @@
+//! `bastion connect`: a shell, a command or port forwards on the head node, through the proxy
+//! (one russh client, a jump like `ssh -J`); or on the proxy itself with `--on-proxy`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::cli::ConnectArgs;
+use crate::route::{self, RouteOptions};
+use crate::ssh::client::{connect, connect_via};
+use crate::ssh::forward::{self, Stats};
+use crate::ssh::session;
+use crate::{Context, RemoteExit};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("-N without -L forwards nothing; add -L [bind:]port:host:hostport")]
+    NothingToForward,
+    #[error("-N and a command exclude each other")]
+    CommandWithN,
+    #[error("{0}")]
+    Bind(String),
+    #[error("the connection to {what} dropped")]
+    Dropped { what: String },
+}
+
+pub async fn run(ctx: &Context, args: ConnectArgs) -> anyhow::Result<()> {
+    if args.no_command && args.forwards.is_empty() {
+        return Err(ConnectError::NothingToForward.into());
+    }
+    if args.no_command && !args.command.is_empty() {
+        return Err(ConnectError::CommandWithN.into());
+    }
+    let opts = RouteOptions {
+        user: args.user.clone(),
+        identity: args.identity.clone(),
+        bastion_user: args.bastion_user.clone(),
+        bastion_address: args.bastion_address.clone(),
+        start: true,
+        timeout: Duration::from_secs(args.timeout * 60),
+    };
+    let route = route::resolve(ctx, &args.cluster, &opts).await?;
+
+    // Bind every listener before connecting: a busy port fails fast.
+    let mut listeners = Vec::new();
+    for f in &args.forwards {
+        listeners.push((
+            forward::bind(f).await.map_err(ConnectError::Bind)?,
+            f.clone(),
+        ));
+    }
+
+    ctx.progress.phase(format!(
+        "connecting to the proxy {} at {}",
+        route.proxy.id, route.proxy_address
+    ));
+    let proxy = Arc::new(connect(&route.proxy_target, &route.proxy_address, 22).await?);
+    // With a jump, the head node's session runs inside a channel of the proxy's: `proxy` lives
+    // until this function returns.
+    let (session, what) = if args.on_proxy {
+        (proxy.clone(), route.proxy_target.what.clone())
+    } else {
+        ctx.progress.phase(format!(
+            "connecting to the head node {} through the proxy",
+            route.head_ip
+        ));
+        let head = connect_via(&proxy, &route.head_target, &route.head_ip, 22).await?;
+        (Arc::new(head), route.head_target.what.clone())
+    };
+    ctx.progress.finish();
+
+    let stats = Stats::default();
+    for (listener, f) in listeners {
+        tracing::info!("forwarding {f}");
+        if !ctx.opts.quiet {
+            eprintln!("bastion: forwarding {f} (as seen from {what})");
+        }
+        tokio::spawn(forward::serve(session.clone(), listener, f, stats.clone()));
+    }
+
+    if args.no_command {
+        if !ctx.opts.quiet {
+            eprintln!("bastion: press Ctrl-C to stop");
+        }
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                    if session.is_closed() {
+                        return Err(ConnectError::Dropped { what }.into());
+                    }
+                    tracing::debug!(open = stats.open.load(Ordering::Relaxed), "forwarding");
+                }
+            }
+        }
+    }
+
+    let code = if args.command.is_empty() {
+        session::shell(&session, &what).await?
+    } else {
+        session::exec(&session, &what, Some(&args.command.join(" "))).await?
+    };
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(RemoteExit(code).into())
+    }
+}

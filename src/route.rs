@@ -1,0 +1,185 @@
+//! Where `connect` and `ssh-config` go: the cluster's proxy (started and waited for when the idle
+//! timer stopped it), its address, login and host key (from its tag), and the head node behind it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::Context;
+use crate::aws::{Instance, TAG_HOST_KEY, TAG_OS, TAG_STATE};
+use crate::cluster::{HeadNode, find_head_node};
+use crate::commands::up::{ensure_running, existing_bastion};
+use crate::ssh::client::{Credentials, Target, Trust};
+use crate::ssh::known_hosts::{self, HostKeyError};
+use crate::userdata::ProxyOs;
+use crate::wait::{Goal, wait_for};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error(
+        "cluster '{cluster}' has no bastion in {region}. Create one with `bastion up --cluster {cluster}`"
+    )]
+    NoBastion { cluster: String, region: String },
+    #[error(
+        "the proxy {instance} has no public IP address; pass --bastion-address (a VPN address, a DNS name, its private IP)"
+    )]
+    NoAddress { instance: String },
+    #[error(
+        "the proxy's SSH key is not on this machine ({path}): it was made by `bastion up` on the \
+         machine that ran it. Copy it here (same path, mode 0600), or run `bastion down` and `bastion up` here"
+    )]
+    NoProxyKey { path: PathBuf },
+    #[error(
+        "the proxy {instance}'s bootstrap failed (bastion:state=failed); run `bastion down` and `bastion up`"
+    )]
+    ProxyFailed { instance: String },
+    #[error("the head node {instance} of cluster '{cluster}' has no private IP address")]
+    NoHeadIp { cluster: String, instance: String },
+}
+
+/// The options `connect` and `ssh-config` share.
+#[derive(Debug, Clone, Default)]
+pub struct RouteOptions {
+    pub user: Option<String>,
+    pub identity: Option<PathBuf>,
+    pub bastion_user: Option<String>,
+    pub bastion_address: Option<String>,
+    /// Start a stopped proxy (connect does; ssh-config does not).
+    pub start: bool,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub cluster: String,
+    pub proxy: Instance,
+    pub proxy_address: String,
+    pub proxy_key_file: PathBuf,
+    pub proxy_target: Target,
+    pub head: HeadNode,
+    pub head_ip: String,
+    pub head_target: Target,
+    pub known_hosts: PathBuf,
+}
+
+pub fn known_hosts_file(ctx: &Context) -> PathBuf {
+    ctx.state_root.join("known_hosts")
+}
+
+pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyhow::Result<Route> {
+    let cloud = ctx.cloud.as_ref();
+    let progress = &ctx.progress;
+    progress.phase(format!("finding the bastion of cluster {cluster}"));
+    let Some(mut proxy) = existing_bastion(cloud, cluster).await? else {
+        return Err(RouteError::NoBastion {
+            cluster: cluster.into(),
+            region: cloud.region().into(),
+        }
+        .into());
+    };
+    if opts.start && proxy.state != "running" {
+        proxy = ensure_running(cloud, proxy, opts.timeout, progress)
+            .await?
+            .0;
+    }
+    match proxy.tag(TAG_STATE) {
+        Some("ready") => {}
+        Some("failed") => return Err(RouteError::ProxyFailed { instance: proxy.id }.into()),
+        _ if opts.start => {
+            progress.phase(format!(
+                "waiting for the proxy {} to finish its bootstrap",
+                proxy.id
+            ));
+            proxy = wait_for(cloud, &proxy.id, Goal::Ready, opts.timeout, progress).await?;
+        }
+        _ => {}
+    }
+    let host_key = proxy
+        .tag(TAG_HOST_KEY)
+        .and_then(known_hosts::parse_public_key)
+        .ok_or_else(|| HostKeyError::ProxyUnpublished {
+            instance: proxy.id.clone(),
+        })?;
+    let proxy_address = match (&opts.bastion_address, &proxy.public_ip) {
+        (Some(a), _) => a.clone(),
+        (None, Some(ip)) => ip.clone(),
+        (None, None) => return Err(RouteError::NoAddress { instance: proxy.id }.into()),
+    };
+    let dir = ctx.bastion_dir(cluster).await?;
+    let proxy_key_file = dir.private_key();
+    if !proxy_key_file.exists() {
+        return Err(RouteError::NoProxyKey {
+            path: proxy_key_file,
+        }
+        .into());
+    }
+    let proxy_user = opts.bastion_user.clone().unwrap_or_else(|| {
+        proxy
+            .tag(TAG_OS)
+            .and_then(ProxyOs::parse)
+            .unwrap_or(ProxyOs::Al2023)
+            .default_user()
+            .to_string()
+    });
+
+    progress.phase(format!("finding the head node of cluster {cluster}"));
+    let head = find_head_node(cloud, cluster).await?;
+    let head_ip = head
+        .instance
+        .private_ip
+        .clone()
+        .ok_or_else(|| RouteError::NoHeadIp {
+            cluster: cluster.into(),
+            instance: head.instance.id.clone(),
+        })?;
+    let head_user = opts
+        .user
+        .clone()
+        .unwrap_or_else(|| head.default_user().to_string());
+    let known_hosts = known_hosts_file(ctx);
+    if let Some(path) = &opts.identity
+        && let Err(e) = std::fs::File::open(path)
+    {
+        return Err(crate::ssh::client::SshError::Key {
+            path: path.clone(),
+            reason: format!("{e} (-i names the head node's key: the cluster's EC2 key pair)"),
+        }
+        .into());
+    }
+    let head_credentials = match &opts.identity {
+        Some(path) => Credentials {
+            files: vec![path.clone()],
+            agent: true,
+        },
+        None => Credentials::openssh_defaults(),
+    };
+    Ok(Route {
+        cluster: cluster.into(),
+        proxy_target: Target {
+            what: format!("the proxy {}", proxy.id),
+            user: proxy_user,
+            trust: Trust::Expect {
+                key: host_key,
+                instance: proxy.id.clone(),
+            },
+            credentials: Credentials {
+                files: vec![proxy_key_file.clone()],
+                agent: false,
+            },
+        },
+        head_target: Target {
+            what: format!("the head node {} ({head_ip})", head.instance.id),
+            user: head_user,
+            trust: Trust::Pin {
+                file: known_hosts.clone(),
+                alias: head.instance.id.clone(),
+            },
+            credentials: head_credentials,
+        },
+        proxy,
+        proxy_address,
+        proxy_key_file,
+        head_ip,
+        head,
+        known_hosts,
+    })
+}

@@ -1,0 +1,364 @@
+//! A network lab of Linux network namespaces with real OpenSSH sshd: a "proxy" host the test
+//! reaches over a veth pair (10.77.N.2), and a "head node" host (10.78.N.10) that only the proxy
+//! reaches. Before any address is used, both /24s are routed `unreachable` in the root namespace,
+//! so nothing addressed to the lab can leave the machine; the namespaces have no default route.
+//! Everything (processes, namespaces, routes) is removed on drop, also when a test fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::require_tool;
+
+pub struct NetLab {
+    pub n: u8,
+    pub proxy_ns: String,
+    pub head_ns: String,
+    pub proxy_ip: String,
+    pub head_ip: String,
+    pub dir: tempfile::TempDir,
+    routes: Vec<String>,
+    procs: Vec<(String, Child)>,
+}
+
+fn sh(args: &[&str]) -> Result<(), String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| format!("{args:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn must(args: &[&str]) {
+    if let Err(e) = sh(args) {
+        panic!("lab setup failed: {e}");
+    }
+}
+
+pub fn sshd_path() -> Option<PathBuf> {
+    require_tool("sshd", &[PathBuf::from("/usr/sbin/sshd")])
+}
+
+/// Root, `ip` and sshd are needed; outside CI a machine without them skips.
+pub fn available() -> bool {
+    let root = unsafe_geteuid() == 0;
+    if !root {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("the network-namespace tests need root");
+        }
+        eprintln!("SKIPPED: the network-namespace tests need root");
+        return false;
+    }
+    require_tool(
+        "ip",
+        &[PathBuf::from("/usr/sbin/ip"), PathBuf::from("/sbin/ip")],
+    )
+    .is_some()
+        && sshd_path().is_some()
+        && require_tool("ssh-keygen", &[]).is_some()
+}
+
+fn unsafe_geteuid() -> u32 {
+    // `id -u` avoids a libc dependency for one call.
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+impl NetLab {
+    pub fn new() -> NetLab {
+        // Claim a free lab number: creating the namespace is the lock.
+        let mut n = 0u8;
+        for candidate in 1..=250u8 {
+            if sh(&["ip", "netns", "add", &format!("bst-p-{candidate}")]).is_ok() {
+                n = candidate;
+                break;
+            }
+        }
+        assert!(n > 0, "no free lab number");
+        let mut lab = NetLab {
+            n,
+            proxy_ns: format!("bst-p-{n}"),
+            head_ns: format!("bst-h-{n}"),
+            proxy_ip: format!("10.77.{n}.2"),
+            head_ip: format!("10.78.{n}.10"),
+            dir: tempfile::tempdir().unwrap(),
+            routes: Vec::new(),
+            procs: Vec::new(),
+        };
+        // Safety first: the lab ranges go nowhere from the root namespace.
+        for range in [format!("10.77.{n}.0/24"), format!("10.78.{n}.0/24")] {
+            must(&["ip", "route", "replace", "unreachable", &range]);
+            lab.routes.push(range);
+        }
+        let (p, h) = (lab.proxy_ns.clone(), lab.head_ns.clone());
+        must(&["ip", "netns", "add", &h]);
+        let (root_if, proxy_if) = (format!("bst-r{n}"), format!("bst-pr{n}"));
+        let (proxy_head_if, head_if) = (format!("bst-ph{n}"), format!("bst-hp{n}"));
+        must(&[
+            "ip", "link", "add", &root_if, "type", "veth", "peer", "name", &proxy_if,
+        ]);
+        must(&["ip", "link", "set", &proxy_if, "netns", &p]);
+        must(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("10.77.{n}.1/30"),
+            "dev",
+            &root_if,
+        ]);
+        must(&["ip", "link", "set", &root_if, "up"]);
+        must(&[
+            "ip",
+            "link",
+            "add",
+            &proxy_head_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &head_if,
+        ]);
+        must(&["ip", "link", "set", &proxy_head_if, "netns", &p]);
+        must(&["ip", "link", "set", &head_if, "netns", &h]);
+        let in_ns = |ns: &str, args: &[&str]| {
+            let mut full = vec!["ip", "netns", "exec", ns];
+            full.extend_from_slice(args);
+            must(&full);
+        };
+        in_ns(&p, &["ip", "link", "set", "lo", "up"]);
+        in_ns(
+            &p,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("10.77.{n}.2/30"),
+                "dev",
+                &proxy_if,
+            ],
+        );
+        in_ns(&p, &["ip", "link", "set", &proxy_if, "up"]);
+        in_ns(
+            &p,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("10.78.{n}.1/24"),
+                "dev",
+                &proxy_head_if,
+            ],
+        );
+        in_ns(&p, &["ip", "link", "set", &proxy_head_if, "up"]);
+        in_ns(&h, &["ip", "link", "set", "lo", "up"]);
+        in_ns(
+            &h,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("10.78.{n}.10/24"),
+                "dev",
+                &head_if,
+            ],
+        );
+        in_ns(&h, &["ip", "link", "set", &head_if, "up"]);
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        lab.start_sshd("proxy");
+        lab.start_sshd("head");
+        lab
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn ns_of(&self, host: &str) -> (&str, &str) {
+        match host {
+            "proxy" => (&self.proxy_ns, &self.proxy_ip),
+            _ => (&self.head_ns, &self.head_ip),
+        }
+    }
+
+    /// The host's sshd public key line (`ssh-ed25519 AAAA...`).
+    pub fn host_key(&self, host: &str) -> String {
+        let text = std::fs::read_to_string(self.path(&format!("{host}_host_ed25519.pub"))).unwrap();
+        let mut parts = text.split_whitespace();
+        format!("{} {}", parts.next().unwrap(), parts.next().unwrap())
+    }
+
+    /// Authorizes a public key line for root on `host`.
+    pub fn authorize(&self, host: &str, public_key: &str) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path(&format!("{host}_authorized_keys")))
+            .unwrap();
+        writeln!(f, "{}", public_key.trim()).unwrap();
+    }
+
+    /// Starts (or restarts) sshd on `host`, generating its host key when there is none.
+    pub fn start_sshd(&mut self, host: &str) {
+        self.stop(&format!("sshd-{host}"));
+        let key = self.path(&format!("{host}_host_ed25519"));
+        if !key.exists() {
+            must(&[
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-f",
+                key.to_str().unwrap(),
+            ]);
+        }
+        let (ns, ip) = self.ns_of(host);
+        let (ns, ip) = (ns.to_string(), ip.to_string());
+        let config = self.path(&format!("{host}_sshd_config"));
+        std::fs::write(
+            &config,
+            format!(
+                "ListenAddress {ip}\nPort 22\nHostKey {key}\nPidFile {pid}\nUsePAM no\nStrictModes no\n\
+                 PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 AuthorizedKeysFile {auth}\nAllowTcpForwarding yes\nPermitTTY yes\nLogLevel ERROR\n\
+                 AcceptEnv TERM\nSubsystem sftp internal-sftp\n",
+                key = key.display(),
+                pid = self.path(&format!("{host}.pid")).display(),
+                auth = self.path(&format!("{host}_authorized_keys")).display(),
+            ),
+        )
+        .unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .arg(sshd_path().unwrap())
+            .args(["-D", "-E"])
+            .arg(self.path(&format!("{host}_sshd.log")))
+            .arg("-f")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.procs.push((format!("sshd-{host}"), child));
+        self.wait_port(host, 22);
+    }
+
+    /// Runs a long-lived process inside a host's namespace; stopped on drop.
+    pub fn spawn_in(&mut self, host: &str, name: &str, args: &[&str]) {
+        let (ns, _) = self.ns_of(host);
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.procs.push((name.to_string(), child));
+    }
+
+    /// Runs a command in a host's namespace and returns its stdout.
+    pub fn exec_in(&self, host: &str, args: &[&str]) -> String {
+        let (ns, _) = self.ns_of(host);
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until `host` listens on `port` (checked from inside the proxy, which reaches both).
+    pub fn wait_port(&self, host: &str, port: u16) {
+        let (_, ip) = self.ns_of(host);
+        let probe = format!("exec 3<>/dev/tcp/{ip}/{port}");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            let ok = Command::new("ip")
+                .args(["netns", "exec", &self.proxy_ns, "bash", "-c", &probe])
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ok {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{host} never listened on {port}");
+    }
+
+    pub fn stop(&mut self, name: &str) {
+        let mut kept = Vec::new();
+        for (n, mut c) in self.procs.drain(..) {
+            if n == name {
+                let _ = c.kill();
+                let _ = c.wait();
+            } else {
+                kept.push((n, c));
+            }
+        }
+        self.procs = kept;
+    }
+
+    /// Replaces a host's key (a rebuilt head node) and restarts its sshd.
+    pub fn new_host_key(&mut self, host: &str) {
+        let key = self.path(&format!("{host}_host_ed25519"));
+        let _ = std::fs::remove_file(&key);
+        let _ = std::fs::remove_file(key.with_extension("pub"));
+        self.start_sshd(host);
+    }
+
+    pub fn key_pair(dir: &Path, name: &str) -> (PathBuf, String) {
+        let path = dir.join(name);
+        must(&[
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            name,
+            "-f",
+            path.to_str().unwrap(),
+        ]);
+        let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
+        (path, public.trim().to_string())
+    }
+}
+
+impl Drop for NetLab {
+    fn drop(&mut self) {
+        for (_, mut c) in self.procs.drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Processes left in the namespaces (socat children) die with them.
+        for ns in [&self.proxy_ns, &self.head_ns] {
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = sh(&["kill", "-9", pid]);
+                }
+            }
+            let _ = sh(&["ip", "netns", "del", ns]);
+        }
+        let _ = sh(&["ip", "link", "del", &format!("bst-r{}", self.n)]);
+        for r in &self.routes {
+            let _ = sh(&["ip", "route", "del", "unreachable", r]);
+        }
+    }
+}

@@ -1,0 +1,576 @@
+//! `bastion connect` and `bastion ssh-config` against real OpenSSH sshd in network namespaces
+//! (tests/common/netlab.rs), with moto holding the VPC, the head node and the bastion.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::netlab::NetLab;
+use common::*;
+
+/// A cluster whose head node's private IP is the lab's head host, with a bastion from
+/// `up --no-wait` whose bootstrap the test plays: host key tag, ready, key authorized.
+struct World {
+    lab: NetLab,
+    _moto: Moto,
+    aws: Clients,
+    b: Bastion,
+    _tmp: tempfile::TempDir,
+    proxy_id: String,
+    head_id: String,
+    cluster_key: std::path::PathBuf,
+}
+
+async fn world() -> Option<World> {
+    if !netlab::available() {
+        return None;
+    }
+    let moto = Moto::start()?;
+    let lab = NetLab::new();
+    let aws = moto.clients().await;
+    let fixture = aws
+        .build_lab(LabOptions {
+            cidr: "10.78",
+            public_third: 0,
+            private_third: lab.n,
+            ..LabOptions::default()
+        })
+        .await;
+    assert_eq!(fixture.head_ip, lab.head_ip);
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Bastion::new(&moto, tmp.path());
+    let up = b.run(&[
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--allow-cidr",
+        "10.77.0.0/16",
+        "--no-wait",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(up.status, 0, "{up:?}");
+    let r = up.json();
+    let proxy_id = r["instance_id"].as_str().unwrap().to_string();
+    let key_file = r["key_file"].as_str().unwrap().to_string();
+    // Play the proxy's bootstrap.
+    aws.set_instance_tags(
+        &proxy_id,
+        &[
+            ("bastion:host-key", &lab.host_key("proxy")),
+            ("bastion:state", "ready"),
+        ],
+    )
+    .await;
+    lab.authorize(
+        "proxy",
+        &std::fs::read_to_string(format!("{key_file}.pub")).unwrap(),
+    );
+    // The cluster's own key pair, authorized on the head node.
+    let (cluster_key, cluster_pub) = NetLab::key_pair(tmp.path(), "cluster-key");
+    lab.authorize("head", &cluster_pub);
+    Some(World {
+        head_id: fixture.head_node,
+        lab,
+        _moto: moto,
+        aws,
+        b,
+        _tmp: tmp,
+        proxy_id,
+        cluster_key,
+    })
+}
+
+impl World {
+    fn connect_args<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut v = vec![
+            "connect",
+            "--cluster",
+            CLUSTER,
+            "--bastion-address",
+            &self.lab.proxy_ip,
+            "--bastion-user",
+            "root",
+            "--user",
+            "root",
+            "-i",
+            self.cluster_key.to_str().unwrap(),
+        ];
+        v.extend_from_slice(extra);
+        v
+    }
+
+    fn connect(&self, extra: &[&str]) -> Run {
+        self.b.run(&self.connect_args(extra))
+    }
+}
+
+macro_rules! world_or_skip {
+    () => {
+        match world().await {
+            Some(w) => w,
+            None => return,
+        }
+    };
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_runs_on_the_head_node_through_the_proxy() {
+    let w = world_or_skip!();
+    let r = w.connect(&[
+        "--",
+        "echo",
+        "out:$SSH_CONNECTION;",
+        "echo",
+        "err",
+        ">&2;",
+        "exit",
+        "7",
+    ]);
+    assert_eq!(r.status, 7, "the remote exit code is returned: {r:?}");
+    // The head node saw the connection come from the proxy's side of the lab.
+    let expected = format!("out:10.78.{}.1 ", w.lab.n);
+    assert!(r.stdout.starts_with(&expected), "{r:?}");
+    assert!(
+        r.stdout.contains(&format!(" {} 22", w.lab.head_ip)),
+        "{r:?}"
+    );
+    assert!(
+        r.stderr.contains("err") && !r.stdout.contains("err"),
+        "stderr kept apart: {r:?}"
+    );
+
+    // stdin is passed through.
+    let mut cmd = w.b.command(&w.connect_args(&["--", "sha256sum"]));
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    child.stdin.take().unwrap().write_all(&data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let local = sha256_hex(&data);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with(&local),
+        "stdin reached the head node intact"
+    );
+
+    // The head node's key was pinned under its instance id; --on-proxy reaches the proxy itself.
+    let known = std::fs::read_to_string(w.b.state_dir.join("known_hosts")).unwrap();
+    assert!(
+        known.contains(&format!("{} {}", w.head_id, w.lab.host_key("head"))),
+        "{known}"
+    );
+    let r = w.connect(&["--on-proxy", "--", "echo", "$SSH_CONNECTION"]);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(
+        r.stdout.contains(&format!(" {} 22", w.lab.proxy_ip)),
+        "{r:?}"
+    );
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_keys_are_verified_not_trusted() {
+    let mut w = world_or_skip!();
+    // The proxy presents a key other than its tag's: refused, both fingerprints named.
+    let other = NetLab::key_pair(w.lab.dir.path(), "imposter").1;
+    w.aws
+        .set_instance_tags(&w.proxy_id, &[("bastion:host-key", &other)])
+        .await;
+    let r = w.connect(&["--", "true"]);
+    assert_ne!(r.status, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("bastion:host-key tag") && r.stderr.matches("SHA256:").count() >= 2,
+        "{r:?}"
+    );
+    w.aws
+        .set_instance_tags(
+            &w.proxy_id,
+            &[("bastion:host-key", &w.lab.host_key("proxy"))],
+        )
+        .await;
+
+    // First use pins the head node; a changed key is then refused.
+    assert_eq!(w.connect(&["--", "true"]).status, 0);
+    w.lab.new_host_key("head");
+    let r = w.connect(&["--", "true"]);
+    assert_ne!(r.status, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("host key changed") && r.stderr.contains("known_hosts"),
+        "{r:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_say_what_to_do() {
+    let mut w = world_or_skip!();
+    // Authentication refused: which user and key were tried.
+    let r = w.b.run(&[
+        "connect",
+        "--cluster",
+        CLUSTER,
+        "--bastion-address",
+        &w.lab.proxy_ip,
+        "--bastion-user",
+        "root",
+        "--user",
+        "nobody-here",
+        "-i",
+        w.cluster_key.to_str().unwrap(),
+        "--",
+        "true",
+    ]);
+    assert_ne!(r.status, 0);
+    assert!(
+        r.stderr.contains("refused authentication as 'nobody-here'")
+            && r.stderr.contains("cluster-key"),
+        "{r:?}"
+    );
+
+    // The head node's sshd is down: the proxy cannot reach it.
+    w.lab.stop("sshd-head");
+    let r = w.connect(&["--", "true"]);
+    assert_ne!(r.status, 0);
+    assert!(
+        r.stderr
+            .contains("could not open a connection to the head node")
+            && r.stderr.contains("security group"),
+        "{r:?}"
+    );
+
+    // No bastion for the cluster.
+    let r = w.b.run(&["connect", "--cluster", "other", "--", "true"]);
+    assert_eq!(r.status, 2, "{r:?}");
+    assert!(r.stderr.contains("bastion up --cluster other"), "{r:?}");
+
+    // An unreadable key file.
+    let r = w.b.run(&[
+        "connect",
+        "--cluster",
+        CLUSTER,
+        "--bastion-address",
+        &w.lab.proxy_ip,
+        "--bastion-user",
+        "root",
+        "-i",
+        "/nonexistent/key",
+        "--",
+        "true",
+    ]);
+    assert_ne!(r.status, 0);
+    assert!(r.stderr.contains("/nonexistent/key"), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_proxy_is_started_before_connecting() {
+    let w = world_or_skip!();
+    w.aws
+        .ec2
+        .stop_instances()
+        .instance_ids(&w.proxy_id)
+        .send()
+        .await
+        .unwrap();
+    let r = w.connect(&["--", "true"]);
+    assert_eq!(r.status, 0, "{r:?}");
+    let i = w.aws.bastion_instances(CLUSTER).await;
+    assert_eq!(
+        i[0].state().and_then(|s| s.name()).map(|n| n.as_str()),
+        Some("running")
+    );
+}
+
+/// Reads everything a connection sends back while a thread writes `data`; returns the echo.
+fn echo_through(port: u16, data: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let owned = data.to_vec();
+    let writer = std::thread::spawn(move || {
+        w.write_all(&owned).unwrap();
+        w.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let mut back = Vec::with_capacity(data.len());
+    s.read_to_end(&mut back).unwrap();
+    writer.join().unwrap();
+    back
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_listening(port: u16) {
+    for _ in 0..300 {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("nothing listens on {port}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn port_forwards_carry_256_mib_and_50_concurrent_connections() {
+    if common::require_tool("socat", &[]).is_none() {
+        return;
+    }
+    let mut w = world_or_skip!();
+    // An echo service on the head node, reachable there as localhost:9000.
+    w.lab.spawn_in(
+        "head",
+        "echo",
+        &[
+            "socat",
+            "TCP-LISTEN:9000,bind=127.0.0.1,fork,reuseaddr",
+            "EXEC:cat",
+        ],
+    );
+    let port = free_port();
+    let fwd = format!("{port}:localhost:9000");
+    let mut cmd = w.b.command(&w.connect_args(&["-L", &fwd, "-N"]));
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    wait_listening(port);
+
+    // 256 MiB each way through one forward, checksums compared.
+    let big: Vec<u8> = (0..256u32 * 1024 * 1024 / 4)
+        .flat_map(|i| i.wrapping_mul(2654435761).to_le_bytes())
+        .collect();
+    let t = std::time::Instant::now();
+    let back = echo_through(port, &big);
+    eprintln!("256 MiB echoed through -L in {:?}", t.elapsed());
+    assert_eq!(back.len(), big.len());
+    assert_eq!(sha256_hex(&back), sha256_hex(&big));
+
+    // 50 connections at once, each its own channel.
+    let handles: Vec<_> = (0..50u32)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let data: Vec<u8> = (0..1024 * 1024u32)
+                    .map(|j| (j.wrapping_mul(31).wrapping_add(i)) as u8)
+                    .collect();
+                let back = echo_through(port, &data);
+                sha256_hex(&back) == sha256_hex(&data)
+            })
+        })
+        .collect();
+    let ok = handles
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .filter(|&x| x)
+        .count();
+    assert_eq!(ok, 50);
+
+    // A stalled connection (never read) does not freeze the others.
+    let mut stalled = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let junk = vec![7u8; 8 * 1024 * 1024];
+    let writer = std::thread::spawn(move || {
+        let _ = stalled.write_all(&junk);
+        stalled
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let t = std::time::Instant::now();
+    let data = vec![1u8; 1024 * 1024];
+    assert_eq!(echo_through(port, &data), data);
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "a live connection waited behind a stalled one"
+    );
+    drop(writer);
+
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "-N exits cleanly on Ctrl-C");
+}
+
+use std::process::Command;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_interactive_shell_has_a_pty_follows_resizes_and_restores_the_terminal() {
+    let Some(tmux) = common::require_tool("tmux", &[]) else {
+        return;
+    };
+    let w = world_or_skip!();
+    let socket = w.lab.path("tmux.sock");
+    let done = w.lab.path("shell-exit");
+    let args: Vec<String> = w.connect_args(&[]).iter().map(|a| a.to_string()).collect();
+    // Run bastion in a tmux pane through a wrapper that records the exit code and whether the
+    // terminal settings came back.
+    let bin = env!("CARGO_BIN_EXE_bastion");
+    let mut env = String::new();
+    for (k, v) in w.b.command(&[]).get_envs() {
+        if let (k, Some(v)) = (k.to_string_lossy(), v) {
+            env.push_str(&format!("{k}='{}' ", v.to_string_lossy()));
+        }
+    }
+    let script = format!(
+        "before=$(stty -g); env {env} TERM=xterm-256color {bin} {args}; code=$?; after=$(stty -g); \
+         echo \"$code $([ \"$before\" = \"$after\" ] && echo restored || echo broken)\" > {done}; sleep 30",
+        args = args.join(" "),
+        done = done.display(),
+    );
+    let tm = |a: &[&str]| {
+        Command::new(&tmux)
+            .arg("-S")
+            .arg(&socket)
+            .args(a)
+            .output()
+            .unwrap()
+    };
+    assert!(
+        tm(&[
+            "new-session",
+            "-d",
+            "-x",
+            "100",
+            "-y",
+            "30",
+            "bash",
+            "-c",
+            &script
+        ])
+        .status
+        .success()
+    );
+    let capture = || String::from_utf8_lossy(&tm(&["capture-pane", "-p"]).stdout).into_owned();
+    let wait_for = |needle: &str| {
+        for _ in 0..200 {
+            if capture().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("never saw {needle:?} in:\n{}", capture());
+    };
+    // Wait for the remote prompt, then ask the remote PTY its size.
+    tm(&["send-keys", "echo SHELL-$((40+2))", "Enter"]);
+    wait_for("SHELL-42");
+    tm(&["send-keys", "stty size; echo TERM=$TERM", "Enter"]);
+    wait_for("30 100");
+    wait_for("TERM=xterm-256color");
+    tm(&["resize-window", "-x", "120", "-y", "40"]);
+    std::thread::sleep(Duration::from_millis(500));
+    tm(&["send-keys", "clear; stty size", "Enter"]);
+    wait_for("40 120");
+    tm(&["send-keys", "exit 3", "Enter"]);
+    for _ in 0..100 {
+        if done.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let result = std::fs::read_to_string(&done).unwrap_or_default();
+    tm(&["kill-server"]);
+    assert_eq!(
+        result.trim(),
+        "3 restored",
+        "exit code and terminal state: {result:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ssh_config_lets_openssh_reach_the_head_node() {
+    if common::require_tool("ssh", &[]).is_none() {
+        return;
+    }
+    let w = world_or_skip!();
+    let key = w.cluster_key.to_str().unwrap().to_string();
+    let args = [
+        "ssh-config",
+        "--cluster",
+        CLUSTER,
+        "--bastion-address",
+        &w.lab.proxy_ip,
+        "--bastion-user",
+        "root",
+        "--user",
+        "root",
+        "-i",
+        &key,
+    ];
+    let r = w.b.run(&args);
+    assert_eq!(r.status, 0, "{r:?}");
+    let config = w.lab.path("ssh_config");
+    std::fs::write(&config, &r.stdout).unwrap();
+    let ssh = |host: &str, cfg: &std::path::Path| {
+        Command::new("ssh")
+            .arg("-F")
+            .arg(cfg)
+            .args(["-o", "BatchMode=yes", host, "echo via:$SSH_CONNECTION"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = ssh("demo-head", &config);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "ssh demo-head: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("via:10.78.{}.1 ", w.lab.n)),
+        "{stdout}"
+    );
+    // As `pcluster ssh` runs it: ssh <user>@<private ip>.
+    let out = ssh(&format!("root@{}", w.lab.head_ip), &config);
+    assert!(
+        out.status.success(),
+        "ssh root@ip: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // --install: one Include line in ~/.ssh/config (idempotent), and the same works from there.
+    for _ in 0..2 {
+        let mut a = args.to_vec();
+        a.push("--install");
+        let r = w.b.run(&a);
+        assert_eq!(r.status, 0, "{r:?}");
+    }
+    let main = w.b.home.join(".ssh/config");
+    let text = std::fs::read_to_string(&main).unwrap();
+    assert_eq!(text.matches("Include ").count(), 1, "{text}");
+    let out = ssh(&format!("root@{}", w.lab.head_ip), &main);
+    assert!(
+        out.status.success(),
+        "ssh via Include: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // down removes the installed file.
+    let installed: Vec<_> = std::fs::read_dir(w.b.state_dir.join("ssh"))
+        .unwrap()
+        .collect();
+    assert_eq!(installed.len(), 1);
+    assert_eq!(w.b.run(&["down", "--cluster", CLUSTER]).status, 0);
+    let installed: Vec<_> = std::fs::read_dir(w.b.state_dir.join("ssh"))
+        .unwrap()
+        .collect();
+    assert!(
+        installed.is_empty(),
+        "down removes the ssh config it installed"
+    );
+}

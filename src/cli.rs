@@ -217,7 +217,7 @@ pub struct ConnectArgs {
     #[arg(long, value_name = "USER")]
     pub bastion_user: Option<String>,
 
-    /// Reach the proxy at this address instead of its public IP (a VPN, a DNS name, its private IP)
+    /// Reach the proxy at HOST[:PORT] instead of its public IP (a VPN, a DNS name, its private IP)
     #[arg(long, value_name = "HOST")]
     pub bastion_address: Option<String>,
 

@@ -53,6 +53,7 @@ pub struct Route {
     pub cluster: String,
     pub proxy: Instance,
     pub proxy_address: String,
+    pub proxy_port: u16,
     pub proxy_key_file: PathBuf,
     pub proxy_target: Target,
     pub head: HeadNode,
@@ -99,9 +100,9 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
         .ok_or_else(|| HostKeyError::ProxyUnpublished {
             instance: proxy.id.clone(),
         })?;
-    let proxy_address = match (&opts.bastion_address, &proxy.public_ip) {
-        (Some(a), _) => a.clone(),
-        (None, Some(ip)) => ip.clone(),
+    let (proxy_address, proxy_port) = match (&opts.bastion_address, &proxy.public_ip) {
+        (Some(a), _) => split_address(a),
+        (None, Some(ip)) => (ip.clone(), 22),
         (None, None) => return Err(RouteError::NoAddress { instance: proxy.id }.into()),
     };
     let dir = ctx.bastion_dir(cluster).await?;
@@ -177,9 +178,46 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
         },
         proxy,
         proxy_address,
+        proxy_port,
         proxy_key_file,
         head_ip,
         head,
         known_hosts,
     })
+}
+
+/// `host`, `host:port`, `[v6]:port` -> (host, port); the port defaults to 22.
+pub fn split_address(a: &str) -> (String, u16) {
+    if let Some(rest) = a.strip_prefix('[')
+        && let Some((host, tail)) = rest.split_once(']')
+    {
+        let port = tail
+            .strip_prefix(':')
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(22);
+        return (host.to_string(), port);
+    }
+    match a.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => match port.parse() {
+            Ok(p) => (host.to_string(), p),
+            Err(_) => (a.to_string(), 22),
+        },
+        _ => (a.to_string(), 22),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_address;
+
+    #[test]
+    fn addresses_take_an_optional_port() {
+        assert_eq!(split_address("10.0.0.1"), ("10.0.0.1".into(), 22));
+        assert_eq!(
+            split_address("vpn.example.org:2222"),
+            ("vpn.example.org".into(), 2222)
+        );
+        assert_eq!(split_address("[fd00::1]:2200"), ("fd00::1".into(), 2200));
+        assert_eq!(split_address("fd00::1"), ("fd00::1".into(), 22));
+    }
 }

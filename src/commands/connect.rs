@@ -54,7 +54,8 @@ pub async fn run(ctx: &Context, args: ConnectArgs) -> anyhow::Result<()> {
         "connecting to the proxy {} at {}",
         route.proxy.id, route.proxy_address
     ));
-    let proxy = Arc::new(connect(&route.proxy_target, &route.proxy_address, 22).await?);
+    let proxy =
+        Arc::new(connect(&route.proxy_target, &route.proxy_address, route.proxy_port).await?);
     // With a jump, the head node's session runs inside a channel of the proxy's: `proxy` lives
     // until this function returns.
     let (session, what) = if args.on_proxy {

@@ -70,6 +70,7 @@ pub fn render(route: &Route, identity: Option<&Path>) -> String {
          # The proxy's address changes when it restarts: run `bastion ssh-config --cluster {cluster} --install` again.\n\
          Host {proxy_host}\n\
          \x20   HostName {addr}\n\
+         \x20   Port {port}\n\
          \x20   User {puser}\n\
          \x20   IdentityFile {pkey}\n\
          \x20   IdentitiesOnly yes\n\
@@ -90,6 +91,7 @@ pub fn render(route: &Route, identity: Option<&Path>) -> String {
         proxy = route.proxy.id,
         head = route.head.instance.id,
         addr = route.proxy_address,
+        port = route.proxy_port,
         puser = route.proxy_target.user,
         pkey = quote(&route.proxy_key_file),
         head_ip = route.head_ip,

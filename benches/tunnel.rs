@@ -1,0 +1,473 @@
+//! Tunnel benchmark: `bastion connect -L` against OpenSSH `ssh -L` through the same proxy, in the
+//! same run, in the network-namespace lab (real sshd on the proxy and head node hosts, moto for
+//! AWS). Prints figures and ratios; asserts nothing about speed.
+//!
+//!   cargo bench --bench tunnel            (root, with iperf3, socat, ssh, moto; see .ci/run)
+//!
+//! Cases: iperf3 download and upload through one forward on loopback and at 50 ms RTT (a
+//! userspace delay proxy in front of the proxy's sshd, 25 ms each way); 8 parallel streams
+//! through one forward with the latency of a small request meanwhile; connection setup time
+//! (`connect -- true` against `ssh -J ... true`); peak RSS with 50 open forwarded connections.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::netlab::{self, NetLab};
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const IPERF_SECONDS: &str = "6";
+
+struct Setup {
+    lab: NetLab,
+    _moto: Moto,
+    b: Bastion,
+    _tmp: tempfile::TempDir,
+    cluster_key: String,
+}
+
+async fn setup() -> Option<Setup> {
+    if !netlab::available() {
+        return None;
+    }
+    for tool in ["iperf3", "socat", "ssh"] {
+        require_tool(tool, &[])?;
+    }
+    let moto = Moto::start()?;
+    let mut lab = NetLab::new();
+    let aws = moto.clients().await;
+    aws.build_lab(LabOptions {
+        cidr: "10.78",
+        public_third: 0,
+        private_third: lab.n,
+        ..LabOptions::default()
+    })
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Bastion::new(&moto, tmp.path());
+    let up = b.run(&[
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--allow-cidr",
+        "10.77.0.0/16",
+        "--no-wait",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(up.status, 0, "{up:?}");
+    let r = up.json();
+    let id = r["instance_id"].as_str().unwrap().to_string();
+    let key_file = r["key_file"].as_str().unwrap().to_string();
+    aws.set_instance_tags(
+        &id,
+        &[
+            ("bastion:host-key", &lab.host_key("proxy")),
+            ("bastion:state", "ready"),
+        ],
+    )
+    .await;
+    lab.authorize(
+        "proxy",
+        &std::fs::read_to_string(format!("{key_file}.pub")).unwrap(),
+    );
+    let (cluster_key, cluster_pub) = NetLab::key_pair(tmp.path(), "cluster-key");
+    lab.authorize("head", &cluster_pub);
+    lab.spawn_in(
+        "head",
+        "iperf3",
+        &["iperf3", "-s", "-B", "127.0.0.1", "-p", "5201"],
+    );
+    lab.spawn_in(
+        "head",
+        "echo",
+        &[
+            "socat",
+            "TCP-LISTEN:9000,bind=127.0.0.1,fork,reuseaddr,backlog=128",
+            "EXEC:cat",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    Some(Setup {
+        lab,
+        _moto: moto,
+        b,
+        _tmp: tmp,
+        cluster_key: cluster_key.display().to_string(),
+    })
+}
+
+/// A TCP proxy on loopback that delays every chunk by `one_way` in each direction.
+async fn delay_proxy(target: String, one_way: Duration) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                continue;
+            };
+            let target = target.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::join!(delayed(cr, sw, one_way), delayed(sr, cw, one_way));
+            });
+        }
+    });
+    port
+}
+
+async fn delayed(
+    mut r: tokio::net::tcp::OwnedReadHalf,
+    mut w: tokio::net::tcp::OwnedWriteHalf,
+    d: Duration,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx
+                        .send((tokio::time::Instant::now() + d, buf[..n].to_vec()))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    while let Some((at, chunk)) = rx.recv().await {
+        tokio::time::sleep_until(at).await;
+        if w.write_all(&chunk).await.is_err() {
+            break;
+        }
+    }
+    let _ = w.shutdown().await;
+    reader.abort();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_listening(port: u16) {
+    for _ in 0..300 {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listens on {port}");
+}
+
+struct Tool {
+    name: &'static str,
+    child: Child,
+}
+
+impl Drop for Tool {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Setup {
+    fn bastion_args(&self, address: &str) -> Vec<String> {
+        [
+            "connect",
+            "--cluster",
+            CLUSTER,
+            "--bastion-address",
+            address,
+            "--bastion-user",
+            "root",
+            "--user",
+            "root",
+            "-i",
+            &self.cluster_key,
+            "-q",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// An OpenSSH config for the same route, written by `bastion ssh-config`.
+    fn ssh_config(&self, address: &str) -> std::path::PathBuf {
+        let r = self.b.run(&[
+            "ssh-config",
+            "--cluster",
+            CLUSTER,
+            "--bastion-address",
+            address,
+            "--bastion-user",
+            "root",
+            "--user",
+            "root",
+            "-i",
+            &self.cluster_key,
+        ]);
+        assert_eq!(r.status, 0, "{r:?}");
+        let path = self.lab.path(&format!(
+            "bench-ssh-config-{}",
+            address.replace([':', '.'], "-")
+        ));
+        std::fs::write(&path, r.stdout).unwrap();
+        path
+    }
+
+    /// `connect -N -L port:127.0.0.1:remote` by bastion or OpenSSH.
+    fn forward(&self, tool: &'static str, address: &str, remote: u16) -> (Tool, u16) {
+        let port = free_port();
+        let spec = format!("{port}:127.0.0.1:{remote}");
+        let child = if tool == "bastion" {
+            let mut args = self.bastion_args(address);
+            args.extend(["-L".into(), spec, "-N".into()]);
+            let mut cmd = self
+                .b
+                .command(&args.iter().map(String::as_str).collect::<Vec<_>>());
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+            cmd.spawn().unwrap()
+        } else {
+            Command::new("ssh")
+                .arg("-F")
+                .arg(self.ssh_config(address))
+                .args(["-o", "BatchMode=yes", "-N", "-L", &spec, "demo-head"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        };
+        wait_listening(port);
+        (Tool { name: tool, child }, port)
+    }
+}
+
+/// MiB/s from iperf3's JSON (`end.sum_received`).
+fn iperf(port: u16, reverse: bool, streams: u32) -> f64 {
+    let mut cmd = Command::new("iperf3");
+    cmd.args([
+        "-c",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-t",
+        IPERF_SECONDS,
+        "-J",
+        "-P",
+        &streams.to_string(),
+    ]);
+    if reverse {
+        cmd.arg("-R");
+    }
+    let out = cmd.output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let bps = v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0);
+    if bps == 0.0 {
+        eprintln!(
+            "iperf3 failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+                .chars()
+                .take(400)
+                .collect::<String>()
+        );
+    }
+    bps / 8.0 / 1024.0 / 1024.0
+}
+
+/// Round trip of a 64-byte request through the echo forward, median of 20, in ms.
+fn echo_latency(port: u16) -> f64 {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut samples = Vec::new();
+    let mut buf = [0u8; 64];
+    for _ in 0..20 {
+        let t = Instant::now();
+        s.write_all(&[42u8; 64]).unwrap();
+        s.read_exact(&mut buf).unwrap();
+        samples.push(t.elapsed().as_secs_f64() * 1000.0);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    samples.sort_by(|a, b| a.total_cmp(b));
+    samples[samples.len() / 2]
+}
+
+fn vm_hwm_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}x", a / b)
+    } else {
+        "n/a".into()
+    }
+}
+
+fn main() {
+    // `cargo test --all-targets` runs this binary without `--bench`: measure only under cargo bench.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("tunnel benchmark: run it with `cargo bench --bench tunnel`");
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(s) = rt.block_on(setup()) else {
+        eprintln!(
+            "benchmark skipped: it needs root, iperf3, socat, ssh and moto (run .ci/run first)"
+        );
+        return;
+    };
+    let direct = s.lab.proxy_ip.clone();
+    let delayed_port = rt.block_on(delay_proxy(
+        format!("{direct}:22"),
+        Duration::from_millis(25),
+    ));
+    let networks = [
+        ("loopback", direct.clone()),
+        ("50 ms RTT", format!("127.0.0.1:{delayed_port}")),
+    ];
+
+    println!(
+        "tunnel benchmark: one -L forward through the proxy to the head node (iperf3, {IPERF_SECONDS} s each)"
+    );
+    println!(
+        "{:<10} {:<18} {:>12} {:>12} {:>8}",
+        "network", "case", "bastion", "openssh", "ratio"
+    );
+    let _guard = rt.enter();
+    for (net, address) in &networks {
+        for (case, reverse, streams) in [
+            ("download MiB/s", true, 1),
+            ("upload MiB/s", false, 1),
+            ("8 streams MiB/s", true, 8),
+        ] {
+            let mut figures = Vec::new();
+            for tool in ["bastion", "openssh"] {
+                let (t, port) = s.forward(tool, address, 5201);
+                let mbs = iperf(port, reverse, streams);
+                figures.push(mbs);
+                drop(t);
+            }
+            println!(
+                "{net:<10} {case:<18} {:>12.1} {:>12.1} {:>8}",
+                figures[0],
+                figures[1],
+                ratio(figures[0], figures[1])
+            );
+        }
+        // Latency of a small request while 8 download streams run.
+        let mut lat = Vec::new();
+        for tool in ["bastion", "openssh"] {
+            let (t, port) = s.forward(tool, address, 5201);
+            let (e, eport) = s.forward(tool, address, 9000);
+            let bulk = std::thread::spawn(move || iperf(port, true, 8));
+            std::thread::sleep(Duration::from_secs(2));
+            lat.push(echo_latency(eport));
+            let _ = bulk.join();
+            drop((t, e));
+        }
+        println!(
+            "{net:<10} {:<18} {:>12.1} {:>12.1} {:>8}",
+            "small req ms (busy)",
+            lat[0],
+            lat[1],
+            ratio(lat[0], lat[1])
+        );
+    }
+
+    // Setup time: connect and run `true` on the head node, median of 5.
+    let config = s.ssh_config(&direct);
+    let time = |f: &dyn Fn() -> bool| {
+        let mut t: Vec<f64> = (0..5)
+            .map(|_| {
+                let start = Instant::now();
+                assert!(f(), "the setup-time command failed");
+                start.elapsed().as_secs_f64() * 1000.0
+            })
+            .collect();
+        t.sort_by(|a, b| a.total_cmp(b));
+        t[2]
+    };
+    let bastion_setup = time(&|| {
+        let mut args = s.bastion_args(&direct);
+        args.extend(["--".into(), "true".into()]);
+        s.b.run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            .status
+            == 0
+    });
+    let ssh_setup = time(&|| {
+        Command::new("ssh")
+            .arg("-F")
+            .arg(&config)
+            .args(["-o", "BatchMode=yes", "demo-head", "true"])
+            .stdin(Stdio::null())
+            .status()
+            .map(|st| st.success())
+            .unwrap_or(false)
+    });
+    println!(
+        "{:<10} {:<18} {:>12.0} {:>12.0} {:>8}   (bastion includes its AWS look-ups, against moto)",
+        "loopback",
+        "setup ms",
+        bastion_setup,
+        ssh_setup,
+        ratio(bastion_setup, ssh_setup)
+    );
+
+    // Peak RSS with 50 open connections, each having echoed 1 MiB.
+    let mut rss = Vec::new();
+    for tool in ["bastion", "openssh"] {
+        let (t, port) = s.forward(tool, &direct, 9000);
+        let conns: Vec<TcpStream> = (0..50)
+            .map(|_| {
+                let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                let data = vec![5u8; 1024 * 1024];
+                let mut w = c.try_clone().unwrap();
+                let writer = std::thread::spawn(move || w.write_all(&data).unwrap());
+                let mut back = vec![0u8; 1024 * 1024];
+                c.read_exact(&mut back).unwrap();
+                writer.join().unwrap();
+                c
+            })
+            .collect();
+        rss.push(vm_hwm_kib(t.child.id()) as f64 / 1024.0);
+        eprintln!("{}: {} connections open", t.name, conns.len());
+        drop(conns);
+        drop(t);
+    }
+    println!(
+        "{:<10} {:<18} {:>12.1} {:>12.1} {:>8}   (openssh: the ssh client process; its -J helper not counted)",
+        "loopback",
+        "peak RSS MiB (50)",
+        rss[0],
+        rss[1],
+        ratio(rss[0], rss[1])
+    );
+}

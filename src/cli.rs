@@ -233,9 +233,25 @@ pub struct ConnectArgs {
     #[arg(long)]
     pub on_proxy: bool,
 
-    /// Minutes to wait for a stopped proxy to start
+    /// Minutes to wait for a stopped proxy to start (or its desktop to install, with --desktop)
     #[arg(long, value_name = "MINUTES", default_value_t = 10)]
     pub timeout: u64,
+
+    /// Open the head node's DCV desktop in the browser, through a tunnel (until Ctrl-C)
+    #[arg(long, conflicts_with_all = ["forwards", "no_command", "on_proxy", "command"])]
+    pub dcv: bool,
+
+    /// With --dcv: the proxy's own DCV desktop (with the pcluster CLI) instead of the head node's
+    #[arg(long, requires = "dcv")]
+    pub desktop: bool,
+
+    /// With --dcv: print the URL instead of opening a browser
+    #[arg(long, requires = "dcv")]
+    pub show_url: bool,
+
+    /// With --dcv: the tunnel's local port [default: a free one]
+    #[arg(long, requires = "dcv", value_name = "PORT")]
+    pub local_port: Option<u16>,
 
     /// The command to run (after `--`); without it, an interactive shell
     #[arg(last = true, value_name = "COMMAND")]

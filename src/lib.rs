@@ -7,6 +7,7 @@ pub mod aws;
 pub mod cli;
 pub mod cluster;
 pub mod commands;
+pub mod dcv;
 pub mod ledger;
 pub mod logging;
 pub mod policy;

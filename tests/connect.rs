@@ -10,112 +10,6 @@ use std::time::Duration;
 use common::netlab::NetLab;
 use common::*;
 
-/// A cluster whose head node's private IP is the lab's head host, with a bastion from
-/// `up --no-wait` whose bootstrap the test plays: host key tag, ready, key authorized.
-struct World {
-    lab: NetLab,
-    _moto: Moto,
-    aws: Clients,
-    b: Bastion,
-    _tmp: tempfile::TempDir,
-    proxy_id: String,
-    head_id: String,
-    cluster_key: std::path::PathBuf,
-}
-
-async fn world() -> Option<World> {
-    if !netlab::available() {
-        return None;
-    }
-    let moto = Moto::start()?;
-    let lab = NetLab::new();
-    let aws = moto.clients().await;
-    let fixture = aws
-        .build_lab(LabOptions {
-            cidr: "10.78",
-            public_third: 0,
-            private_third: lab.n,
-            ..LabOptions::default()
-        })
-        .await;
-    assert_eq!(fixture.head_ip, lab.head_ip);
-    let tmp = tempfile::tempdir().unwrap();
-    let b = Bastion::new(&moto, tmp.path());
-    let up = b.run(&[
-        "up",
-        "--cluster",
-        CLUSTER,
-        "--allow-cidr",
-        "10.77.0.0/16",
-        "--no-wait",
-        "--output",
-        "json",
-    ]);
-    assert_eq!(up.status, 0, "{up:?}");
-    let r = up.json();
-    let proxy_id = r["instance_id"].as_str().unwrap().to_string();
-    let key_file = r["key_file"].as_str().unwrap().to_string();
-    // Play the proxy's bootstrap.
-    aws.set_instance_tags(
-        &proxy_id,
-        &[
-            ("bastion:host-key", &lab.host_key("proxy")),
-            ("bastion:state", "ready"),
-        ],
-    )
-    .await;
-    lab.authorize(
-        "proxy",
-        &std::fs::read_to_string(format!("{key_file}.pub")).unwrap(),
-    );
-    // The cluster's own key pair, authorized on the head node.
-    let (cluster_key, cluster_pub) = NetLab::key_pair(tmp.path(), "cluster-key");
-    lab.authorize("head", &cluster_pub);
-    Some(World {
-        head_id: fixture.head_node,
-        lab,
-        _moto: moto,
-        aws,
-        b,
-        _tmp: tmp,
-        proxy_id,
-        cluster_key,
-    })
-}
-
-impl World {
-    fn connect_args<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
-        let mut v = vec![
-            "connect",
-            "--cluster",
-            CLUSTER,
-            "--bastion-address",
-            &self.lab.proxy_ip,
-            "--bastion-user",
-            "root",
-            "--user",
-            "root",
-            "-i",
-            self.cluster_key.to_str().unwrap(),
-        ];
-        v.extend_from_slice(extra);
-        v
-    }
-
-    fn connect(&self, extra: &[&str]) -> Run {
-        self.b.run(&self.connect_args(extra))
-    }
-}
-
-macro_rules! world_or_skip {
-    () => {
-        match world().await {
-            Some(w) => w,
-            None => return,
-        }
-    };
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_command_runs_on_the_head_node_through_the_proxy() {
     let w = world_or_skip!();
@@ -350,7 +244,7 @@ async fn port_forwards_carry_256_mib_and_50_concurrent_connections() {
     let mut cmd = w.b.command(&w.connect_args(&["-L", &fwd, "-N"]));
     cmd.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
+    let child = Guard(Some(cmd.spawn().unwrap()));
     wait_listening(port);
 
     // 256 MiB each way through one forward, checksums compared.
@@ -399,6 +293,7 @@ async fn port_forwards_carry_256_mib_and_50_concurrent_connections() {
     );
     drop(writer);
 
+    let mut child = child.take();
     let _ = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status();

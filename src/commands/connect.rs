@@ -39,6 +39,9 @@ pub async fn run(ctx: &Context, args: ConnectArgs) -> anyhow::Result<()> {
         start: true,
         timeout: Duration::from_secs(args.timeout * 60),
     };
+    if args.dcv {
+        return crate::commands::dcv::run(ctx, &args, opts).await;
+    }
     let route = route::resolve(ctx, &args.cluster, &opts).await?;
 
     // Bind every listener before connecting: a busy port fails fast.

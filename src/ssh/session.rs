@@ -109,6 +109,7 @@ pub async fn exec(
     }
     stdin_task.abort();
     stdout.flush().await.ok();
+    stderr.flush().await.ok();
     Ok(code.map(|c| c.min(255) as u8).unwrap_or(255))
 }
 
@@ -170,4 +171,37 @@ pub async fn shell(handle: &Handle<Verifier>, what: &str) -> Result<ExitCode, Se
         }
     }
     Ok(code.map(|c| c.min(255) as u8).unwrap_or(255))
+}
+
+/// Runs `command` without stdin and returns its exit code and its stdout and stderr, merged.
+pub async fn capture(
+    handle: &Handle<Verifier>,
+    what: &str,
+    command: &str,
+) -> Result<(ExitCode, String), SessionError> {
+    let mut channel = handle
+        .channel_open_session()
+        .await
+        .map_err(|e| dropped(what, e))?;
+    channel
+        .exec(true, command)
+        .await
+        .map_err(|e| dropped(what, e))?;
+    channel.eof().await.map_err(|e| dropped(what, e))?;
+    let mut output = Vec::new();
+    let mut code = None;
+    while let Some(msg) = channel.wait().await {
+        match msg {
+            ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => {
+                output.extend_from_slice(&data)
+            }
+            ChannelMsg::ExitStatus { exit_status } => code = Some(exit_status),
+            ChannelMsg::Close => break,
+            _ => {}
+        }
+    }
+    Ok((
+        code.map(|c| c.min(255) as u8).unwrap_or(255),
+        String::from_utf8_lossy(&output).into_owned(),
+    ))
 }

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod netlab;
+pub mod world;
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -568,6 +569,29 @@ impl Bastion {
             status: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// A child process killed when the test ends, also when it panics.
+pub struct Guard(pub Option<std::process::Child>);
+
+impl Guard {
+    pub fn child(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("the child is still guarded")
+    }
+
+    /// Hands the child back (to wait for it).
+    pub fn take(mut self) -> std::process::Child {
+        self.0.take().expect("the child is still guarded")
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
 }

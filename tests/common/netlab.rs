@@ -19,6 +19,8 @@ pub struct NetLab {
     pub dir: tempfile::TempDir,
     routes: Vec<String>,
     procs: Vec<(String, Child)>,
+    /// Run the head node's sshd with a private /opt holding this directory's scripts.
+    head_opt_scripts: Option<PathBuf>,
 }
 
 fn sh(args: &[&str]) -> Result<(), String> {
@@ -78,13 +80,34 @@ fn unsafe_geteuid() -> u32 {
 
 impl NetLab {
     pub fn new() -> NetLab {
-        // Claim a free lab number: creating the namespace is the lock.
+        // Claim a free lab number: creating the namespace is the lock. A lab whose owner died
+        // without cleaning up (a killed test run) is reclaimed.
+        let owners = Path::new("/run/bastion-lab");
+        std::fs::create_dir_all(owners).unwrap();
         let mut n = 0u8;
         for candidate in 1..=250u8 {
-            if sh(&["ip", "netns", "add", &format!("bst-p-{candidate}")]).is_ok() {
-                n = candidate;
-                break;
+            if sh(&["ip", "netns", "add", &format!("bst-p-{candidate}")]).is_err() {
+                let owner =
+                    std::fs::read_to_string(owners.join(candidate.to_string())).unwrap_or_default();
+                let alive = owner
+                    .trim()
+                    .parse::<u32>()
+                    .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+                if alive {
+                    continue;
+                }
+                remove_lab(candidate);
+                if sh(&["ip", "netns", "add", &format!("bst-p-{candidate}")]).is_err() {
+                    continue;
+                }
             }
+            std::fs::write(
+                owners.join(candidate.to_string()),
+                std::process::id().to_string(),
+            )
+            .unwrap();
+            n = candidate;
+            break;
         }
         assert!(n > 0, "no free lab number");
         let mut lab = NetLab {
@@ -96,6 +119,7 @@ impl NetLab {
             dir: tempfile::tempdir().unwrap(),
             routes: Vec::new(),
             procs: Vec::new(),
+            head_opt_scripts: None,
         };
         // Safety first: the lab ranges go nowhere from the root namespace.
         for range in [format!("10.77.{n}.0/24"), format!("10.78.{n}.0/24")] {
@@ -242,13 +266,36 @@ impl NetLab {
             ),
         )
         .unwrap();
+        let log = self.path(&format!("{host}_sshd.log"));
+        let sshd = format!(
+            "exec {} -D -E {} -f {}",
+            sshd_path().unwrap().display(),
+            log.display(),
+            config.display()
+        );
+        let script = match (&self.head_opt_scripts, host) {
+            // A mount namespace of its own: a tmpfs over /opt, visible to this sshd and its
+            // sessions only, gone with them. The test machine's /opt is never written.
+            (Some(dir), "head") => format!(
+                "mount -t tmpfs tmpfs /opt && mkdir -p /opt/parallelcluster/scripts && \
+                 cp -r {}/. /opt/parallelcluster/scripts/ && chmod -R a+rx /opt/parallelcluster && {sshd}",
+                dir.display()
+            ),
+            _ => sshd,
+        };
         let child = Command::new("ip")
-            .args(["netns", "exec", &ns])
-            .arg(sshd_path().unwrap())
-            .args(["-D", "-E"])
-            .arg(self.path(&format!("{host}_sshd.log")))
-            .arg("-f")
-            .arg(&config)
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                &script,
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -322,6 +369,19 @@ impl NetLab {
         self.start_sshd(host);
     }
 
+    /// Puts these files in the head node's /opt/parallelcluster/scripts (a private mount; see
+    /// `start_sshd`) and restarts its sshd. An empty list: a head node without the scripts.
+    pub fn set_head_scripts(&mut self, files: &[(&str, &str)]) {
+        let dir = self.path("head-opt-scripts");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, body) in files {
+            std::fs::write(dir.join(name), body).unwrap();
+        }
+        self.head_opt_scripts = Some(dir);
+        self.start_sshd("head");
+    }
+
     pub fn key_pair(dir: &Path, name: &str) -> (PathBuf, String) {
         let path = dir.join(name);
         must(&[
@@ -341,24 +401,29 @@ impl NetLab {
     }
 }
 
+/// Removes lab `n`: processes in its namespaces, the namespaces, the root veth, the routes.
+fn remove_lab(n: u8) {
+    for ns in [format!("bst-p-{n}"), format!("bst-h-{n}")] {
+        if let Ok(out) = Command::new("ip").args(["netns", "pids", &ns]).output() {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = sh(&["kill", "-9", pid]);
+            }
+        }
+        let _ = sh(&["ip", "netns", "del", &ns]);
+    }
+    let _ = sh(&["ip", "link", "del", &format!("bst-r{n}")]);
+    for range in [format!("10.77.{n}.0/24"), format!("10.78.{n}.0/24")] {
+        let _ = sh(&["ip", "route", "del", "unreachable", &range]);
+    }
+    let _ = std::fs::remove_file(format!("/run/bastion-lab/{n}"));
+}
+
 impl Drop for NetLab {
     fn drop(&mut self) {
         for (_, mut c) in self.procs.drain(..) {
             let _ = c.kill();
             let _ = c.wait();
         }
-        // Processes left in the namespaces (socat children) die with them.
-        for ns in [&self.proxy_ns, &self.head_ns] {
-            if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
-                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                    let _ = sh(&["kill", "-9", pid]);
-                }
-            }
-            let _ = sh(&["ip", "netns", "del", ns]);
-        }
-        let _ = sh(&["ip", "link", "del", &format!("bst-r{}", self.n)]);
-        for r in &self.routes {
-            let _ = sh(&["ip", "route", "del", "unreachable", r]);
-        }
+        remove_lab(self.n);
     }
 }

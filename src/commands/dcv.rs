@@ -1,0 +1,253 @@
+//! `bastion connect --dcv`: the head node's DCV session in the browser, through a tunnel that
+//! listens before the one-time URL is shown; `--desktop`: the proxy's own DCV desktop (bound to
+//! its loopback, never open in any security group). Both stay up until Ctrl-C.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::AsyncBufReadExt;
+
+use crate::Context;
+use crate::aws::TAG_DESKTOP;
+use crate::cli::{ConnectArgs, OutputFormat};
+use crate::dcv::{self, DcvError, DcvUrl};
+use crate::route::{self, Route, RouteOptions};
+use crate::ssh::client::{Verifier, connect, connect_via};
+use crate::ssh::forward::{self, Forward, Stats};
+use crate::ssh::session;
+use crate::wait::{Goal, wait_for};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DesktopError {
+    #[error(
+        "the proxy {instance} was created with --no-dcv: it has no desktop. Run `bastion down` and `bastion up` without --no-dcv"
+    )]
+    Disabled { instance: String },
+    #[error(
+        "installing the proxy's desktop failed (bastion:desktop=failed). The end of its log:\n{log}"
+    )]
+    Failed { log: String },
+    #[error("cannot listen on 127.0.0.1:{port}: {reason}; pick another --local-port")]
+    Listen { port: u16, reason: String },
+}
+
+fn show(ctx: &Context, url: &DcvUrl, open_browser: bool) {
+    if ctx.opts.output == OutputFormat::Json {
+        // One object per line: a fresh URL later is one more line.
+        if let Ok(line) = serde_json::to_string(url) {
+            println!("{line}");
+        }
+        return;
+    }
+    if open_browser && webbrowser::open(&url.url).is_ok() {
+        eprintln!("bastion: opened the DCV session in your browser");
+        return;
+    }
+    println!("{url}");
+}
+
+async fn listen(port: Option<u16>) -> anyhow::Result<tokio::net::TcpListener> {
+    let port = port.unwrap_or(0);
+    tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|e| {
+            DesktopError::Listen {
+                port,
+                reason: e.to_string(),
+            }
+            .into()
+        })
+}
+
+/// Checks that the proxy reaches `host:port` before a URL with a 30-second token is shown.
+async fn probe(
+    proxy: &russh::client::Handle<Verifier>,
+    host: &str,
+    port: u16,
+) -> Result<(), DcvError> {
+    match tokio::time::timeout(
+        Duration::from_secs(15),
+        proxy.channel_open_direct_tcpip(host, port as u32, "127.0.0.1", 0),
+    )
+    .await
+    {
+        Ok(Ok(ch)) => {
+            let _ = ch.close().await;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(DcvError::PortClosed {
+            addr: format!("{host}:{port}"),
+            port,
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(DcvError::PortClosed {
+            addr: format!("{host}:{port}"),
+            port,
+            reason: "no answer within 15 s".into(),
+        }),
+    }
+}
+
+/// Keeps the tunnel up until Ctrl-C, showing the open connections; each Enter on stdin calls
+/// `fresh` for a new URL.
+async fn hold<F, Fut>(
+    ctx: &Context,
+    stats: &Stats,
+    proxy: &russh::client::Handle<Verifier>,
+    mut fresh: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut stdin_open = true;
+    let status = std::io::stderr().is_terminal() && !ctx.opts.quiet;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                if status {
+                    eprintln!();
+                }
+                return Ok(());
+            }
+            line = lines.next_line(), if stdin_open => match line {
+                Ok(Some(_)) => fresh().await?,
+                _ => stdin_open = false,
+            },
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                if proxy.is_closed() {
+                    anyhow::bail!("the connection to the proxy dropped; the DCV tunnel is closed");
+                }
+                if status {
+                    eprint!(
+                        "\rbastion: DCV tunnel up, {} open connection(s). Enter: fresh URL, Ctrl-C: stop. ",
+                        stats.open.load(Ordering::Relaxed)
+                    );
+                }
+            }
+        }
+    }
+}
+
+pub async fn run(ctx: &Context, args: &ConnectArgs, opts: RouteOptions) -> anyhow::Result<()> {
+    let route = route::resolve(ctx, &args.cluster, &opts).await?;
+    if args.desktop {
+        return desktop(ctx, args, &route).await;
+    }
+    let listener = listen(args.local_port).await?;
+    let local_port = listener.local_addr()?.port();
+
+    ctx.progress
+        .phase(format!("connecting to the proxy {}", route.proxy.id));
+    let proxy =
+        Arc::new(connect(&route.proxy_target, &route.proxy_address, route.proxy_port).await?);
+    ctx.progress
+        .phase("connecting to the head node through the proxy");
+    let head = connect_via(&proxy, &route.head_target, &route.head_ip, 22).await?;
+    ctx.progress.phase("asking the head node for a DCV session");
+    let user = route.head_target.user.clone();
+    let first = dcv::request_session(&head, &user).await?;
+    probe(&proxy, &route.head_ip, first.port).await?;
+
+    // The tunnel listens before the URL is shown: the token lives 30 seconds.
+    let stats = Stats::default();
+    let fwd = Forward {
+        bind: "127.0.0.1".into(),
+        port: local_port,
+        host: route.head_ip.clone(),
+        host_port: first.port,
+    };
+    tokio::spawn(forward::serve(proxy.clone(), listener, fwd, stats.clone()));
+    ctx.progress.finish();
+    let open_browser = !args.show_url;
+    show(ctx, &DcvUrl::head_node(local_port, &first), open_browser);
+
+    let head = &head;
+    let user = &user;
+    hold(ctx, &stats, &proxy, || async move {
+        let s = dcv::request_session(head, user).await?;
+        show(ctx, &DcvUrl::head_node(local_port, &s), open_browser);
+        Ok(())
+    })
+    .await
+}
+
+async fn desktop(ctx: &Context, args: &ConnectArgs, route: &Route) -> anyhow::Result<()> {
+    let cloud = ctx.cloud.as_ref();
+    if route.proxy.tag("bastion:dcv") == Some("off") {
+        return Err(DesktopError::Disabled {
+            instance: route.proxy.id.clone(),
+        }
+        .into());
+    }
+    let listener = listen(args.local_port).await?;
+    let local_port = listener.local_addr()?.port();
+    ctx.progress
+        .phase(format!("connecting to the proxy {}", route.proxy.id));
+    let proxy =
+        Arc::new(connect(&route.proxy_target, &route.proxy_address, route.proxy_port).await?);
+
+    match route.proxy.tag(TAG_DESKTOP) {
+        Some("ready") => {}
+        Some("failed") => {
+            let (_, log) = session::capture(
+                &proxy,
+                "the proxy",
+                "sudo -n tail -n 40 /var/log/bastion-bootstrap.log 2>&1 || tail -n 40 /var/log/bastion-bootstrap.log 2>&1",
+            )
+            .await?;
+            return Err(DesktopError::Failed {
+                log: log.trim_end().to_string(),
+            }
+            .into());
+        }
+        _ => {
+            ctx.progress
+                .phase("the proxy's desktop is still installing (DCV, GNOME, pcluster); waiting");
+            match wait_for(
+                cloud,
+                &route.proxy.id,
+                Goal::Desktop,
+                Duration::from_secs(args.timeout * 60),
+                &ctx.progress,
+            )
+            .await
+            {
+                Ok(_) => {}
+                Err(crate::wait::WaitError::DesktopFailed { .. }) => {
+                    let (_, log) = session::capture(
+                        &proxy,
+                        "the proxy",
+                        "sudo -n tail -n 40 /var/log/bastion-bootstrap.log 2>&1",
+                    )
+                    .await?;
+                    return Err(DesktopError::Failed {
+                        log: log.trim_end().to_string(),
+                    }
+                    .into());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    probe(&proxy, "127.0.0.1", dcv::PROXY_DCV_PORT).await?;
+    let stats = Stats::default();
+    let fwd = Forward {
+        bind: "127.0.0.1".into(),
+        port: local_port,
+        host: "127.0.0.1".into(),
+        host_port: dcv::PROXY_DCV_PORT,
+    };
+    tokio::spawn(forward::serve(proxy.clone(), listener, fwd, stats.clone()));
+    ctx.progress.finish();
+    let url = DcvUrl::proxy(local_port);
+    show(ctx, &url, !args.show_url);
+    hold(ctx, &stats, &proxy, || async {
+        show(ctx, &url, false);
+        Ok(())
+    })
+    .await
+}

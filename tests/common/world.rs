@@ -1,0 +1,124 @@
+//! A cluster in moto whose head node is the network lab's head host, with a bastion made by
+//! `up --no-wait` whose bootstrap the test plays (host key tag, ready, key authorized).
+
+#![allow(unused_macros)]
+
+use super::netlab::{self, NetLab};
+use super::*;
+
+/// A cluster whose head node's private IP is the lab's head host, with a bastion from
+/// `up --no-wait` whose bootstrap the test plays: host key tag, ready, key authorized.
+pub struct World {
+    pub lab: NetLab,
+    _moto: Moto,
+    pub aws: Clients,
+    pub b: Bastion,
+    _tmp: tempfile::TempDir,
+    pub proxy_id: String,
+    pub head_id: String,
+    pub cluster_key: std::path::PathBuf,
+}
+
+pub async fn world() -> Option<World> {
+    if !netlab::available() {
+        return None;
+    }
+    let moto = Moto::start()?;
+    let lab = NetLab::new();
+    let aws = moto.clients().await;
+    let fixture = aws
+        .build_lab(LabOptions {
+            cidr: "10.78",
+            public_third: 0,
+            private_third: lab.n,
+            ..LabOptions::default()
+        })
+        .await;
+    assert_eq!(fixture.head_ip, lab.head_ip);
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Bastion::new(&moto, tmp.path());
+    let up = b.run(&[
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--allow-cidr",
+        "10.77.0.0/16",
+        "--no-wait",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(up.status, 0, "{up:?}");
+    let r = up.json();
+    let proxy_id = r["instance_id"].as_str().unwrap().to_string();
+    let key_file = r["key_file"].as_str().unwrap().to_string();
+    // Play the proxy's bootstrap.
+    aws.set_instance_tags(
+        &proxy_id,
+        &[
+            ("bastion:host-key", &lab.host_key("proxy")),
+            ("bastion:state", "ready"),
+        ],
+    )
+    .await;
+    lab.authorize(
+        "proxy",
+        &std::fs::read_to_string(format!("{key_file}.pub")).unwrap(),
+    );
+    // The cluster's own key pair, authorized on the head node.
+    let (cluster_key, cluster_pub) = NetLab::key_pair(tmp.path(), "cluster-key");
+    lab.authorize("head", &cluster_pub);
+    Some(World {
+        head_id: fixture.head_node,
+        lab,
+        _moto: moto,
+        aws,
+        b,
+        _tmp: tmp,
+        proxy_id,
+        cluster_key,
+    })
+}
+
+impl World {
+    pub fn connect_args<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut v = vec![
+            "connect",
+            "--cluster",
+            CLUSTER,
+            "--bastion-address",
+            &self.lab.proxy_ip,
+            "--bastion-user",
+            "root",
+            "--user",
+            "root",
+            "-i",
+            self.cluster_key.to_str().unwrap(),
+        ];
+        v.extend_from_slice(extra);
+        v
+    }
+
+    pub fn connect(&self, extra: &[&str]) -> Run {
+        self.b.run(&self.connect_args(extra))
+    }
+}
+
+macro_rules! world_or_skip {
+    () => {
+        match world().await {
+            Some(w) => w,
+            None => return,
+        }
+    };
+}
+
+#[macro_export]
+#[allow(unused_macros)]
+macro_rules! world_or_skip {
+    () => {
+        match $crate::common::world::world().await {
+            Some(w) => w,
+            None => return,
+        }
+    };
+}

@@ -1,0 +1,280 @@
+//! `bastion connect --dcv` in the network lab: a stand-in `pcluster_dcv_connect.sh` on the head
+//! node (in a private /opt, see netlab) that prints the real line with a fresh token, and an HTTPS
+//! stand-in for DCV that answers 200 only to the last token, within 30 s, once.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::world::World;
+use common::*;
+
+const SESSION: &str = "AbCdEf0123456789GhIj";
+
+/// The DCV stand-in: HTTPS on `host:port`, 200 for the newest token in `token_file` (younger
+/// than 30 s, first use only), 403 otherwise. `check` false: 200 for any request.
+const DCV_SERVER: &str = r#"
+import http.server, ssl, sys, time, urllib.parse
+token_file, cert, key, host, port, check = sys.argv[1:7]
+used = set()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        ok = True
+        if check == "1":
+            tok = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query).get("authToken", [""])[0]
+            try:
+                last, issued = open(token_file).read().split()
+            except Exception:
+                last, issued = "", "0"
+            ok = bool(tok) and tok == last and tok not in used and time.time() - float(issued) < 30
+            if ok:
+                used.add(tok)
+        self.send_response(200 if ok else 403)
+        self.end_headers()
+        self.wfile.write(b"DCV OK\n" if ok else b"denied\n")
+    def log_message(self, *a):
+        pass
+srv = http.server.ThreadingHTTPServer((host, int(port)), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.serve_forever()
+"#;
+
+fn dcv_script(token_file: &std::path::Path) -> String {
+    format!(
+        "#!/bin/bash\n# stand-in for ParallelCluster's pcluster_dcv_connect.sh\n\
+         tok=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n')\n\
+         echo \"$tok $(date +%s.%N)\" > {}\n\
+         echo \"PclusterDcvServerPort=8443 PclusterDcvSessionId={SESSION} PclusterDcvSessionToken=$tok\"\n",
+        token_file.display()
+    )
+}
+
+fn start_dcv_server(w: &mut World, host: &str, bind: &str, check: bool) {
+    let dir = w.lab.dir.path().to_path_buf();
+    let (cert, key) = (dir.join("dcv.crt"), dir.join("dcv.key"));
+    if !cert.exists() {
+        let ok = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+            ])
+            .args(["-subj", "/CN=dcv-stand-in", "-days", "1", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "openssl makes the stand-in's certificate");
+    }
+    let server = dir.join("dcv_server.py");
+    std::fs::write(&server, DCV_SERVER).unwrap();
+    let python = venv().join("bin/python");
+    let args: Vec<String> = vec![
+        python.display().to_string(),
+        server.display().to_string(),
+        dir.join("dcv-token").display().to_string(),
+        cert.display().to_string(),
+        key.display().to_string(),
+        bind.to_string(),
+        "8443".into(),
+        if check { "1" } else { "0" }.into(),
+    ];
+    let name = format!("dcv-{host}");
+    w.lab.spawn_in(
+        host,
+        &name,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    // Wait for it from inside its own host (it may listen on that host's loopback only).
+    let ns = if host == "head" {
+        w.lab.head_ns.clone()
+    } else {
+        w.lab.proxy_ns.clone()
+    };
+    let probe = format!(
+        "for i in $(seq 150); do (exec 3<>/dev/tcp/{bind}/8443) 2>/dev/null && exit 0; sleep 0.1; done; exit 1"
+    );
+    let up = Command::new("ip")
+        .args(["netns", "exec", &ns, "bash", "-c", &probe])
+        .status()
+        .unwrap();
+    assert!(up.success(), "the DCV stand-in did not start on {host}");
+}
+
+/// Starts `connect --dcv ... --show-url --output json`, with stdin piped (Enter = fresh URL).
+fn start_dcv(w: &World, extra: &[&str]) -> (Guard, BufReader<std::process::ChildStdout>) {
+    let mut args = w.connect_args(&["--dcv", "--show-url", "--output", "json"]);
+    args.extend_from_slice(extra);
+    let mut cmd = w.b.command(&args);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = Guard(Some(cmd.spawn().unwrap()));
+    let out = BufReader::new(child.child().stdout.take().unwrap());
+    (child, out)
+}
+
+fn next_url(
+    out: &mut BufReader<std::process::ChildStdout>,
+    child: &mut Guard,
+) -> serde_json::Value {
+    let mut line = String::new();
+    let n = out.read_line(&mut line).unwrap();
+    if n == 0 {
+        let mut err = String::new();
+        let _ = std::io::Read::read_to_string(child.child().stderr.as_mut().unwrap(), &mut err);
+        panic!("connect --dcv ended without a URL: {err}");
+    }
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+async fn fetch(url: &str) -> u16 {
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    client
+        .get(url)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+fn stop(child: Guard) -> String {
+    let mut child = child.take();
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err);
+    assert!(
+        status.success(),
+        "connect --dcv stops cleanly on Ctrl-C: {err}"
+    );
+    err
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_one_time_url_works_once_and_enter_mints_a_fresh_one() {
+    if require_tool("openssl", &[]).is_none() {
+        return;
+    }
+    let mut w = world_or_skip!();
+    let token_file = w.lab.path("dcv-token");
+    w.lab
+        .set_head_scripts(&[("pcluster_dcv_connect.sh", &dcv_script(&token_file))]);
+    let head_ip = w.lab.head_ip.clone();
+    start_dcv_server(&mut w, "head", &head_ip, true);
+
+    let (mut child, mut out) = start_dcv(&w, &[]);
+    let first = next_url(&mut out, &mut child);
+    assert_eq!(first["session_id"], SESSION);
+    assert_eq!(first["expires_in_s"], 30);
+    let port = first["local_port"].as_u64().unwrap();
+    let url = first["url"].as_str().unwrap().to_string();
+    assert!(
+        url.starts_with(&format!("https://localhost:{port}?authToken="))
+            && url.ends_with(&format!("#{SESSION}")),
+        "{url}"
+    );
+    assert_eq!(fetch(&url).await, 200, "the URL works through the tunnel");
+    assert_eq!(fetch(&url).await, 403, "a used token is refused");
+
+    // Enter: a fresh one-time URL for the same session, through the same tunnel.
+    std::io::Write::write_all(child.child().stdin.as_mut().unwrap(), b"\n").unwrap();
+    let second = next_url(&mut out, &mut child);
+    assert_eq!(second["local_port"], first["local_port"]);
+    assert_ne!(second["url"], first["url"]);
+    assert_eq!(fetch(second["url"].as_str().unwrap()).await, 200);
+    stop(child);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dcv_failures_give_advice() {
+    let mut w = world_or_skip!();
+    // A head node without the script: the cluster was created without DCV.
+    w.lab.set_head_scripts(&[]);
+    let r = w.b.run(&w.connect_args(&["--dcv", "--show-url"]));
+    assert_ne!(r.status, 0);
+    assert!(r.stderr.contains("HeadNode/Dcv/Enabled"), "{r:?}");
+
+    // The script's ERROR: lines are shown as they are.
+    w.lab.set_head_scripts(&[(
+        "pcluster_dcv_connect.sh",
+        "#!/bin/bash\necho 'ERROR: DCV service is not active on the head node' >&2\nexit 1\n",
+    )]);
+    let r = w.b.run(&w.connect_args(&["--dcv", "--show-url"]));
+    assert_ne!(r.status, 0);
+    assert!(
+        r.stderr
+            .contains("ERROR: DCV service is not active on the head node"),
+        "{r:?}"
+    );
+
+    // The script answers, but nothing listens on the DCV port (a security group would look alike).
+    let token_file = w.lab.path("dcv-token");
+    w.lab
+        .set_head_scripts(&[("pcluster_dcv_connect.sh", &dcv_script(&token_file))]);
+    let r = w.b.run(&w.connect_args(&["--dcv", "--show-url"]));
+    assert_ne!(r.status, 0);
+    assert!(
+        r.stderr.contains("cannot reach DCV on the head node")
+            && r.stderr.contains("security group"),
+        "{r:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn desktop_reaches_the_proxys_own_dcv_on_its_loopback() {
+    if require_tool("openssl", &[]).is_none() {
+        return;
+    }
+    let mut w = world_or_skip!();
+    // The proxy's DCV listens on its 127.0.0.1 only (as its user-data configures it).
+    start_dcv_server(&mut w, "proxy", "127.0.0.1", false);
+
+    // Still installing: connect waits; failed: the log is read and the exit is non-zero.
+    w.aws
+        .set_instance_tags(&w.proxy_id, &[("bastion:desktop", "failed")])
+        .await;
+    let r =
+        w.b.run(&w.connect_args(&["--dcv", "--desktop", "--show-url"]));
+    assert_ne!(r.status, 0);
+    assert!(
+        r.stderr.contains("installing the proxy's desktop failed"),
+        "{r:?}"
+    );
+
+    w.aws
+        .set_instance_tags(&w.proxy_id, &[("bastion:desktop", "installing")])
+        .await;
+    let (mut child, mut out) = start_dcv(&w, &["--desktop"]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    w.aws
+        .set_instance_tags(&w.proxy_id, &[("bastion:desktop", "ready")])
+        .await;
+    let url = next_url(&mut out, &mut child);
+    assert_eq!(url["session_id"], "bastion");
+    let u = url["url"].as_str().unwrap();
+    assert!(u.ends_with("/#bastion"), "{u}");
+    assert_eq!(
+        fetch(u).await,
+        200,
+        "the proxy's desktop answers through the tunnel"
+    );
+    stop(child);
+}

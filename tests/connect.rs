@@ -235,15 +235,16 @@ async fn port_forwards_carry_256_mib_and_50_concurrent_connections() {
         "echo",
         &[
             "socat",
-            "TCP-LISTEN:9000,bind=127.0.0.1,fork,reuseaddr",
+            "TCP-LISTEN:9000,bind=127.0.0.1,fork,reuseaddr,backlog=128",
             "EXEC:cat",
         ],
     );
     let port = free_port();
     let fwd = format!("{port}:localhost:9000");
     let mut cmd = w.b.command(&w.connect_args(&["-L", &fwd, "-N"]));
+    let stderr_log = w.lab.path("forward-stderr");
     cmd.stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
+        .stderr(std::fs::File::create(&stderr_log).unwrap());
     let child = Guard(Some(cmd.spawn().unwrap()));
     wait_listening(port);
 
@@ -265,16 +266,27 @@ async fn port_forwards_carry_256_mib_and_50_concurrent_connections() {
                     .map(|j| (j.wrapping_mul(31).wrapping_add(i)) as u8)
                     .collect();
                 let back = echo_through(port, &data);
-                sha256_hex(&back) == sha256_hex(&data)
+                if sha256_hex(&back) == sha256_hex(&data) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "connection {i}: {} of {} bytes came back",
+                        back.len(),
+                        data.len()
+                    ))
+                }
             })
         })
         .collect();
-    let ok = handles
+    let failures: Vec<String> = handles
         .into_iter()
-        .map(|h| h.join().unwrap())
-        .filter(|&x| x)
-        .count();
-    assert_eq!(ok, 50);
+        .filter_map(|h| h.join().unwrap().err())
+        .collect();
+    let log = std::fs::read_to_string(&stderr_log).unwrap_or_default();
+    assert!(
+        failures.is_empty(),
+        "{failures:?}\nbastion's stderr:\n{log}"
+    );
 
     // A stalled connection (never read) does not freeze the others.
     let mut stalled = TcpStream::connect(("127.0.0.1", port)).unwrap();

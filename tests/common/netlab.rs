@@ -84,6 +84,10 @@ impl NetLab {
         // without cleaning up (a killed test run) is reclaimed.
         let owners = Path::new("/run/bastion-lab");
         std::fs::create_dir_all(owners).unwrap();
+        // Claims are serialized (threads and processes alike), so an owner file is always
+        // written before another claimant looks at it.
+        let claim_lock = std::fs::File::create(owners.join(".lock")).unwrap();
+        claim_lock.lock().unwrap();
         let mut n = 0u8;
         for candidate in 1..=250u8 {
             if sh(&["ip", "netns", "add", &format!("bst-p-{candidate}")]).is_err() {
@@ -109,6 +113,7 @@ impl NetLab {
             n = candidate;
             break;
         }
+        drop(claim_lock);
         assert!(n > 0, "no free lab number");
         let mut lab = NetLab {
             n,

@@ -205,24 +205,6 @@ fn echo_through(port: u16, data: &[u8]) -> Vec<u8> {
     back
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_listening(port: u16) {
-    for _ in 0..300 {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("nothing listens on {port}");
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn port_forwards_carry_256_mib_and_50_concurrent_connections() {
     if common::require_tool("socat", &[]).is_none() {

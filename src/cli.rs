@@ -77,6 +77,8 @@ pub enum Command {
     Connect(ConnectArgs),
     /// OpenSSH configuration for ssh, scp, rsync, VS Code and `pcluster ssh`
     SshConfig(SshConfigArgs),
+    /// Check a cluster's no-internet subnet against what ParallelCluster needs; --fix what can be
+    Doctor(DoctorArgs),
 }
 
 /// A ParallelCluster cluster name: a letter, then letters, digits and hyphens (max 60).
@@ -283,6 +285,26 @@ pub struct SshConfigArgs {
     /// Write the configuration into the state dir and add one Include line to ~/.ssh/config
     #[arg(long)]
     pub install: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["cluster", "subnet"])))]
+pub struct DoctorArgs {
+    /// The cluster whose subnet to check
+    #[arg(long, value_parser = parse_cluster_name)]
+    pub cluster: Option<String>,
+
+    /// A subnet to check before the cluster exists (with --config)
+    #[arg(long, value_name = "SUBNET_ID", value_parser = parse_resource_id("subnet-"), requires = "config")]
+    pub subnet: Option<String>,
+
+    /// The cluster's configuration file (pcluster YAML)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+
+    /// Create the missing VPC endpoints (tagged bastion:doctor); never changes anything else
+    #[arg(long)]
+    pub fix: bool,
 }
 
 #[cfg(test)]

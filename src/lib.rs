@@ -8,6 +8,7 @@ pub mod cli;
 pub mod cluster;
 pub mod commands;
 pub mod dcv;
+pub mod doctor;
 pub mod ledger;
 pub mod logging;
 pub mod policy;
@@ -121,10 +122,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => commands::status::run(&ctx, args).await,
         Command::Connect(args) => commands::connect::run(&ctx, args).await,
         Command::SshConfig(args) => commands::ssh_config::run(&ctx, args).await,
+        Command::Doctor(args) => commands::doctor::run(&ctx, args).await,
     };
     ctx.progress.finish();
     tracing::info!(aws_api_calls = calls.get(), "done");
     result
+}
+
+/// Whether `err` was already shown to the user (a remote exit code, doctor's report).
+pub fn already_reported(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<RemoteExit>().is_some()
+        || err
+            .downcast_ref::<commands::doctor::ProblemsFound>()
+            .is_some()
 }
 
 /// Exit status: 0 success; 1 the operation failed; 2 invalid input (bad flags, unknown cluster,
@@ -135,6 +145,18 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
         if let Some(RemoteExit(code)) = cause.downcast_ref::<RemoteExit>() {
             return *code;
+        }
+        if cause
+            .downcast_ref::<commands::doctor::ProblemsFound>()
+            .is_some()
+        {
+            return 1;
+        }
+        if cause
+            .downcast_ref::<commands::doctor::DoctorFailed>()
+            .is_some()
+        {
+            return 2;
         }
         if let Some(e) = cause.downcast_ref::<UpError>() {
             match e {

@@ -22,7 +22,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            if err.downcast_ref::<bastion::RemoteExit>().is_none() {
+            if !bastion::already_reported(&err) {
                 eprintln!("error: {err:#}");
             }
             ExitCode::from(bastion::exit_code(&err))

@@ -156,6 +156,12 @@ impl<C: Cloud> Cloud for Faulty<C> {
     async fn profile_roles(&self, profile: &str) -> AwsResult<Vec<String>> {
         self.inner.profile_roles(profile).await
     }
+    async fn vpc_endpoints(&self, vpc_id: &str) -> AwsResult<Vec<VpcEndpoint>> {
+        self.inner.vpc_endpoints(vpc_id).await
+    }
+    async fn vpc_dns(&self, vpc_id: &str) -> AwsResult<(bool, bool)> {
+        self.inner.vpc_dns(vpc_id).await
+    }
 
     async fn import_key_pair(
         &self,
@@ -302,6 +308,13 @@ impl<C: Cloud> Cloud for Faulty<C> {
     }
     async fn start_instance(&self, id: &str) -> AwsResult<()> {
         write_op!(self, "start_instance", self.inner.start_instance(id))
+    }
+    async fn create_vpc_endpoint(&self, spec: &EndpointSpec) -> AwsResult<String> {
+        write_op!(
+            self,
+            "create_vpc_endpoint",
+            self.inner.create_vpc_endpoint(spec)
+        )
     }
     async fn terminate_instance(&self, id: &str) -> AwsResult<()> {
         write_op!(

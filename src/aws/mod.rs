@@ -180,6 +180,34 @@ pub struct LaunchSpec {
     pub tags: Vec<Tag>,
 }
 
+/// A VPC endpoint, as `doctor` judges it.
+#[derive(Debug, Clone)]
+pub struct VpcEndpoint {
+    pub id: String,
+    pub service: String,
+    /// `Interface` or `Gateway`
+    pub kind: String,
+    pub state: String,
+    pub subnet_ids: Vec<String>,
+    pub route_table_ids: Vec<String>,
+    pub private_dns: bool,
+    pub security_group_ids: Vec<String>,
+    pub policy: Option<String>,
+    pub tags: Vec<Tag>,
+}
+
+/// What `doctor --fix` creates.
+#[derive(Debug, Clone)]
+pub struct EndpointSpec {
+    pub vpc_id: String,
+    pub service: String,
+    pub interface: bool,
+    pub subnet_ids: Vec<String>,
+    pub route_table_ids: Vec<String>,
+    pub security_group_ids: Vec<String>,
+    pub tags: Vec<Tag>,
+}
+
 /// The parts of an AMI the launch needs.
 #[derive(Debug, Clone)]
 pub struct Image {
@@ -218,6 +246,9 @@ pub trait Cloud: Send + Sync {
     async fn instance_profiles_under(&self, path: &str) -> AwsResult<Vec<IamEntity>>;
     async fn role_policies(&self, role: &str) -> AwsResult<(Vec<String>, Vec<String>)>;
     async fn profile_roles(&self, profile: &str) -> AwsResult<Vec<String>>;
+    async fn vpc_endpoints(&self, vpc_id: &str) -> AwsResult<Vec<VpcEndpoint>>;
+    /// (enableDnsSupport, enableDnsHostnames)
+    async fn vpc_dns(&self, vpc_id: &str) -> AwsResult<(bool, bool)>;
 
     // Writes: each creates or removes exactly one thing.
     async fn import_key_pair(
@@ -269,6 +300,7 @@ pub trait Cloud: Send + Sync {
     async fn add_role_to_instance_profile(&self, profile: &str, role: &str) -> AwsResult<()>;
     async fn remove_role_from_instance_profile(&self, profile: &str, role: &str) -> AwsResult<()>;
     async fn run_instance(&self, spec: &LaunchSpec) -> AwsResult<String>;
+    async fn create_vpc_endpoint(&self, spec: &EndpointSpec) -> AwsResult<String>;
     async fn start_instance(&self, id: &str) -> AwsResult<()>;
     async fn terminate_instance(&self, id: &str) -> AwsResult<()>;
 }

@@ -621,6 +621,97 @@ impl Cloud for SdkCloud {
             .unwrap_or_default())
     }
 
+    async fn vpc_endpoints(&self, vpc_id: &str) -> AwsResult<Vec<VpcEndpoint>> {
+        let out = sdk!(
+            "ec2:DescribeVpcEndpoints",
+            self.ec2
+                .describe_vpc_endpoints()
+                .filters(filter("vpc-id", &[vpc_id]))
+                .send()
+        )?;
+        Ok(out
+            .vpc_endpoints()
+            .iter()
+            .map(|e| VpcEndpoint {
+                id: e.vpc_endpoint_id().unwrap_or_default().to_string(),
+                service: e.service_name().unwrap_or_default().to_string(),
+                kind: e
+                    .vpc_endpoint_type()
+                    .map(|t| t.as_str().to_string())
+                    .unwrap_or_default(),
+                state: e
+                    .state()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default(),
+                subnet_ids: e.subnet_ids().to_vec(),
+                route_table_ids: e.route_table_ids().to_vec(),
+                private_dns: e.private_dns_enabled().unwrap_or(false),
+                security_group_ids: e
+                    .groups()
+                    .iter()
+                    .filter_map(|g| g.group_id().map(str::to_string))
+                    .collect(),
+                policy: e.policy_document().map(str::to_string),
+                tags: from_ec2_tags(e.tags()),
+            })
+            .collect())
+    }
+
+    async fn vpc_dns(&self, vpc_id: &str) -> AwsResult<(bool, bool)> {
+        let support = sdk!(
+            "ec2:DescribeVpcAttribute",
+            self.ec2
+                .describe_vpc_attribute()
+                .vpc_id(vpc_id)
+                .attribute(ec2t::VpcAttributeName::EnableDnsSupport)
+                .send()
+        )?;
+        let hostnames = sdk!(
+            "ec2:DescribeVpcAttribute",
+            self.ec2
+                .describe_vpc_attribute()
+                .vpc_id(vpc_id)
+                .attribute(ec2t::VpcAttributeName::EnableDnsHostnames)
+                .send()
+        )?;
+        Ok((
+            support
+                .enable_dns_support()
+                .and_then(|v| v.value())
+                .unwrap_or(false),
+            hostnames
+                .enable_dns_hostnames()
+                .and_then(|v| v.value())
+                .unwrap_or(false),
+        ))
+    }
+
+    async fn create_vpc_endpoint(&self, spec: &EndpointSpec) -> AwsResult<String> {
+        let mut req = self
+            .ec2
+            .create_vpc_endpoint()
+            .vpc_id(&spec.vpc_id)
+            .service_name(&spec.service)
+            .tag_specifications(tag_spec(ec2t::ResourceType::VpcEndpoint, &spec.tags));
+        if spec.interface {
+            req = req
+                .vpc_endpoint_type(ec2t::VpcEndpointType::Interface)
+                .private_dns_enabled(true)
+                .set_subnet_ids(Some(spec.subnet_ids.clone()))
+                .set_security_group_ids(Some(spec.security_group_ids.clone()));
+        } else {
+            req = req
+                .vpc_endpoint_type(ec2t::VpcEndpointType::Gateway)
+                .set_route_table_ids(Some(spec.route_table_ids.clone()));
+        }
+        let out = sdk!("ec2:CreateVpcEndpoint", req.send())?;
+        Ok(out
+            .vpc_endpoint()
+            .and_then(|e| e.vpc_endpoint_id())
+            .unwrap_or_default()
+            .to_string())
+    }
+
     async fn import_key_pair(
         &self,
         name: &str,

@@ -2,6 +2,7 @@
 
 pub mod connect;
 pub mod dcv;
+pub mod doctor;
 pub mod down;
 pub mod ssh_config;
 pub mod status;

@@ -118,8 +118,16 @@ impl Moto {
     }
 
     pub async fn clients_with(&self, key: &str, secret: &str) -> Clients {
+        self.clients_for(REGION, key, secret).await
+    }
+
+    pub async fn clients_in(&self, region: &str) -> Clients {
+        self.clients_for(region, "testing", "testing").await
+    }
+
+    async fn clients_for(&self, region: &str, key: &str, secret: &str) -> Clients {
         let c = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(REGION))
+            .region(aws_config::Region::new(region.to_string()))
             .endpoint_url(&self.url)
             .credentials_provider(aws_sdk_ec2::config::Credentials::new(
                 key, secret, None, None, "test",
@@ -208,7 +216,13 @@ impl Clients {
                 ec2.create_subnet()
                     .vpc_id(vpc)
                     .cidr_block(cidr)
-                    .availability_zone("us-east-1a")
+                    .availability_zone(format!(
+                        "{}a",
+                        ec2.config()
+                            .region()
+                            .map(|r| r.to_string())
+                            .unwrap_or_default()
+                    ))
                     .send()
                     .await
                     .unwrap()
@@ -219,6 +233,16 @@ impl Clients {
                     .to_string()
             }
         };
+        for attr in ["support", "hostnames"] {
+            let req = ec2.modify_vpc_attribute().vpc_id(&vpc);
+            let on = ec2t::AttributeBooleanValue::builder().value(true).build();
+            let req = if attr == "support" {
+                req.enable_dns_support(on)
+            } else {
+                req.enable_dns_hostnames(on)
+            };
+            req.send().await.unwrap();
+        }
         let public_subnet = subnet(format!("{}.{}.0/24", o.cidr, o.public_third)).await;
         let private_subnet = subnet(format!("{}.{}.0/24", o.cidr, o.private_third)).await;
 
@@ -314,18 +338,20 @@ impl Clients {
             .await
             .unwrap();
 
-        let ami = self
+        let ami = match self
             .ssm
             .get_parameter()
             .name("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64")
             .send()
             .await
-            .unwrap()
-            .parameter()
-            .unwrap()
-            .value()
-            .unwrap()
-            .to_string();
+        {
+            Ok(p) => p.parameter().and_then(|p| p.value()).unwrap().to_string(),
+            // Regions where moto has no such parameter: any AMI moto knows there.
+            Err(_) => self.ec2.describe_images().send().await.unwrap().images()[0]
+                .image_id()
+                .unwrap()
+                .to_string(),
+        };
         let head_ip = format!("{}.{}.10", o.cidr, o.private_third);
         let run = ec2
             .run_instances()

@@ -201,12 +201,9 @@ pub struct StatusArgs {
     pub cluster: Option<String>,
 }
 
-#[derive(Debug, Clone, Args)]
-pub struct ConnectArgs {
-    /// The cluster whose head node to reach
-    #[arg(long, value_parser = parse_cluster_name)]
-    pub cluster: String,
-
+/// How to reach the proxy and the head node behind it (`connect`, `ssh-config`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct RouteArgs {
     /// Login on the head node [default: from its OS, as pcluster does: ec2-user, ubuntu, rocky]
     #[arg(long)]
     pub user: Option<String>,
@@ -222,6 +219,16 @@ pub struct ConnectArgs {
     /// Reach the proxy at HOST[:PORT] instead of its public IP (a VPN, a DNS name, its private IP)
     #[arg(long, value_name = "HOST")]
     pub bastion_address: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    /// The cluster whose head node to reach
+    #[arg(long, value_parser = parse_cluster_name)]
+    pub cluster: String,
+
+    #[command(flatten)]
+    pub route: RouteArgs,
 
     /// Forward a local port, as seen from the head node: [bind:]port:host:hostport (repeatable)
     #[arg(short = 'L', value_name = "FORWARD", value_parser = crate::ssh::forward::parse_forward)]
@@ -266,21 +273,8 @@ pub struct SshConfigArgs {
     #[arg(long, value_parser = parse_cluster_name)]
     pub cluster: String,
 
-    /// Login on the head node [default: from its OS]
-    #[arg(long)]
-    pub user: Option<String>,
-
-    /// The head node's key, added as IdentityFile
-    #[arg(short = 'i', value_name = "FILE")]
-    pub identity: Option<std::path::PathBuf>,
-
-    /// Login on the proxy [default: from its OS]
-    #[arg(long, value_name = "USER")]
-    pub bastion_user: Option<String>,
-
-    /// The proxy's address in the configuration instead of its public IP
-    #[arg(long, value_name = "HOST")]
-    pub bastion_address: Option<String>,
+    #[command(flatten)]
+    pub route: RouteArgs,
 
     /// Write the configuration into the state dir and add one Include line to ~/.ssh/config
     #[arg(long)]

@@ -36,14 +36,11 @@ pub enum RouteError {
     NoHeadIp { cluster: String, instance: String },
 }
 
-/// The options `connect` and `ssh-config` share.
+/// How `resolve` goes about it: the user's route flags, whether to start a stopped proxy
+/// (connect does; ssh-config does not), and how long to wait for it.
 #[derive(Debug, Clone, Default)]
 pub struct RouteOptions {
-    pub user: Option<String>,
-    pub identity: Option<PathBuf>,
-    pub bastion_user: Option<String>,
-    pub bastion_address: Option<String>,
-    /// Start a stopped proxy (connect does; ssh-config does not).
+    pub args: crate::cli::RouteArgs,
     pub start: bool,
     pub timeout: Duration,
 }
@@ -100,7 +97,7 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
         .ok_or_else(|| HostKeyError::ProxyUnpublished {
             instance: proxy.id.clone(),
         })?;
-    let (proxy_address, proxy_port) = match (&opts.bastion_address, &proxy.public_ip) {
+    let (proxy_address, proxy_port) = match (&opts.args.bastion_address, &proxy.public_ip) {
         (Some(a), _) => split_address(a),
         (None, Some(ip)) => (ip.clone(), 22),
         (None, None) => return Err(RouteError::NoAddress { instance: proxy.id }.into()),
@@ -113,7 +110,7 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
         }
         .into());
     }
-    let proxy_user = opts.bastion_user.clone().unwrap_or_else(|| {
+    let proxy_user = opts.args.bastion_user.clone().unwrap_or_else(|| {
         proxy
             .tag(TAG_OS)
             .and_then(ProxyOs::parse)
@@ -133,11 +130,12 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
             instance: head.instance.id.clone(),
         })?;
     let head_user = opts
+        .args
         .user
         .clone()
         .unwrap_or_else(|| head.default_user().to_string());
     let known_hosts = known_hosts_file(ctx);
-    if let Some(path) = &opts.identity
+    if let Some(path) = &opts.args.identity
         && let Err(e) = std::fs::File::open(path)
     {
         return Err(crate::ssh::client::SshError::Key {
@@ -146,7 +144,7 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
         }
         .into());
     }
-    let head_credentials = match &opts.identity {
+    let head_credentials = match &opts.args.identity {
         Some(path) => Credentials {
             files: vec![path.clone()],
             agent: true,

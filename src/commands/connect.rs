@@ -32,10 +32,7 @@ pub async fn run(ctx: &Context, args: ConnectArgs) -> anyhow::Result<()> {
         return Err(ConnectError::CommandWithN.into());
     }
     let opts = RouteOptions {
-        user: args.user.clone(),
-        identity: args.identity.clone(),
-        bastion_user: args.bastion_user.clone(),
-        bastion_address: args.bastion_address.clone(),
+        args: args.route.clone(),
         start: true,
         timeout: Duration::from_secs(args.timeout * 60),
     };

@@ -190,48 +190,31 @@ async fn desktop(ctx: &Context, args: &ConnectArgs, route: &Route) -> anyhow::Re
     let proxy =
         Arc::new(connect(&route.proxy_target, &route.proxy_address, route.proxy_port).await?);
 
-    match route.proxy.tag(TAG_DESKTOP) {
-        Some("ready") => {}
-        Some("failed") => {
-            let (_, log) = session::capture(
-                &proxy,
-                "the proxy",
-                "sudo -n tail -n 40 /var/log/bastion-bootstrap.log 2>&1 || tail -n 40 /var/log/bastion-bootstrap.log 2>&1",
-            )
-            .await?;
-            return Err(DesktopError::Failed {
-                log: log.trim_end().to_string(),
-            }
-            .into());
-        }
+    let failed = match route.proxy.tag(TAG_DESKTOP) {
+        Some("ready") => false,
+        Some("failed") => true,
         _ => {
             ctx.progress
                 .phase("the proxy's desktop is still installing (DCV, GNOME, pcluster); waiting");
-            match wait_for(
-                cloud,
-                &route.proxy.id,
-                Goal::Desktop,
-                Duration::from_secs(args.timeout * 60),
-                &ctx.progress,
-            )
-            .await
-            {
-                Ok(_) => {}
-                Err(crate::wait::WaitError::DesktopFailed { .. }) => {
-                    let (_, log) = session::capture(
-                        &proxy,
-                        "the proxy",
-                        "sudo -n tail -n 40 /var/log/bastion-bootstrap.log 2>&1",
-                    )
-                    .await?;
-                    return Err(DesktopError::Failed {
-                        log: log.trim_end().to_string(),
-                    }
-                    .into());
-                }
+            let limit = Duration::from_secs(args.timeout * 60);
+            match wait_for(cloud, &route.proxy.id, Goal::Desktop, limit, &ctx.progress).await {
+                Ok(_) => false,
+                Err(crate::wait::WaitError::DesktopFailed { .. }) => true,
                 Err(e) => return Err(e.into()),
             }
         }
+    };
+    if failed {
+        let (_, log) = session::capture(
+            &proxy,
+            "the proxy",
+            "sudo -n tail -n 40 /var/log/bastion-bootstrap.log 2>&1 || tail -n 40 /var/log/bastion-bootstrap.log 2>&1",
+        )
+        .await?;
+        return Err(DesktopError::Failed {
+            log: log.trim_end().to_string(),
+        }
+        .into());
     }
     probe(&proxy, "127.0.0.1", dcv::PROXY_DCV_PORT).await?;
     let stats = Stats::default();

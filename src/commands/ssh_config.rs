@@ -128,10 +128,7 @@ fn ensure_include(dir: &Path) -> std::io::Result<PathBuf> {
 
 pub async fn run(ctx: &Context, args: SshConfigArgs) -> anyhow::Result<()> {
     let opts = RouteOptions {
-        user: args.user.clone(),
-        identity: args.identity.clone(),
-        bastion_user: args.bastion_user.clone(),
-        bastion_address: args.bastion_address.clone(),
+        args: args.route.clone(),
         start: false,
         timeout: std::time::Duration::from_secs(600),
     };
@@ -140,7 +137,7 @@ pub async fn run(ctx: &Context, args: SshConfigArgs) -> anyhow::Result<()> {
     if let Trust::Expect { key, instance } = &route.proxy_target.trust {
         known_hosts::replace(&route.known_hosts, instance, key)?;
     }
-    let config = render(&route, args.identity.as_deref());
+    let config = render(&route, args.route.identity.as_deref());
     let (installed, include_in) = if args.install {
         let file = installed_file(ctx, &args.cluster);
         if let Some(dir) = file.parent() {

@@ -318,6 +318,18 @@ pub async fn connect_via(
     handshake(target, super::tunnel::Tunnel::new(channel), &addr).await
 }
 
+/// RSA keys sign with the best hash the server supports; other keys have no choice to make.
+async fn rsa_hash(
+    handle: &Handle<Verifier>,
+    is_rsa: bool,
+) -> Result<Option<russh::keys::HashAlg>, russh::Error> {
+    if is_rsa {
+        Ok(handle.best_supported_rsa_hash().await?.flatten())
+    } else {
+        Ok(None)
+    }
+}
+
 async fn authenticate(handle: &mut Handle<Verifier>, target: &Target) -> Result<(), SshError> {
     let protocol = |e: russh::Error| SshError::Protocol {
         what: target.what.clone(),
@@ -335,15 +347,9 @@ async fn authenticate(handle: &mut Handle<Verifier>, target: &Target) -> Result<
                 continue;
             }
         };
-        let hash = if key.algorithm().is_rsa() {
-            handle
-                .best_supported_rsa_hash()
-                .await
-                .map_err(protocol)?
-                .flatten()
-        } else {
-            None
-        };
+        let hash = rsa_hash(handle, key.algorithm().is_rsa())
+            .await
+            .map_err(protocol)?;
         tried.push(path.display().to_string());
         let result = handle
             .authenticate_publickey(&target.user, PrivateKeyWithHashAlg::new(key, hash))
@@ -362,15 +368,9 @@ async fn authenticate(handle: &mut Handle<Verifier>, target: &Target) -> Result<
                         continue;
                     };
                     tried.push(format!("agent key {comment}"));
-                    let hash = if key.algorithm().is_rsa() {
-                        handle
-                            .best_supported_rsa_hash()
-                            .await
-                            .map_err(protocol)?
-                            .flatten()
-                    } else {
-                        None
-                    };
+                    let hash = rsa_hash(handle, key.algorithm().is_rsa())
+                        .await
+                        .map_err(protocol)?;
                     match handle
                         .authenticate_publickey_with(&target.user, key, hash, &mut agent)
                         .await

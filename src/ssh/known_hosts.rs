@@ -57,6 +57,14 @@ fn same_key(a: &PublicKey, b: &PublicKey) -> bool {
     a.key_data() == b.key_data()
 }
 
+/// The file's text; a file that does not exist yet reads as empty.
+fn read_or_empty(file: &Path) -> std::io::Result<String> {
+    match std::fs::read_to_string(file) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        other => other,
+    }
+}
+
 pub enum Pinned {
     /// The alias was known with this key.
     Known,
@@ -70,11 +78,7 @@ pub fn check_or_pin(file: &Path, alias: &str, key: &PublicKey) -> Result<Pinned,
         file: file.to_path_buf(),
         source,
     };
-    let text = match std::fs::read_to_string(file) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(io(e)),
-    };
+    let text = read_or_empty(file).map_err(io)?;
     for (n, line) in text.lines().enumerate() {
         let mut parts = line.split_whitespace();
         let (Some(hosts), Some(kind), Some(data)) = (parts.next(), parts.next(), parts.next())
@@ -123,11 +127,7 @@ pub fn replace(file: &Path, alias: &str, key: &PublicKey) -> Result<(), HostKeyE
         file: file.to_path_buf(),
         source,
     };
-    let text = match std::fs::read_to_string(file) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(io(e)),
-    };
+    let text = read_or_empty(file).map_err(io)?;
     let mut kept: Vec<&str> = text
         .lines()
         .filter(|l| {

@@ -157,6 +157,8 @@ pub struct Facts {
     pub vpc_id: String,
     pub vpc_cidrs: Vec<String>,
     pub subnet: Subnet,
+    /// Every subnet of the VPC (an interface endpoint may sit in another subnet of the same AZ).
+    pub vpc_subnets: Vec<Subnet>,
     pub route_tables: Vec<RouteTable>,
     pub endpoints: Vec<VpcEndpoint>,
     pub endpoint_groups: Vec<SecurityGroup>,
@@ -273,9 +275,21 @@ fn endpoint_check(f: &Facts, req: &Required, partition: &str) -> Vec<Check> {
         fixes.push("wait for it, or recreate it".to_string());
     }
     if req.interface {
-        let in_az = e.subnet_ids.contains(&f.subnet.id);
-        if !in_az {
-            issues.push(format!("{} has no interface in {}", e.id, f.subnet.id));
+        let az_of = |id: &String| {
+            f.vpc_subnets
+                .iter()
+                .find(|s| &s.id == id)
+                .map(|s| s.availability_zone.clone())
+        };
+        let reachable = e.subnet_ids.contains(&f.subnet.id)
+            || e.subnet_ids
+                .iter()
+                .any(|id| az_of(id).as_deref() == Some(f.subnet.availability_zone.as_str()));
+        if !reachable {
+            issues.push(format!(
+                "{} has no interface in {} or its availability zone {}",
+                e.id, f.subnet.id, f.subnet.availability_zone
+            ));
             fixes.push(format!("add {} to the endpoint's subnets", f.subnet.id));
         }
         if !e.private_dns {

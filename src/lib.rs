@@ -11,6 +11,7 @@ pub mod dcv;
 pub mod doctor;
 pub mod ledger;
 pub mod logging;
+pub mod plan;
 pub mod policy;
 pub mod provision;
 pub mod route;
@@ -162,12 +163,11 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
             match e {
                 UpError::Interrupted => return 130,
                 UpError::Failed { error, .. } => return exit_code(error),
-                UpError::NoPublicIp { .. }
-                | UpError::NoAmi { .. }
-                | UpError::AmiNotFound { .. }
-                | UpError::UnknownVersion { .. } => return 2,
                 UpError::Leftovers { .. } => return 1,
             }
+        }
+        if cause.downcast_ref::<plan::PlanError>().is_some() {
+            return 2;
         }
         if let Some(e) = cause.downcast_ref::<AwsError>() {
             return match e {

@@ -246,9 +246,46 @@ async fn each_misconfiguration_is_the_right_problem() {
         .send()
         .await
         .unwrap();
+    // ec2 in another subnet of the same AZ (fine); cloudformation only in another AZ (not).
+    let other_az = aws
+        .ec2
+        .create_subnet()
+        .vpc_id(&lab.vpc)
+        .cidr_block("10.20.9.0/24")
+        .availability_zone("us-east-1b")
+        .send()
+        .await
+        .unwrap()
+        .subnet()
+        .unwrap()
+        .subnet_id()
+        .unwrap()
+        .to_string();
+    for (service, subnet) in [("ec2", &lab.public_subnet), ("cloudformation", &other_az)] {
+        aws.ec2
+            .create_vpc_endpoint()
+            .vpc_id(&lab.vpc)
+            .service_name(format!("com.amazonaws.us-east-1.{service}"))
+            .vpc_endpoint_type(ec2t::VpcEndpointType::Interface)
+            .subnet_ids(subnet)
+            .private_dns_enabled(true)
+            .send()
+            .await
+            .unwrap();
+    }
     let r = b.run(&["doctor", "--cluster", CLUSTER, "--output", "json"]);
     assert_eq!(r.status, 1);
     let all = statuses(&r);
+    let ec2 = status_of(&all, "endpoint.ec2");
+    assert!(
+        !ec2.2.contains("availability zone"),
+        "same AZ is fine: {ec2:?}"
+    );
+    let cfn = status_of(&all, "endpoint.cloudformation");
+    assert!(
+        cfn.1 == "problem" && cfn.2.contains("availability zone us-east-1a"),
+        "{cfn:?}"
+    );
     let s3 = status_of(&all, "endpoint.s3");
     assert!(
         s3.1 == "problem" && s3.2.contains("is not associated with"),

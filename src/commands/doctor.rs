@@ -130,6 +130,7 @@ async fn gather(ctx: &Context, args: &DoctorArgs) -> anyhow::Result<Facts> {
         region: cloud.region().to_string(),
         vpc_cidrs: cloud.vpc_cidrs(&vpc_id).await?,
         route_tables: cloud.route_tables(&vpc_id).await?,
+        vpc_subnets: cloud.subnets(&vpc_id).await?,
         dns: cloud.vpc_dns(&vpc_id).await?,
         vpc_id,
         subnet,

@@ -1,0 +1,293 @@
+//! Deciding what `bastion up` will create, before it creates anything: the proxy's subnet, AMI,
+//! instance type, allowed CIDRs, the rules the head node's groups lack, names, tags and user-data.
+//! Every bad input is caught here. Reads only (and one public-IP look-up).
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::Context;
+use crate::cli::UpArgs;
+use crate::cluster::{HeadNode, admits_from, choose_public_subnet};
+use crate::provision::{DCV_PORT, Plan};
+use crate::state::Names;
+use crate::teardown::resource_tags;
+use crate::userdata::{self, ProxyOs};
+
+/// The default public-IP lookup; `BASTION_IP_LOOKUP_URL` overrides it (tests point it at loopback).
+const IP_LOOKUP_URL: &str = "https://checkip.amazonaws.com";
+
+/// Bad input found while planning: nothing has been created.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(
+        "could not find your public IPv4 address from {url} ({reason}). Pass --allow-cidr YOUR_IP/32 \
+         (the addresses that may reach the proxy's SSH port)"
+    )]
+    NoPublicIp { url: String, reason: String },
+
+    #[error(
+        "no AMI for {os} on {arch}: the SSM parameter {parameter} does not exist in {region}. Pass --ami AMI_ID"
+    )]
+    NoAmi {
+        os: String,
+        arch: String,
+        parameter: String,
+        region: String,
+    },
+
+    #[error(
+        "AMI {ami} does not exist in {region} (or is not shared with this account); check --ami"
+    )]
+    AmiNotFound { ami: String, region: String },
+
+    #[error(
+        "cannot tell which ParallelCluster version cluster '{cluster}' runs (its head node has no \
+         parallelcluster:version tag); pass --pcluster-version"
+    )]
+    UnknownVersion { cluster: String },
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "dry run: nothing was created. `bastion up` would create, in {} ({}):",
+            self.region, self.account
+        )?;
+        writeln!(
+            f,
+            "  key pair        {} (ed25519, generated locally)",
+            self.key_pair
+        )?;
+        writeln!(
+            f,
+            "  security group  {} in {}: tcp 22 from {}",
+            self.security_group,
+            self.vpc_id,
+            self.allow_cidrs.join(", ")
+        )?;
+        match &self.head_node_group {
+            Some(g) => writeln!(
+                f,
+                "  ingress rule    on the head node's {g}: tcp {} from the proxy's group",
+                self.head_node_ports
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )?,
+            None => writeln!(
+                f,
+                "  (the head node's security groups already admit the proxy)"
+            )?,
+        }
+        writeln!(
+            f,
+            "  IAM role        {} and instance profile {} under /bastion/ (pcluster user policy, DCV licence, SSM core)",
+            self.role, self.instance_profile
+        )?;
+        writeln!(
+            f,
+            "  instance        {} {} ({}) in {} ({}), {} GiB encrypted gp3, IMDSv2, public IPv4",
+            self.instance_type,
+            self.ami,
+            self.os,
+            self.subnet_id,
+            self.availability_zone,
+            self.root_volume_gib
+        )?;
+        writeln!(
+            f,
+            "  user-data       {} bytes: pcluster {}, DCV {}, idle stop {}",
+            self.user_data.len(),
+            self.pcluster_version,
+            if self.dcv { "on" } else { "off" },
+            match self.idle_stop_minutes {
+                0 => "never".to_string(),
+                m => format!("after {m} min"),
+            }
+        )?;
+        let tags: Vec<String> = self
+            .tags
+            .iter()
+            .map(|t| format!("{}={}", t.key, t.value))
+            .collect();
+        write!(f, "  tags            {}", tags.join(", "))
+    }
+}
+
+async fn public_ip() -> Result<ipnet::Ipv4Net, PlanError> {
+    let url = std::env::var("BASTION_IP_LOOKUP_URL").unwrap_or_else(|_| IP_LOOKUP_URL.to_string());
+    let fail = |reason: String| PlanError::NoPublicIp {
+        url: url.clone(),
+        reason,
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let text = client
+        .get(&url)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| fail(e.to_string()))?
+        .text()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let ip: std::net::Ipv4Addr = text.trim().parse().map_err(|_| {
+        fail(format!(
+            "the answer was not an IPv4 address: {:?}",
+            text.trim()
+        ))
+    })?;
+    Ok(ipnet::Ipv4Net::from(ip))
+}
+
+fn ami_parameter(os: ProxyOs, arch: &str) -> String {
+    match os {
+        ProxyOs::Al2023 => {
+            let arch = if arch == "arm64" { "arm64" } else { "x86_64" };
+            format!("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{arch}")
+        }
+        ProxyOs::Ubuntu2204 => {
+            let arch = if arch == "arm64" { "arm64" } else { "amd64" };
+            format!(
+                "/aws/service/canonical/ubuntu/server/22.04/stable/current/{arch}/hvm/ebs-gp2/ami-id"
+            )
+        }
+    }
+}
+
+/// Decides everything before creating anything; every bad input is caught here.
+pub async fn plan(ctx: &Context, args: &UpArgs, head: &HeadNode) -> anyhow::Result<Plan> {
+    let cloud = ctx.cloud.as_ref();
+    let region = cloud.region().to_string();
+    let identity = cloud.identity().await?;
+    let progress = &ctx.progress;
+
+    progress.phase(format!("choosing a public subnet in {}", head.vpc_id));
+    let subnet = choose_public_subnet(cloud, head, args.subnet.as_deref()).await?;
+
+    let allow: Vec<ipnet::Ipv4Net> = if args.allow_cidr.is_empty() {
+        progress.phase("looking up your public IPv4 address");
+        vec![public_ip().await?]
+    } else {
+        args.allow_cidr.clone()
+    };
+    if allow.iter().any(|n| n.prefix_len() == 0) {
+        let msg = "--allow-cidr 0.0.0.0/0 opens the proxy's SSH port to the whole internet; \
+                   only key authentication protects it";
+        tracing::warn!("{msg}");
+        progress.note(format!("warning: {msg}"));
+    }
+
+    let ami = match &args.ami {
+        Some(a) => a.clone(),
+        None => {
+            let parameter = ami_parameter(args.os, &head.architecture);
+            progress.phase(format!("finding the latest {} AMI", args.os.as_str()));
+            cloud
+                .ssm_parameter(&parameter)
+                .await?
+                .ok_or_else(|| PlanError::NoAmi {
+                    os: args.os.as_str().into(),
+                    arch: head.architecture.clone(),
+                    parameter,
+                    region: region.clone(),
+                })?
+        }
+    };
+    let image = cloud
+        .image(&ami)
+        .await?
+        .ok_or_else(|| PlanError::AmiNotFound {
+            ami: ami.clone(),
+            region: region.clone(),
+        })?;
+    let arch = image
+        .architecture
+        .clone()
+        .unwrap_or_else(|| head.architecture.clone());
+    let instance_type = args.instance_type.clone().unwrap_or_else(|| {
+        if arch == "arm64" {
+            "t4g.medium"
+        } else {
+            "t3.medium"
+        }
+        .to_string()
+    });
+    let pcluster_version = args
+        .pcluster_version
+        .clone()
+        .or_else(|| head.pcluster_version.clone())
+        .ok_or_else(|| PlanError::UnknownVersion {
+            cluster: head.cluster.clone(),
+        })?;
+
+    let vpc_cidrs = cloud.vpc_cidrs(&head.vpc_id).await?;
+    let head_groups = cloud
+        .security_groups(&head.instance.security_group_ids)
+        .await?;
+    let mut ports = vec![22];
+    if !args.no_dcv {
+        ports.push(DCV_PORT);
+    }
+    let head_node_ports: Vec<i32> = ports
+        .into_iter()
+        .filter(|&p| !admits_from(&head_groups, p, &subnet.cidr, None))
+        .collect();
+    // ParallelCluster's own head node group, when it can be told apart; else the first.
+    let head_node_group = (!head_node_ports.is_empty())
+        .then(|| {
+            head_groups
+                .iter()
+                .find(|g| {
+                    crate::aws::tag_value(&g.tags, "aws:cloudformation:logical-id")
+                        == Some("HeadNodeSecurityGroup")
+                })
+                .or(head_groups.first())
+                .map(|g| g.id.clone())
+        })
+        .flatten();
+
+    let names = Names::new(&head.cluster, &region);
+    let user_data = userdata::render(&userdata::Settings {
+        cluster: &head.cluster,
+        os: args.os,
+        pcluster_version: &pcluster_version,
+        idle_stop_minutes: args.idle_stop,
+        install_dcv: !args.no_dcv,
+    });
+    Ok(Plan {
+        cluster: head.cluster.clone(),
+        region: region.clone(),
+        account: identity.account,
+        partition: identity.partition,
+        head_node: head.instance.id.clone(),
+        head_node_private_ip: head.instance.private_ip.clone(),
+        vpc_id: head.vpc_id.clone(),
+        vpc_cidrs,
+        subnet_id: subnet.id,
+        availability_zone: subnet.availability_zone,
+        os: args.os.as_str().into(),
+        ami,
+        root_device_name: image.root_device_name.unwrap_or_else(|| "/dev/xvda".into()),
+        instance_type,
+        root_volume_gib: args
+            .volume_size
+            .unwrap_or(if args.no_dcv { 16 } else { 40 }),
+        pcluster_version,
+        allow_cidrs: allow.iter().map(|n| n.to_string()).collect(),
+        idle_stop_minutes: args.idle_stop,
+        dcv: !args.no_dcv,
+        head_node_group,
+        head_node_ports,
+        key_pair: names.key_pair.clone(),
+        security_group: names.security_group.clone(),
+        role: names.role.clone(),
+        instance_profile: names.instance_profile.clone(),
+        tags: resource_tags(&head.cluster, "<run id>", &region, &names.instance),
+        user_data,
+    })
+}

@@ -261,6 +261,36 @@ fn echo_latency(port: u16) -> f64 {
     samples[samples.len() / 2]
 }
 
+/// CPU time (user + system, seconds) of `pid` and its direct children (ssh's -J helper).
+fn cpu_seconds(pid: u32) -> f64 {
+    let fields = |p: &str| -> Vec<String> {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        let after = stat
+            .rsplit_once(") ")
+            .map(|(_, r)| r.to_string())
+            .unwrap_or_default();
+        after.split_whitespace().map(str::to_string).collect()
+    };
+    // After the command: state is field 0, ppid 1, utime 11, stime 12 (clock ticks).
+    let ticks = |f: &[String]| -> u64 {
+        [11, 12]
+            .iter()
+            .filter_map(|&i| f.get(i)?.parse::<u64>().ok())
+            .sum()
+    };
+    let mut total = ticks(&fields(&pid.to_string()));
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.chars().all(|c| c.is_ascii_digit()) {
+            let f = fields(&name);
+            if f.get(1).map(String::as_str) == Some(pid.to_string().as_str()) {
+                total += ticks(&f);
+            }
+        }
+    }
+    total as f64 / 100.0
+}
+
 fn vm_hwm_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -269,6 +299,17 @@ fn vm_hwm_kib(pid: u32) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// `BASTION_BENCH_CASES="loopback/download,..."` runs only those throughput cases.
+fn wanted(net: &str, case: &str) -> bool {
+    match std::env::var("BASTION_BENCH_CASES") {
+        Ok(list) => list.split(',').any(|w| {
+            let (n, c) = w.split_once('/').unwrap_or((w, ""));
+            net.starts_with(n) && case.starts_with(c)
+        }),
+        Err(_) => true,
+    }
 }
 
 fn ratio(a: f64, b: f64) -> String {
@@ -316,18 +357,25 @@ fn main() {
             ("upload MiB/s", false, 1),
             ("8 streams MiB/s", true, 8),
         ] {
+            if !wanted(net, case) {
+                continue;
+            }
             let mut figures = Vec::new();
+            let mut cpu = Vec::new();
             for tool in ["bastion", "openssh"] {
                 let (t, port) = s.forward(tool, address, 5201);
-                let mbs = iperf(port, reverse, streams);
-                figures.push(mbs);
+                let before = cpu_seconds(t.child.id());
+                figures.push(iperf(port, reverse, streams));
+                cpu.push(cpu_seconds(t.child.id()) - before);
                 drop(t);
             }
             println!(
-                "{net:<10} {case:<18} {:>12.1} {:>12.1} {:>8}",
+                "{net:<10} {case:<18} {:>12.1} {:>12.1} {:>8}   (CPU s: bastion {:.1}, openssh {:.1})",
                 figures[0],
                 figures[1],
-                ratio(figures[0], figures[1])
+                ratio(figures[0], figures[1]),
+                cpu[0],
+                cpu[1]
             );
         }
         // Latency of a small request while 8 download streams run.

@@ -130,6 +130,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     result
 }
 
+/// Credentials and permissions are the user's to fix (3); any other AWS failure is 1.
+fn aws_exit_code(e: &AwsError) -> u8 {
+    match e {
+        AwsError::Credentials { .. } | AwsError::AccessDenied { .. } => 3,
+        _ => 1,
+    }
+}
+
 /// Whether `err` was already shown to the user (a remote exit code, doctor's report).
 pub fn already_reported(err: &anyhow::Error) -> bool {
     err.downcast_ref::<RemoteExit>().is_some()
@@ -170,17 +178,12 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
             return 2;
         }
         if let Some(e) = cause.downcast_ref::<AwsError>() {
-            return match e {
-                AwsError::Credentials { .. } | AwsError::AccessDenied { .. } => 3,
-                _ => 1,
-            };
+            return aws_exit_code(e);
         }
         if let Some(e) = cause.downcast_ref::<ClusterError>() {
             return match e {
-                ClusterError::Aws(a) => match a {
-                    AwsError::Credentials { .. } | AwsError::AccessDenied { .. } => 3,
-                    _ => 1,
-                },
+                // Transparent: the AWS error is not a cause of its own in the chain.
+                ClusterError::Aws(a) => aws_exit_code(a),
                 _ => 2,
             };
         }

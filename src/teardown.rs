@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::aws::{AwsError, AwsResult, Cloud, IAM_PATH, IamEntity, TAG_CLUSTER, Tag, tag_value};
+use crate::aws::{
+    AwsError, AwsResult, Cloud, IAM_PATH, IamEntity, TAG_CLUSTER, Tag, or_missing, tag_value,
+};
 use crate::ledger::{Ledger, Resource};
 use crate::ui::Progress;
 
@@ -29,17 +31,31 @@ impl Report {
     fn fail(&mut self, what: String, err: &dyn std::fmt::Display) {
         self.failed.push(format!("{what}: {err}"));
     }
+    /// Records the outcome of removing `what`, noting a success on the progress display.
+    fn settle<E: std::fmt::Display>(
+        &mut self,
+        progress: &Progress,
+        what: String,
+        result: Result<(), E>,
+    ) {
+        match result {
+            Ok(()) => {
+                progress.note(format!("removed {what}"));
+                self.ok(what)
+            }
+            Err(e) => self.fail(what, &e),
+        }
+    }
+
     pub fn merge(&mut self, other: Report) {
         self.removed.extend(other.removed);
         self.failed.extend(other.failed);
     }
 }
 
+/// A resource that is already gone counts as removed.
 fn done_if_missing(r: AwsResult<()>) -> AwsResult<()> {
-    match r {
-        Err(e) if e.is_not_found() => Ok(()),
-        other => other,
-    }
+    or_missing(r).map(drop)
 }
 
 /// Polls until the instance is gone (terminated or unknown), up to `limit`.
@@ -87,10 +103,8 @@ async fn delete_group(cloud: &dyn Cloud, id: &str) -> AwsResult<()> {
 
 /// Empties and deletes a role bastion created (inline and attached policies first).
 async fn delete_role(cloud: &dyn Cloud, name: &str) -> AwsResult<()> {
-    let (inline, attached) = match cloud.role_policies(name).await {
-        Ok(p) => p,
-        Err(e) if e.is_not_found() => return Ok(()),
-        Err(e) => return Err(e),
+    let Some((inline, attached)) = or_missing(cloud.role_policies(name).await)? else {
+        return Ok(());
     };
     for p in inline {
         done_if_missing(cloud.delete_role_policy(name, &p).await)?;
@@ -102,10 +116,8 @@ async fn delete_role(cloud: &dyn Cloud, name: &str) -> AwsResult<()> {
 }
 
 async fn delete_profile(cloud: &dyn Cloud, name: &str) -> AwsResult<()> {
-    let roles = match cloud.profile_roles(name).await {
-        Ok(r) => r,
-        Err(e) if e.is_not_found() => return Ok(()),
-        Err(e) => return Err(e),
+    let Some(roles) = or_missing(cloud.profile_roles(name).await)? else {
+        return Ok(());
     };
     for role in roles {
         done_if_missing(cloud.remove_role_from_instance_profile(name, &role).await)?;
@@ -113,7 +125,8 @@ async fn delete_profile(cloud: &dyn Cloud, name: &str) -> AwsResult<()> {
     done_if_missing(cloud.delete_instance_profile(name).await)
 }
 
-fn remove_local(path: &std::path::Path) -> std::io::Result<()> {
+/// Removes a private key file and its `.pub` beside it; missing files count as removed.
+pub fn remove_local(path: &std::path::Path) -> std::io::Result<()> {
     for p in [path.to_path_buf(), path.with_extension("pub")] {
         match std::fs::remove_file(&p) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
@@ -240,13 +253,11 @@ pub async fn sweep(
         }
         let what = format!("instance {}", i.id);
         progress.phase(format!("waiting for {what} to terminate"));
-        match wait_terminated(cloud, &i.id, Duration::from_secs(600)).await {
-            Ok(()) => {
-                progress.note(format!("removed {what}"));
-                report.ok(what)
-            }
-            Err(e) => report.fail(what, &e),
-        }
+        report.settle(
+            progress,
+            what,
+            wait_terminated(cloud, &i.id, Duration::from_secs(600)).await,
+        );
     }
 
     let rules = if kinds.rules {
@@ -256,17 +267,15 @@ pub async fn sweep(
     };
     for rule in rules {
         let what = format!("ingress rule {} on {}", rule.rule_id, rule.group_id);
-        match done_if_missing(
-            cloud
-                .revoke_ingress(&rule.group_id, std::slice::from_ref(&rule.rule_id))
-                .await,
-        ) {
-            Ok(()) => {
-                progress.note(format!("removed {what}"));
-                report.ok(what)
-            }
-            Err(e) => report.fail(what, &e),
-        }
+        report.settle(
+            progress,
+            what,
+            done_if_missing(
+                cloud
+                    .revoke_ingress(&rule.group_id, std::slice::from_ref(&rule.rule_id))
+                    .await,
+            ),
+        );
     }
 
     let groups = if kinds.groups {
@@ -280,13 +289,7 @@ pub async fn sweep(
         }
         let what = format!("security group {}", g.id);
         progress.phase(format!("removing {what}"));
-        match delete_group(cloud, &g.id).await {
-            Ok(()) => {
-                progress.note(format!("removed {what}"));
-                report.ok(what)
-            }
-            Err(e) => report.fail(what, &e),
-        }
+        report.settle(progress, what, delete_group(cloud, &g.id).await);
     }
 
     let key_pairs = if kinds.key_pairs {
@@ -299,13 +302,11 @@ pub async fn sweep(
             continue;
         }
         let what = format!("key pair {}", k.name);
-        match done_if_missing(cloud.delete_key_pair(&k.name).await) {
-            Ok(()) => {
-                progress.note(format!("removed {what}"));
-                report.ok(what)
-            }
-            Err(e) => report.fail(what, &e),
-        }
+        report.settle(
+            progress,
+            what,
+            done_if_missing(cloud.delete_key_pair(&k.name).await),
+        );
     }
 
     if !kinds.iam {
@@ -316,13 +317,7 @@ pub async fn sweep(
             continue;
         }
         let what = format!("instance profile {}", p.name);
-        match delete_profile(cloud, &p.name).await {
-            Ok(()) => {
-                progress.note(format!("removed {what}"));
-                report.ok(what)
-            }
-            Err(e) => report.fail(what, &e),
-        }
+        report.settle(progress, what, delete_profile(cloud, &p.name).await);
     }
 
     for r in cloud.roles_under(IAM_PATH).await? {
@@ -330,13 +325,7 @@ pub async fn sweep(
             continue;
         }
         let what = format!("IAM role {}", r.name);
-        match delete_role(cloud, &r.name).await {
-            Ok(()) => {
-                progress.note(format!("removed {what}"));
-                report.ok(what)
-            }
-            Err(e) => report.fail(what, &e),
-        }
+        report.settle(progress, what, delete_role(cloud, &r.name).await);
     }
     Ok(report)
 }

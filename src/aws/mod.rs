@@ -17,6 +17,16 @@ pub use error::AwsError;
 
 pub type AwsResult<T> = Result<T, AwsError>;
 
+/// NotFound is an answer, not an error: `Ok(None)`. The one place that says so, for the adapter's
+/// look-ups and for teardown (where a resource already gone counts as removed).
+pub fn or_missing<T>(r: AwsResult<T>) -> AwsResult<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The tag every bastion resource carries; its value is the cluster name.
 pub const TAG_CLUSTER: &str = "bastion:cluster";
 /// Set by the proxy's bootstrap: `bootstrapping`, `ready` or `failed`.

@@ -283,19 +283,17 @@ impl Cloud for SdkCloud {
     }
 
     async fn instance(&self, id: &str) -> AwsResult<Option<Instance>> {
-        match sdk!(
+        let page = or_missing(sdk!(
             "ec2:DescribeInstances",
             self.ec2.describe_instances().instance_ids(id).send()
-        ) {
-            Ok(page) => Ok(page
-                .reservations()
+        ))?;
+        Ok(page.and_then(|page| {
+            page.reservations()
                 .iter()
                 .flat_map(|r| r.instances())
                 .map(to_instance)
-                .next()),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
+                .next()
+        }))
     }
 
     async fn subnets(&self, vpc_id: &str) -> AwsResult<Vec<Subnet>> {
@@ -310,14 +308,11 @@ impl Cloud for SdkCloud {
     }
 
     async fn subnet(&self, subnet_id: &str) -> AwsResult<Option<Subnet>> {
-        match sdk!(
+        let out = or_missing(sdk!(
             "ec2:DescribeSubnets",
             self.ec2.describe_subnets().subnet_ids(subnet_id).send()
-        ) {
-            Ok(out) => Ok(out.subnets().first().map(to_subnet)),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
+        ))?;
+        Ok(out.and_then(|out| out.subnets().first().map(to_subnet)))
     }
 
     async fn route_tables(&self, vpc_id: &str) -> AwsResult<Vec<RouteTable>> {
@@ -456,29 +451,25 @@ impl Cloud for SdkCloud {
     }
 
     async fn ssm_parameter(&self, name: &str) -> AwsResult<Option<String>> {
-        match sdk!(
+        let out = or_missing(sdk!(
             "ssm:GetParameter",
             self.ssm.get_parameter().name(name).send()
-        ) {
-            Ok(out) => Ok(out.parameter().and_then(|p| p.value()).map(str::to_string)),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
+        ))?;
+        Ok(out.and_then(|out| out.parameter().and_then(|p| p.value()).map(str::to_string)))
     }
 
     async fn image(&self, id: &str) -> AwsResult<Option<Image>> {
-        match sdk!(
+        let out = or_missing(sdk!(
             "ec2:DescribeImages",
             self.ec2.describe_images().image_ids(id).send()
-        ) {
-            Ok(out) => Ok(out.images().first().map(|i| Image {
+        ))?;
+        Ok(out.and_then(|out| {
+            out.images().first().map(|i| Image {
                 id: i.image_id().unwrap_or(id).to_string(),
                 architecture: i.architecture().map(|a| a.as_str().to_string()),
                 root_device_name: i.root_device_name().map(str::to_string),
-            })),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
+            })
+        }))
     }
 
     async fn console_output(&self, instance_id: &str) -> AwsResult<String> {
@@ -512,17 +503,17 @@ impl Cloud for SdkCloud {
             )?;
             for r in page.roles() {
                 // ListRoles does not return tags; GetRole does.
-                let tags = match sdk!(
+                let Some(g) = or_missing(sdk!(
                     "iam:GetRole",
                     self.iam.get_role().role_name(r.role_name()).send()
-                ) {
-                    Ok(g) => g
-                        .role()
-                        .map(|r| from_iam_tags(r.tags()))
-                        .unwrap_or_default(),
-                    Err(e) if e.is_not_found() => continue,
-                    Err(e) => return Err(e),
+                ))?
+                else {
+                    continue;
                 };
+                let tags = g
+                    .role()
+                    .map(|r| from_iam_tags(r.tags()))
+                    .unwrap_or_default();
                 out.push(IamEntity {
                     name: r.role_name().to_string(),
                     arn: r.arn().to_string(),
@@ -551,20 +542,20 @@ impl Cloud for SdkCloud {
                     .send()
             )?;
             for p in page.instance_profiles() {
-                let tags = match sdk!(
+                let Some(g) = or_missing(sdk!(
                     "iam:GetInstanceProfile",
                     self.iam
                         .get_instance_profile()
                         .instance_profile_name(p.instance_profile_name())
                         .send()
-                ) {
-                    Ok(g) => g
-                        .instance_profile()
-                        .map(|p| from_iam_tags(p.tags()))
-                        .unwrap_or_default(),
-                    Err(e) if e.is_not_found() => continue,
-                    Err(e) => return Err(e),
+                ))?
+                else {
+                    continue;
                 };
+                let tags = g
+                    .instance_profile()
+                    .map(|p| from_iam_tags(p.tags()))
+                    .unwrap_or_default();
                 out.push(IamEntity {
                     name: p.instance_profile_name().to_string(),
                     arn: p.arn().to_string(),
@@ -771,18 +762,15 @@ impl Cloud for SdkCloud {
             .ip_protocol("-1")
             .ip_ranges(ec2t::IpRange::builder().cidr_ip("0.0.0.0/0").build())
             .build();
-        match sdk!(
+        // A group whose default egress rule is already gone is fine.
+        or_missing(sdk!(
             "ec2:RevokeSecurityGroupEgress",
             self.ec2
                 .revoke_security_group_egress()
                 .group_id(group_id)
                 .ip_permissions(all)
                 .send()
-        ) {
-            Ok(_) => {}
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e),
-        }
+        ))?;
         let permissions: Vec<_> = rules
             .iter()
             .map(|(port, cidr)| {

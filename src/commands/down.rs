@@ -91,14 +91,12 @@ pub async fn run(ctx: &Context, args: DownArgs) -> anyhow::Result<()> {
     );
 
     // The local key of a bastion whose ledger was lost.
-    for path in [dir.private_key(), dir.public_key()] {
-        if path.exists() && lock.is_some() {
-            match std::fs::remove_file(&path) {
-                Ok(()) => report.removed.push(format!("local key {}", path.display())),
-                Err(e) => report
-                    .failed
-                    .push(format!("local key {}: {e}", path.display())),
-            }
+    let key = dir.private_key();
+    if key.exists() && lock.is_some() {
+        let what = format!("local key {}", key.display());
+        match teardown::remove_local(&key) {
+            Ok(()) => report.removed.push(what),
+            Err(e) => report.failed.push(format!("{what}: {e}")),
         }
     }
     // The OpenSSH config `ssh-config --install` wrote.

@@ -227,7 +227,7 @@ async fn port_forwards_carry_256_mib_and_50_concurrent_connections() {
     let stderr_log = w.lab.path("forward-stderr");
     cmd.stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&stderr_log).unwrap());
-    let child = Guard(Some(cmd.spawn().unwrap()));
+    let mut child = Guard(Some(cmd.spawn().unwrap()));
     wait_listening(port);
 
     // 256 MiB each way through one forward, checksums compared.
@@ -287,11 +287,7 @@ async fn port_forwards_carry_256_mib_and_50_concurrent_connections() {
     );
     drop(writer);
 
-    let mut child = child.take();
-    let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status();
-    let status = child.wait().unwrap();
+    let status = child.interrupt(Duration::from_secs(30));
     assert!(status.success(), "-N exits cleanly on Ctrl-C");
 }
 

@@ -113,7 +113,10 @@ fn start_dcv_server(w: &mut World, host: &str, bind: &str, check: bool) {
 }
 
 /// Starts `connect --dcv ... --show-url --output json`, with stdin piped (Enter = fresh URL).
-fn start_dcv(w: &World, extra: &[&str]) -> (Guard, BufReader<std::process::ChildStdout>) {
+/// The child's stdout lines, read by a thread, so a test can wait for one with a deadline.
+type Lines = std::sync::mpsc::Receiver<String>;
+
+fn start_dcv(w: &World, extra: &[&str]) -> (Guard, Lines) {
     let mut args = w.connect_args(&["--dcv", "--show-url", "--output", "json"]);
     args.extend_from_slice(extra);
     let mut cmd = w.b.command(&args);
@@ -122,21 +125,28 @@ fn start_dcv(w: &World, extra: &[&str]) -> (Guard, BufReader<std::process::Child
         .stderr(Stdio::piped());
     let mut child = Guard(Some(cmd.spawn().unwrap()));
     let out = BufReader::new(child.child().stdout.take().unwrap());
-    (child, out)
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
 }
 
-fn next_url(
-    out: &mut BufReader<std::process::ChildStdout>,
-    child: &mut Guard,
-) -> serde_json::Value {
-    let mut line = String::new();
-    let n = out.read_line(&mut line).unwrap();
-    if n == 0 {
-        let mut err = String::new();
-        let _ = std::io::Read::read_to_string(child.child().stderr.as_mut().unwrap(), &mut err);
-        panic!("connect --dcv ended without a URL: {err}");
+/// The next URL line; fails (never hangs) when none comes within 90 s.
+fn next_url(out: &Lines, child: &mut Guard) -> serde_json::Value {
+    match out.recv_timeout(Duration::from_secs(90)) {
+        Ok(line) => serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}")),
+        Err(e) => {
+            let _ = child.child().kill();
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(child.child().stderr.as_mut().unwrap(), &mut err);
+            panic!("connect --dcv gave no URL ({e}): {err}");
+        }
     }
-    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
 }
 
 async fn fetch(url: &str) -> u16 {
@@ -153,14 +163,10 @@ async fn fetch(url: &str) -> u16 {
         .unwrap_or(0)
 }
 
-fn stop(child: Guard) -> String {
-    let mut child = child.take();
-    let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status();
-    let status = child.wait().unwrap();
+fn stop(mut child: Guard) -> String {
+    let status = child.interrupt(Duration::from_secs(30));
     let mut err = String::new();
-    let _ = std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err);
+    let _ = std::io::Read::read_to_string(child.child().stderr.as_mut().unwrap(), &mut err);
     assert!(
         status.success(),
         "connect --dcv stops cleanly on Ctrl-C: {err}"
@@ -180,8 +186,8 @@ async fn the_one_time_url_works_once_and_enter_mints_a_fresh_one() {
     let head_ip = w.lab.head_ip.clone();
     start_dcv_server(&mut w, "head", &head_ip, true);
 
-    let (mut child, mut out) = start_dcv(&w, &[]);
-    let first = next_url(&mut out, &mut child);
+    let (mut child, out) = start_dcv(&w, &[]);
+    let first = next_url(&out, &mut child);
     assert_eq!(first["session_id"], SESSION);
     assert_eq!(first["expires_in_s"], 30);
     let port = first["local_port"].as_u64().unwrap();
@@ -196,7 +202,7 @@ async fn the_one_time_url_works_once_and_enter_mints_a_fresh_one() {
 
     // Enter: a fresh one-time URL for the same session, through the same tunnel.
     std::io::Write::write_all(child.child().stdin.as_mut().unwrap(), b"\n").unwrap();
-    let second = next_url(&mut out, &mut child);
+    let second = next_url(&out, &mut child);
     assert_eq!(second["local_port"], first["local_port"]);
     assert_ne!(second["url"], first["url"]);
     assert_eq!(fetch(second["url"].as_str().unwrap()).await, 200);
@@ -262,12 +268,12 @@ async fn desktop_reaches_the_proxys_own_dcv_on_its_loopback() {
     w.aws
         .set_instance_tags(&w.proxy_id, &[("bastion:desktop", "installing")])
         .await;
-    let (mut child, mut out) = start_dcv(&w, &["--desktop"]);
+    let (mut child, out) = start_dcv(&w, &["--desktop"]);
     tokio::time::sleep(Duration::from_secs(2)).await;
     w.aws
         .set_instance_tags(&w.proxy_id, &[("bastion:desktop", "ready")])
         .await;
-    let url = next_url(&mut out, &mut child);
+    let url = next_url(&out, &mut child);
     assert_eq!(url["session_id"], "bastion");
     let u = url["url"].as_str().unwrap();
     assert!(u.ends_with("/#bastion"), "{u}");

@@ -324,7 +324,7 @@ async fn ctrl_c_during_up_removes_what_it_created() {
     let mut b = Bastion::new(&moto, tmp.path());
     b.env
         .push(("BASTION_FAILPOINT".into(), "run_instance:pause".into()));
-    let mut cmd = b.command(&[
+    let child = b.spawn(&[
         "up",
         "--cluster",
         CLUSTER,
@@ -332,9 +332,6 @@ async fn ctrl_c_during_up_removes_what_it_created() {
         ALLOW,
         "--no-wait",
     ]);
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let child = cmd.spawn().unwrap();
     // Wait until up is paused before RunInstances: the instance profile exists by then.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
@@ -379,7 +376,7 @@ async fn up_waits_for_the_bootstrap_and_reports_its_failure() {
     let b = Bastion::new(&moto, tmp.path());
 
     // Play the instance's bootstrap: bootstrapping, host key, ready.
-    let mut cmd = b.command(&[
+    let child = b.spawn(&[
         "up",
         "--cluster",
         CLUSTER,
@@ -390,13 +387,10 @@ async fn up_waits_for_the_bootstrap_and_reports_its_failure() {
         "--timeout",
         "2",
     ]);
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let child = cmd.spawn().unwrap();
     let id = wait_for_instance(&aws).await;
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert!(
-        child_running(&child),
+        child_running(child.id()),
         "up must keep waiting while the bootstrap has not reported"
     );
     aws.set_instance_tags(&id, &[("bastion:state", "bootstrapping")])
@@ -425,7 +419,7 @@ async fn up_waits_for_the_bootstrap_and_reports_its_failure() {
     assert_eq!(b.run(&["down", "--cluster", CLUSTER]).status, 0);
 
     // A failed bootstrap: the console tail is shown, the exit is non-zero, nothing stays.
-    let mut cmd = b.command(&[
+    let child = b.spawn(&[
         "up",
         "--cluster",
         CLUSTER,
@@ -434,9 +428,6 @@ async fn up_waits_for_the_bootstrap_and_reports_its_failure() {
         "--timeout",
         "2",
     ]);
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let child = cmd.spawn().unwrap();
     let id = wait_for_instance(&aws).await;
     aws.set_instance_tags(&id, &[("bastion:state", "failed")])
         .await;
@@ -454,9 +445,9 @@ async fn up_waits_for_the_bootstrap_and_reports_its_failure() {
     );
 }
 
-fn child_running(child: &std::process::Child) -> bool {
-    std::path::Path::new(&format!("/proc/{}", child.id())).exists()
-        && !std::fs::read_to_string(format!("/proc/{}/stat", child.id()))
+fn child_running(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .unwrap_or_default()
             .contains(") Z ")
 }
@@ -1034,7 +1025,7 @@ async fn wait_desktop_waits_for_the_desktop_and_keeps_a_proxy_whose_desktop_fail
     aws.build_lab(LabOptions::default()).await;
     let tmp = tempfile::tempdir().unwrap();
     let b = Bastion::new(&moto, tmp.path());
-    let mut cmd = b.command(&[
+    let child = b.spawn(&[
         "up",
         "--cluster",
         CLUSTER,
@@ -1046,9 +1037,6 @@ async fn wait_desktop_waits_for_the_desktop_and_keeps_a_proxy_whose_desktop_fail
         "--output",
         "json",
     ]);
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let child = cmd.spawn().unwrap();
     let id = wait_for_instance(&aws).await;
     aws.set_instance_tags(
         &id,
@@ -1060,7 +1048,7 @@ async fn wait_desktop_waits_for_the_desktop_and_keeps_a_proxy_whose_desktop_fail
     .await;
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert!(
-        child_running(&child),
+        child_running(child.id()),
         "--wait-desktop keeps waiting while the desktop installs"
     );
     aws.set_instance_tags(&id, &[("bastion:desktop", "failed")])

@@ -83,9 +83,13 @@ pub async fn run(ctx: &Context, args: ConnectArgs) -> anyhow::Result<()> {
         if !ctx.opts.quiet {
             eprintln!("bastion: press Ctrl-C to stop");
         }
+        // One future for the whole wait: a fresh `ctrl_c()` per pass would miss a Ctrl-C that
+        // arrives between passes.
+        let interrupted = tokio::signal::ctrl_c();
+        tokio::pin!(interrupted);
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => return Ok(()),
+                _ = &mut interrupted => return Ok(()),
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {
                     if session.is_closed() {
                         return Err(ConnectError::Dropped { what }.into());

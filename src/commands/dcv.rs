@@ -105,9 +105,13 @@ where
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut stdin_open = true;
     let status = std::io::stderr().is_terminal() && !ctx.opts.quiet;
+    // One future for the whole wait: a fresh `ctrl_c()` per pass would miss a Ctrl-C that
+    // arrives between passes (while a fresh URL is minted, say).
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {
+            _ = &mut interrupted => {
                 if status {
                     eprintln!();
                 }

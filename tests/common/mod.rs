@@ -596,6 +596,13 @@ impl Bastion {
         cmd
     }
 
+    /// Starts the binary in the background, stdout and stderr captured; killed if the test fails.
+    pub fn spawn(&self, args: &[&str]) -> Guard {
+        let mut cmd = self.command(args);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        Guard(Some(cmd.spawn().expect("bastion starts")))
+    }
+
     pub fn run(&self, args: &[&str]) -> Run {
         self.run_cmd(self.command(args))
     }
@@ -616,6 +623,37 @@ pub struct Guard(pub Option<std::process::Child>);
 impl Guard {
     pub fn child(&mut self) -> &mut std::process::Child {
         self.0.as_mut().expect("the child is still guarded")
+    }
+
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().expect("the child is still guarded").id()
+    }
+
+    /// Waits for the child's exit and collects its output.
+    pub fn wait_with_output(self) -> std::io::Result<std::process::Output> {
+        self.take().wait_with_output()
+    }
+
+    /// Ctrl-C (SIGINT), then the exit status within `limit`; a lost Ctrl-C fails the test
+    /// instead of hanging it.
+    pub fn interrupt(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let pid = self.id().to_string();
+        let _ = Command::new("kill").args(["-INT", &pid]).status();
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self
+                .child()
+                .try_wait()
+                .expect("the child can be waited for")
+            {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process {pid} ignored Ctrl-C for {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Hands the child back (to wait for it).

@@ -5,7 +5,8 @@
 //!   cargo bench --bench tunnel            (root, with iperf3, socat, ssh, moto; see .ci/run)
 //!
 //! Cases: iperf3 download and upload through one forward on loopback and at 50 ms RTT (a
-//! userspace delay proxy in front of the proxy's sshd, 25 ms each way); 8 parallel streams
+//! userspace delay proxy in front of the proxy's sshd, 25 ms each way), each the median of
+//! `BASTION_BENCH_ROUNDS` (3) rounds with a fresh forward per tool and round; 8 parallel streams
 //! through one forward with the latency of a small request meanwhile; connection setup time
 //! (`connect -- true` against `ssh -J ... true`); peak RSS with 50 open forwarded connections.
 
@@ -312,6 +313,46 @@ fn wanted(net: &str, case: &str) -> bool {
     }
 }
 
+/// `BASTION_BENCH_HOLD=1`: keep the lab up with one forward per tool and network, print how to
+/// reach them (for profiling by hand: `perf record -p PID`, iperf3 against the ports), and wait
+/// for Enter.
+fn hold(s: &Setup, networks: &[(&str, String)]) {
+    let mut held = Vec::new();
+    for (net, address) in networks {
+        for tool in ["bastion", "openssh"] {
+            let (t, port) = s.forward(tool, address, 5201);
+            println!(
+                "{net:<10} {tool:<8} pid {:>7}  iperf3 -c 127.0.0.1 -p {port} [-R]",
+                t.child.id()
+            );
+            held.push(t);
+        }
+    }
+    println!("the lab stays up until Enter");
+    let _ = std::io::stdin().read_line(&mut String::new());
+}
+
+/// Rounds per throughput case (`BASTION_BENCH_ROUNDS`, default 3): the figure is the median.
+fn rounds() -> usize {
+    std::env::var("BASTION_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(3)
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn range(v: &[f64]) -> String {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(0.0, f64::max);
+    format!("{lo:.0}-{hi:.0}")
+}
+
 fn ratio(a: f64, b: f64) -> String {
     if b > 0.0 {
         format!("{:.2}x", a / b)
@@ -342,9 +383,14 @@ fn main() {
         ("loopback", direct.clone()),
         ("50 ms RTT", format!("127.0.0.1:{delayed_port}")),
     ];
+    if std::env::var_os("BASTION_BENCH_HOLD").is_some() {
+        hold(&s, &networks);
+        return;
+    }
 
     println!(
-        "tunnel benchmark: one -L forward through the proxy to the head node (iperf3, {IPERF_SECONDS} s each)"
+        "tunnel benchmark: one -L forward through the proxy to the head node (iperf3, {IPERF_SECONDS} s each, median of {} rounds)",
+        rounds()
     );
     println!(
         "{:<10} {:<18} {:>12} {:>12} {:>8}",
@@ -360,22 +406,27 @@ fn main() {
             if !wanted(net, case) {
                 continue;
             }
-            let mut figures = Vec::new();
-            let mut cpu = Vec::new();
-            for tool in ["bastion", "openssh"] {
-                let (t, port) = s.forward(tool, address, 5201);
-                let before = cpu_seconds(t.child.id());
-                figures.push(iperf(port, reverse, streams));
-                cpu.push(cpu_seconds(t.child.id()) - before);
-                drop(t);
+            // Each round: a fresh forward per tool (the first transfer of a session, what a
+            // user gets), the tools alternating so that both see the same machine.
+            let mut figures = [Vec::new(), Vec::new()];
+            let mut cpu = [Vec::new(), Vec::new()];
+            for _ in 0..rounds() {
+                for (i, tool) in ["bastion", "openssh"].into_iter().enumerate() {
+                    let (t, port) = s.forward(tool, address, 5201);
+                    let before = cpu_seconds(t.child.id());
+                    figures[i].push(iperf(port, reverse, streams));
+                    cpu[i].push(cpu_seconds(t.child.id()) - before);
+                    drop(t);
+                }
             }
+            let (b, o) = (median(&figures[0]), median(&figures[1]));
             println!(
-                "{net:<10} {case:<18} {:>12.1} {:>12.1} {:>8}   (CPU s: bastion {:.1}, openssh {:.1})",
-                figures[0],
-                figures[1],
-                ratio(figures[0], figures[1]),
-                cpu[0],
-                cpu[1]
+                "{net:<10} {case:<18} {b:>12.1} {o:>12.1} {:>8}   (range: bastion {}, openssh {}; CPU s: bastion {:.1}, openssh {:.1})",
+                ratio(b, o),
+                range(&figures[0]),
+                range(&figures[1]),
+                median(&cpu[0]),
+                median(&cpu[1])
             );
         }
         // Latency of a small request while 8 download streams run.

@@ -291,6 +291,116 @@ async fn port_forwards_carry_256_mib_and_50_concurrent_connections() {
     assert!(status.success(), "-N exits cleanly on Ctrl-C");
 }
 
+/// Several busy downloads through one forward, together past 1 GiB: where russh's default limits
+/// start a rekey from this side, which dropped the session while the channels' windows were in
+/// flight ("Pending buffer limit reached"). Every byte must arrive and the session stay up.
+#[tokio::test(flavor = "multi_thread")]
+async fn busy_forwards_past_one_gib_keep_the_session() {
+    if common::require_tool("socat", &[]).is_none() {
+        return;
+    }
+    let mut w = world_or_skip!();
+    const STREAMS: usize = 8;
+    const EACH: usize = 144 * 1024 * 1024; // 8 x 144 MiB = 1.125 GiB
+    let file = w.lab.path("download.bin");
+    let data: Vec<u8> = (0..(EACH / 4) as u32)
+        .flat_map(|i| i.wrapping_mul(2246822519).to_le_bytes())
+        .collect();
+    std::fs::write(&file, &data).unwrap();
+    let want = sha256_hex(&data);
+    drop(data);
+    // socat reads the file itself. With EXEC:cat as the server, 2 runs in 9 lost 16 KiB or
+    // 104 KiB of one stream (clean end of stream), not yet explained; with OPEN, none in 8.
+    let serve = format!("OPEN:{},rdonly", file.display());
+    w.lab.spawn_in(
+        "head",
+        "download",
+        &[
+            "socat",
+            "TCP-LISTEN:9100,bind=127.0.0.1,fork,reuseaddr,backlog=64",
+            &serve,
+        ],
+    );
+    let port = free_port();
+    let fwd = format!("{port}:localhost:9100");
+    let mut cmd = w.b.command(&w.connect_args(&["-L", &fwd, "-N"]));
+    let stderr_log = w.lab.path("download-stderr");
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr_log).unwrap());
+    let mut child = Guard(Some(cmd.spawn().unwrap()));
+    wait_listening(port);
+
+    let t = std::time::Instant::now();
+    let readers: Vec<_> = (0..STREAMS)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+                let mut hash = <sha2::Sha256 as sha2::Digest>::new();
+                let mut buf = vec![0u8; 1 << 20];
+                let mut n = 0usize;
+                let end = loop {
+                    match s.read(&mut buf) {
+                        Ok(0) => break "end of stream".to_string(),
+                        Err(e) => break format!("read error: {e}"),
+                        Ok(k) => {
+                            sha2::Digest::update(&mut hash, &buf[..k]);
+                            n += k;
+                        }
+                    }
+                };
+                (n, format!("{:x}", sha2::Digest::finalize(hash)), end)
+            })
+        })
+        .collect();
+    let got: Vec<(usize, String, String)> =
+        readers.into_iter().map(|h| h.join().unwrap()).collect();
+    eprintln!(
+        "{STREAMS} x {} MiB downloaded through -L in {:?}",
+        EACH >> 20,
+        t.elapsed()
+    );
+    let log = std::fs::read_to_string(&stderr_log).unwrap_or_default();
+    let content = std::fs::read(&file).unwrap();
+    for (i, (n, h, end)) in got.iter().enumerate() {
+        let what = if *h == want {
+            "checksum matches"
+        } else if sha256_hex(&content[..(*n).min(EACH)]) == *h {
+            "a prefix of the file: the tail is missing"
+        } else {
+            "bytes differ"
+        };
+        assert!(
+            *n == EACH && *h == want,
+            "stream {i}: {n} of {EACH} bytes ({end}), {what}\nbastion's stderr:\n{log}"
+        );
+    }
+    assert!(
+        child.0.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "bastion exited after the downloads:\n{log}"
+    );
+    // The session still carries a new connection.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut first = [0u8; 16];
+    s.read_exact(&mut first).unwrap();
+    assert_eq!(
+        first,
+        file_prefix(&file),
+        "a new connection after the downloads"
+    );
+    drop(s);
+    let status = child.interrupt(Duration::from_secs(30));
+    assert!(status.success(), "-N exits cleanly on Ctrl-C");
+}
+
+fn file_prefix(file: &std::path::Path) -> [u8; 16] {
+    let mut f = std::fs::File::open(file).unwrap();
+    let mut b = [0u8; 16];
+    f.read_exact(&mut b).unwrap();
+    b
+}
+
 use std::process::Command;
 
 #[tokio::test(flavor = "multi_thread")]

@@ -45,6 +45,7 @@ async fn setup() -> Option<Setup> {
         "echo",
         &[
             "socat",
+            "-t30",
             "TCP-LISTEN:9000,bind=127.0.0.1,fork,reuseaddr,backlog=128",
             "EXEC:cat",
         ],

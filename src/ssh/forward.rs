@@ -1,7 +1,7 @@
 //! Local port forwards (`-L [bind:]port:host:hostport`): one listener each, one direct-tcpip
-//! channel per accepted connection. Every channel is drained by its own task into a per-connection
-//! byte budget, so a connection whose local reader stalls cannot block the SSH session (russh
-//! re-opens the window on receipt and queues per channel: FACTS section 6) beyond that budget.
+//! channel per accepted connection. Every channel is drained by its own task, so a connection
+//! whose local reader stalls cannot block the SSH session (russh re-opens the window on receipt
+//! and queues per channel: FACTS section 6); one that falls a budget behind is reset.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,12 +12,14 @@ use russh::ChannelMsg;
 use russh::client::Handle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{mpsc, watch};
 
 use super::client::Verifier;
 
-/// Bytes buffered per connection between the SSH channel and a slow local reader.
-const CONNECTION_BUDGET: usize = 16 * 1024 * 1024;
+/// Bytes buffered per connection between the SSH channel and a slow local reader, beyond which
+/// the connection is reset. Twice the channel window: a reader that keeps up with the network
+/// never comes near it.
+const CONNECTION_BUDGET: usize = 2 * super::client::WINDOW_SIZE as usize;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forward {
@@ -154,28 +156,43 @@ pub async fn carry(
             )
         })?;
     let _ = sock.set_nodelay(true);
-    pump(channel, sock).await;
-    Ok(())
+    pump(channel, sock)
+        .await
+        .map_err(|e| format!("-L {fwd}: {e}"))
 }
 
-/// Moves bytes both ways until both directions are done.
-pub async fn pump(channel: russh::Channel<russh::client::Msg>, sock: TcpStream) {
+/// Moves bytes both ways until both directions are done. Returns an error when the connection
+/// was reset because its local reader fell more than [`CONNECTION_BUDGET`] behind.
+///
+/// russh re-opens a channel's window as soon as data arrives, so the server never waits for a
+/// slow local reader; the only brake russh has is to stop reading the whole session, which would
+/// freeze every other forward and the shell (FACTS section 6). So each channel is drained
+/// without pause into a queue for its socket, and a connection whose queue outgrows the budget
+/// (its reader stalled while the far end kept sending) is reset: the channel is closed and the
+/// local socket gets a TCP reset, never a clean end of stream, so the application cannot mistake
+/// the cut for a complete transfer.
+pub async fn pump(
+    channel: russh::Channel<russh::client::Msg>,
+    sock: TcpStream,
+) -> Result<(), String> {
     let (mut rd, wr) = channel.split();
     let (mut sock_rd, mut sock_wr) = sock.into_split();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let (overrun_tx, mut overrun) = watch::channel(false);
 
-    // Remote -> local: a drain task that never leaves the channel unread (within the budget),
-    // and a writer that feeds the local socket at its own pace.
-    let budget = Arc::new(Semaphore::new(CONNECTION_BUDGET));
+    // Remote -> local: a drain task that never leaves the channel unread, and a writer that
+    // feeds the local socket at its own pace.
     let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
-    let drain_budget = budget.clone();
+    let drain_queued = queued.clone();
     let drain = tokio::spawn(async move {
         while let Some(msg) = rd.wait().await {
             match msg {
                 ChannelMsg::Data { data } => {
-                    let n = data.len().min(CONNECTION_BUDGET) as u32;
-                    match drain_budget.acquire_many(n).await {
-                        Ok(p) => p.forget(),
-                        Err(_) => break,
+                    let n = data.len();
+                    if drain_queued.fetch_add(n, Ordering::AcqRel) + n > CONNECTION_BUDGET {
+                        let _ = overrun_tx.send(true);
+                        // Dropping the read half lets russh discard what still arrives.
+                        return;
                     }
                     if tx.send(data).is_err() {
                         break;
@@ -186,37 +203,75 @@ pub async fn pump(channel: russh::Channel<russh::client::Msg>, sock: TcpStream) 
             }
         }
     });
+    let mut writer_overrun = overrun.clone();
     let writer = tokio::spawn(async move {
-        while let Some(data) = rx.recv().await {
-            let n = data.len().min(CONNECTION_BUDGET);
-            if sock_wr.write_all(&data).await.is_err() {
-                break;
+        loop {
+            let data = tokio::select! {
+                _ = overran(&mut writer_overrun) => break,
+                d = rx.recv() => match d {
+                    Some(d) => d,
+                    None => {
+                        let _ = sock_wr.shutdown().await;
+                        break;
+                    }
+                },
+            };
+            tokio::select! {
+                _ = overran(&mut writer_overrun) => break,
+                r = sock_wr.write_all(&data) => if r.is_err() { break },
             }
-            budget.add_permits(n);
+            queued.fetch_sub(data.len(), Ordering::AcqRel);
         }
-        let _ = sock_wr.shutdown().await;
+        sock_wr
     });
 
     // Local -> remote: the channel's own window paces this direction.
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        match sock_rd.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if wr
-                    .data_bytes(Bytes::copy_from_slice(&buf[..n]))
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
+        let n = tokio::select! {
+            _ = overran(&mut overrun) => break,
+            r = sock_rd.read(&mut buf) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            },
+        };
+        if wr
+            .data_bytes(Bytes::copy_from_slice(&buf[..n]))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    if *overrun.borrow() {
+        drain.abort();
+        let sock_wr = writer.await;
+        if let Ok(w) = sock_wr {
+            // Linger 0: closing sends a reset. Both halves go here.
+            let sock = sock_rd.reunite(w).ok();
+            if let Some(s) = &sock {
+                // Deprecated because a positive linger blocks the thread on drop; zero does not.
+                #[allow(deprecated)]
+                let _ = s.set_linger(Some(std::time::Duration::ZERO));
             }
         }
+        let _ = wr.close().await;
+        return Err(format!(
+            "reset a connection whose local reader fell {} MiB behind (bastion cannot pause one \
+             connection without pausing the others)",
+            CONNECTION_BUDGET >> 20
+        ));
     }
     let _ = wr.eof().await;
     let _ = drain.await;
     let _ = writer.await;
     let _ = wr.close().await;
+    Ok(())
+}
+
+/// Resolves once the connection has overrun its budget.
+async fn overran(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|o| *o).await;
 }
 
 #[cfg(test)]

@@ -396,9 +396,7 @@ async fn busy_forwards_past_one_gib_keep_the_session() {
     std::fs::write(&file, &data).unwrap();
     let want = sha256_hex(&data);
     drop(data);
-    // socat reads the file itself. With EXEC:cat as the server, 2 runs in 9 lost 16 KiB or
-    // 104 KiB of one stream behind a clean end: most likely socat's 0.5 s half-close timeout
-    // (-t) giving up on the last chunks while the tunnel pushed back; with OPEN, none in 8.
+    // socat reads the file itself (no child process, no pipe between cat and socat).
     let serve = format!("OPEN:{},rdonly", file.display());
     w.lab.spawn_in(
         "head",

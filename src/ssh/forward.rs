@@ -269,9 +269,12 @@ pub async fn pump(
     Ok(())
 }
 
-/// Resolves once the connection has overrun its budget.
+/// Resolves once the connection has overrun its budget; never when the drain ended normally
+/// (its sender dropped), or the writer would stop before the queue is written out.
 async fn overran(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|o| *o).await;
+    if rx.wait_for(|o| *o).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 #[cfg(test)]

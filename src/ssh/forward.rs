@@ -18,7 +18,8 @@ use super::client::Verifier;
 
 /// Bytes buffered per connection between the SSH channel and a slow local reader, beyond which
 /// the connection is reset. Twice the channel window: a reader that keeps up with the network
-/// never comes near it.
+/// stays well below it; one slower than the network for long enough to fall this far behind
+/// is cut (the price of not freezing the session for it).
 const CONNECTION_BUDGET: usize = 2 * super::client::WINDOW_SIZE as usize;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -190,6 +190,32 @@ async fn a_stopped_proxy_is_started_before_connecting() {
 }
 
 /// Reads everything a connection sends back while a thread writes `data`; returns the echo.
+/// `connect -N` with one `-L <free port>:localhost:<remote>` per remote port, stderr to a file in
+/// the lab; returns once every local port listens.
+fn forward_to(
+    w: &common::world::World,
+    remotes: &[u16],
+    log: &str,
+) -> (Guard, std::path::PathBuf, Vec<u16>) {
+    let ports: Vec<u16> = remotes.iter().map(|_| free_port()).collect();
+    let specs: Vec<String> = ports
+        .iter()
+        .zip(remotes)
+        .map(|(p, r)| format!("{p}:localhost:{r}"))
+        .collect();
+    let mut extra: Vec<&str> = specs.iter().flat_map(|s| ["-L", s.as_str()]).collect();
+    extra.push("-N");
+    let mut cmd = w.b.command(&w.connect_args(&extra));
+    let stderr_log = w.lab.path(log);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr_log).unwrap());
+    let child = Guard(Some(cmd.spawn().unwrap()));
+    for p in &ports {
+        wait_listening(*p);
+    }
+    (child, stderr_log, ports)
+}
+
 fn echo_through(port: u16, data: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
@@ -222,14 +248,8 @@ async fn port_forwards_carry_256_mib_and_50_concurrent_connections() {
             "EXEC:cat",
         ],
     );
-    let port = free_port();
-    let fwd = format!("{port}:localhost:9000");
-    let mut cmd = w.b.command(&w.connect_args(&["-L", &fwd, "-N"]));
-    let stderr_log = w.lab.path("forward-stderr");
-    cmd.stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&stderr_log).unwrap());
-    let mut child = Guard(Some(cmd.spawn().unwrap()));
-    wait_listening(port);
+    let (mut child, stderr_log, ports) = forward_to(&w, &[9000], "forward-stderr");
+    let port = ports[0];
 
     // 256 MiB each way through one forward, checksums compared.
     let big: Vec<u8> = (0..256u32 * 1024 * 1024 / 4)
@@ -320,18 +340,8 @@ async fn a_stalled_reader_of_an_endless_source_is_reset_and_the_rest_carries_on(
             "EXEC:cat",
         ],
     );
-    let (zeros, echo) = (free_port(), free_port());
-    let (f1, f2) = (
-        format!("{zeros}:localhost:9101"),
-        format!("{echo}:localhost:9000"),
-    );
-    let mut cmd = w.b.command(&w.connect_args(&["-L", &f1, "-L", &f2, "-N"]));
-    let stderr_log = w.lab.path("stall-stderr");
-    cmd.stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&stderr_log).unwrap());
-    let mut child = Guard(Some(cmd.spawn().unwrap()));
-    wait_listening(zeros);
-    wait_listening(echo);
+    let (mut child, stderr_log, ports) = forward_to(&w, &[9101, 9000], "stall-stderr");
+    let (zeros, echo) = (ports[0], ports[1]);
 
     let mut stalled = TcpStream::connect(("127.0.0.1", zeros)).unwrap();
     std::thread::sleep(Duration::from_secs(3));
@@ -407,14 +417,8 @@ async fn busy_forwards_past_one_gib_keep_the_session() {
             &serve,
         ],
     );
-    let port = free_port();
-    let fwd = format!("{port}:localhost:9100");
-    let mut cmd = w.b.command(&w.connect_args(&["-L", &fwd, "-N"]));
-    let stderr_log = w.lab.path("download-stderr");
-    cmd.stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&stderr_log).unwrap());
-    let mut child = Guard(Some(cmd.spawn().unwrap()));
-    wait_listening(port);
+    let (mut child, stderr_log, ports) = forward_to(&w, &[9100], "download-stderr");
+    let port = ports[0];
 
     let t = std::time::Instant::now();
     let readers: Vec<_> = (0..STREAMS)

@@ -48,6 +48,26 @@ fn show(ctx: &Context, url: &DcvUrl, open_browser: bool) {
     println!("{url}");
 }
 
+/// The local end of the tunnel (`--local-port`, else a free port) and its port, then the session
+/// with the proxy: listening comes first, so a taken port fails before anything is connected.
+async fn listen_then_connect(
+    ctx: &Context,
+    args: &ConnectArgs,
+    route: &Route,
+) -> anyhow::Result<(
+    tokio::net::TcpListener,
+    u16,
+    Arc<russh::client::Handle<Verifier>>,
+)> {
+    let listener = listen(args.local_port).await?;
+    let local_port = listener.local_addr()?.port();
+    ctx.progress
+        .phase(format!("connecting to the proxy {}", route.proxy.id));
+    let proxy =
+        Arc::new(connect(&route.proxy_target, &route.proxy_address, route.proxy_port).await?);
+    Ok((listener, local_port, proxy))
+}
+
 async fn listen(port: Option<u16>) -> anyhow::Result<tokio::net::TcpListener> {
     let port = port.unwrap_or(0);
     tokio::net::TcpListener::bind(("127.0.0.1", port))
@@ -141,13 +161,7 @@ pub async fn run(ctx: &Context, args: &ConnectArgs, opts: RouteOptions) -> anyho
     if args.desktop {
         return desktop(ctx, args, &route).await;
     }
-    let listener = listen(args.local_port).await?;
-    let local_port = listener.local_addr()?.port();
-
-    ctx.progress
-        .phase(format!("connecting to the proxy {}", route.proxy.id));
-    let proxy =
-        Arc::new(connect(&route.proxy_target, &route.proxy_address, route.proxy_port).await?);
+    let (listener, local_port, proxy) = listen_then_connect(ctx, args, &route).await?;
     ctx.progress
         .phase("connecting to the head node through the proxy");
     let head = connect_via(&proxy, &route.head_target, &route.head_ip, 22).await?;
@@ -187,12 +201,7 @@ async fn desktop(ctx: &Context, args: &ConnectArgs, route: &Route) -> anyhow::Re
         }
         .into());
     }
-    let listener = listen(args.local_port).await?;
-    let local_port = listener.local_addr()?.port();
-    ctx.progress
-        .phase(format!("connecting to the proxy {}", route.proxy.id));
-    let proxy =
-        Arc::new(connect(&route.proxy_target, &route.proxy_address, route.proxy_port).await?);
+    let (listener, local_port, proxy) = listen_then_connect(ctx, args, route).await?;
 
     let failed = match route.proxy.tag(TAG_DESKTOP) {
         Some("ready") => false,

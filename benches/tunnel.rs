@@ -27,7 +27,6 @@ const IPERF_SECONDS: &str = "6";
 /// The lab of the connect tests, plus iperf3 and an echo service on the head node.
 struct Setup {
     w: World,
-    cluster_key: String,
 }
 
 async fn setup() -> Option<Setup> {
@@ -40,19 +39,9 @@ async fn setup() -> Option<Setup> {
         "iperf3",
         &["iperf3", "-s", "-B", "127.0.0.1", "-p", "5201"],
     );
-    w.lab.spawn_in(
-        "head",
-        "echo",
-        &[
-            "socat",
-            "-t30",
-            "TCP-LISTEN:9000,bind=127.0.0.1,fork,reuseaddr,backlog=128",
-            "EXEC:cat",
-        ],
-    );
+    w.spawn_echo();
     std::thread::sleep(Duration::from_millis(500));
-    let cluster_key = w.cluster_key.display().to_string();
-    Some(Setup { w, cluster_key })
+    Some(Setup { w })
 }
 
 /// A TCP proxy on loopback that delays every chunk by `one_way` in each direction.
@@ -125,41 +114,18 @@ impl Drop for Tool {
 }
 
 impl Setup {
-    fn bastion_args(&self, address: &str) -> Vec<String> {
-        [
-            "connect",
-            "--cluster",
-            CLUSTER,
-            "--bastion-address",
-            address,
-            "--bastion-user",
-            "root",
-            "--user",
-            "root",
-            "-i",
-            &self.cluster_key,
-            "-q",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    fn bastion_args<'a>(&'a self, address: &'a str) -> Vec<&'a str> {
+        let mut v = vec!["connect"];
+        v.extend(self.w.route_args(address));
+        v.push("-q");
+        v
     }
 
     /// An OpenSSH config for the same route, written by `bastion ssh-config`.
     fn ssh_config(&self, address: &str) -> std::path::PathBuf {
-        let r = self.w.b.run(&[
-            "ssh-config",
-            "--cluster",
-            CLUSTER,
-            "--bastion-address",
-            address,
-            "--bastion-user",
-            "root",
-            "--user",
-            "root",
-            "-i",
-            &self.cluster_key,
-        ]);
+        let mut args = vec!["ssh-config"];
+        args.extend(self.w.route_args(address));
+        let r = self.w.b.run(&args);
         assert_eq!(r.status, 0, "{r:?}");
         let path = self.w.lab.path(&format!(
             "bench-ssh-config-{}",
@@ -175,11 +141,8 @@ impl Setup {
         let spec = format!("{port}:127.0.0.1:{remote}");
         let child = if tool == "bastion" {
             let mut args = self.bastion_args(address);
-            args.extend(["-L".into(), spec, "-N".into()]);
-            let mut cmd = self
-                .w
-                .b
-                .command(&args.iter().map(String::as_str).collect::<Vec<_>>());
+            args.extend(["-L", &spec, "-N"]);
+            let mut cmd = self.w.b.command(&args);
             cmd.stdout(Stdio::null()).stderr(Stdio::null());
             cmd.spawn().unwrap()
         } else {
@@ -465,11 +428,8 @@ fn main() {
     };
     let bastion_setup = time(&|| {
         let mut args = s.bastion_args(&direct);
-        args.extend(["--".into(), "true".into()]);
-        s.w.b
-            .run(&args.iter().map(String::as_str).collect::<Vec<_>>())
-            .status
-            == 0
+        args.extend(["--", "true"]);
+        s.w.b.run(&args).status == 0
     });
     let ssh_setup = time(&|| {
         Command::new("ssh")

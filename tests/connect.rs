@@ -237,17 +237,7 @@ async fn port_forwards_carry_256_mib_and_50_concurrent_connections() {
         return;
     }
     let mut w = world_or_skip!();
-    // An echo service on the head node, reachable there as localhost:9000.
-    w.lab.spawn_in(
-        "head",
-        "echo",
-        &[
-            "socat",
-            "-t30",
-            "TCP-LISTEN:9000,bind=127.0.0.1,fork,reuseaddr,backlog=128",
-            "EXEC:cat",
-        ],
-    );
+    w.spawn_echo();
     let (mut child, stderr_log, ports) = forward_to(&w, &[9000], "forward-stderr");
     let port = ports[0];
 
@@ -330,16 +320,7 @@ async fn a_stalled_reader_of_an_endless_source_is_reset_and_the_rest_carries_on(
             "OPEN:/dev/zero,rdonly",
         ],
     );
-    w.lab.spawn_in(
-        "head",
-        "echo",
-        &[
-            "socat",
-            "-t30",
-            "TCP-LISTEN:9000,bind=127.0.0.1,fork,reuseaddr",
-            "EXEC:cat",
-        ],
-    );
+    w.spawn_echo();
     let (mut child, stderr_log, ports) = forward_to(&w, &[9101, 9000], "stall-stderr");
     let (zeros, echo) = (ports[0], ports[1]);
 
@@ -582,20 +563,8 @@ async fn ssh_config_lets_openssh_reach_the_head_node() {
         return;
     }
     let w = world_or_skip!();
-    let key = w.cluster_key.to_str().unwrap().to_string();
-    let args = [
-        "ssh-config",
-        "--cluster",
-        CLUSTER,
-        "--bastion-address",
-        &w.lab.proxy_ip,
-        "--bastion-user",
-        "root",
-        "--user",
-        "root",
-        "-i",
-        &key,
-    ];
+    let mut args = vec!["ssh-config"];
+    args.extend(w.route_args(&w.lab.proxy_ip));
     let r = w.b.run(&args);
     assert_eq!(r.status, 0, "{r:?}");
     let config = w.lab.path("ssh_config");

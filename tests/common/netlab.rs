@@ -244,16 +244,7 @@ impl NetLab {
         self.stop(&format!("sshd-{host}"));
         let key = self.path(&format!("{host}_host_ed25519"));
         if !key.exists() {
-            must(&[
-                "ssh-keygen",
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-f",
-                key.to_str().unwrap(),
-            ]);
+            Self::key_pair(self.dir.path(), &format!("{host}_host_ed25519"));
         }
         let (ns, ip) = self.ns_of(host);
         let (ns, ip) = (ns.to_string(), ip.to_string());

@@ -80,22 +80,43 @@ pub async fn world() -> Option<World> {
 }
 
 impl World {
-    pub fn connect_args<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
-        let mut v = vec![
-            "connect",
+    /// The route to the head node through the proxy at `address`, as `connect` and `ssh-config`
+    /// take it: root on both hosts, the cluster's key.
+    pub fn route_args<'a>(&'a self, address: &'a str) -> Vec<&'a str> {
+        vec![
             "--cluster",
             CLUSTER,
             "--bastion-address",
-            &self.lab.proxy_ip,
+            address,
             "--bastion-user",
             "root",
             "--user",
             "root",
             "-i",
             self.cluster_key.to_str().unwrap(),
-        ];
+        ]
+    }
+
+    pub fn connect_args<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut v = vec!["connect"];
+        v.extend(self.route_args(&self.lab.proxy_ip));
         v.extend_from_slice(extra);
         v
+    }
+
+    /// An echo service on the head node, reachable there as localhost:9000. `-t30`: socat's
+    /// default 0.5 s to finish after one side ends is short for a loaded tunnel.
+    pub fn spawn_echo(&mut self) {
+        self.lab.spawn_in(
+            "head",
+            "echo",
+            &[
+                "socat",
+                "-t30",
+                "TCP-LISTEN:9000,bind=127.0.0.1,fork,reuseaddr,backlog=128",
+                "EXEC:cat",
+            ],
+        );
     }
 
     pub fn connect(&self, extra: &[&str]) -> Run {

@@ -628,3 +628,69 @@ async fn ssh_config_lets_openssh_reach_the_head_node() {
         "down removes the ssh config it installed"
     );
 }
+
+/// ParallelCluster's own `pcluster ssh -n NAME` (from PyPI, reading the head node from moto)
+/// reaches the head node through the proxy once the config from `ssh-config --install` is in
+/// place, logging in as the user the cluster's OS has, as does `connect` when no `--user` is
+/// given.
+#[tokio::test(flavor = "multi_thread")]
+async fn pcluster_ssh_goes_through_the_proxy_with_the_installed_config() {
+    let Some(pcluster) = require_tool("pcluster", &[pcluster_venv().join("bin/pcluster")]) else {
+        return;
+    };
+    if common::require_tool("ssh", &[]).is_none() {
+        return;
+    }
+    let w = world_or_skip!();
+    let user = common::netlab::HEAD_LOGIN_USER;
+    let via = format!("via:10.78.{}.1 ", w.lab.n);
+
+    // connect without --user logs in as the OS's user, read from parallelcluster:attributes.
+    let mut args = vec!["connect"];
+    args.extend(w.route_args_default_user(&w.lab.proxy_ip));
+    args.extend(["--", "echo", "user:$USER"]);
+    let r = w.b.run(&args);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(r.stdout.trim(), format!("user:{user}"), "{r:?}");
+
+    let mut args = vec!["ssh-config", "--install"];
+    args.extend(w.route_args_default_user(&w.lab.proxy_ip));
+    let r = w.b.run(&args);
+    assert_eq!(r.status, 0, "{r:?}");
+
+    // OpenSSH reads ~/.ssh/config from the passwd entry's home, not $HOME, so the test names the
+    // file that --install wrote the Include line into. pcluster appends its extra arguments to
+    // `ssh <user>@<ip>`.
+    let config = w.b.home.join(".ssh/config");
+    let mut cmd = w.b.aws_command(&pcluster);
+    cmd.env("AWS_DEFAULT_REGION", REGION).args([
+        "ssh",
+        "-n",
+        CLUSTER,
+        "-F",
+        config.to_str().unwrap(),
+        "-o",
+        "BatchMode=yes",
+        "echo via:$SSH_CONNECTION user:$USER",
+    ]);
+    let r = w.b.run_cmd(cmd);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(r.stdout.starts_with(&via), "through the proxy: {r:?}");
+    assert!(
+        r.stdout
+            .contains(&format!(" {} 22 user:{user}", w.lab.head_ip)),
+        "{r:?}"
+    );
+
+    // What pcluster ran, as its --dryrun prints it: the head node's private IP, no jump.
+    let mut cmd = w.b.aws_command(&pcluster);
+    cmd.env("AWS_DEFAULT_REGION", REGION)
+        .args(["ssh", "-n", CLUSTER, "--dryrun", "true"]);
+    let r = w.b.run_cmd(cmd);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(
+        r.json()["command"].as_str().unwrap().trim(),
+        format!("ssh {user}@{}", w.lab.head_ip),
+        "{r:?}"
+    );
+}

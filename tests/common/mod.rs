@@ -43,6 +43,15 @@ pub fn venv() -> PathBuf {
     PathBuf::from(std::env::var("BASTION_VENV").unwrap_or_else(|_| "/var/tmp/bastion-venv".into()))
 }
 
+/// The venv holding ParallelCluster's CLI (`aws-parallelcluster`), apart from moto's so that
+/// neither pins the other's dependencies.
+pub fn pcluster_venv() -> PathBuf {
+    PathBuf::from(
+        std::env::var("BASTION_PCLUSTER_VENV")
+            .unwrap_or_else(|_| "/var/tmp/bastion-pcluster-venv".into()),
+    )
+}
+
 pub struct Moto {
     child: Child,
     pub url: String,
@@ -571,9 +580,22 @@ impl Bastion {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bastion"));
+        let mut cmd = self.aws_command(env!("CARGO_BIN_EXE_bastion"));
         cmd.args(args)
-            .env_clear()
+            .env("BASTION_STATE_DIR", &self.state_dir)
+            // Never look up the real public IP: a closed loopback port.
+            .env("BASTION_IP_LOOKUP_URL", "http://127.0.0.1:9/");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// A program run as the user would run it beside bastion (the same HOME), its AWS calls
+    /// pointed at moto: no profile, dummy keys, no instance metadata, stdin closed.
+    pub fn aws_command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", &self.home)
             .env("AWS_ENDPOINT_URL", &self.endpoint)
@@ -586,13 +608,7 @@ impl Bastion {
                 self.home.join("no-aws-credentials"),
             )
             .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("BASTION_STATE_DIR", &self.state_dir)
-            // Never look up the real public IP: a closed loopback port.
-            .env("BASTION_IP_LOOKUP_URL", "http://127.0.0.1:9/")
             .stdin(Stdio::null());
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
         cmd
     }
 

@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use super::require_tool;
 
+/// The login user of the head node's OS in the moto fixture (`alinux2023`).
+pub const HEAD_LOGIN_USER: &str = "ec2-user";
+
 pub struct NetLab {
     pub n: u8,
     pub proxy_ns: String,
@@ -269,15 +272,35 @@ impl NetLab {
             log.display(),
             config.display()
         );
-        let script = match (&self.head_opt_scripts, host) {
-            // A mount namespace of its own: a tmpfs over /opt, visible to this sshd and its
-            // sessions only, gone with them. The test machine's /opt is never written.
-            (Some(dir), "head") => format!(
-                "mount -t tmpfs tmpfs /opt && mkdir -p /opt/parallelcluster/scripts && \
-                 cp -r {}/. /opt/parallelcluster/scripts/ && chmod -R a+rx /opt/parallelcluster && {sshd}",
-                dir.display()
-            ),
-            _ => sshd,
+        // Each sshd has a mount namespace of its own, so what is mounted here is seen by that
+        // sshd and its sessions only, and is gone with them; the test machine's files are never
+        // written.
+        let script = if host == "head" {
+            // The head node knows the cluster OS's login user (alinux2023: `ec2-user`, the name
+            // `pcluster ssh` and `connect`'s default log in as): a copy of /etc/passwd with that
+            // name added, over /etc/passwd. It is an alias of root (uid 0), because sshd reads
+            // the lab's authorized_keys file as the user, and the lab directory is root's.
+            let passwd = self.path("head_passwd");
+            let mut text = std::fs::read_to_string("/etc/passwd").unwrap();
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(&format!(
+                "{HEAD_LOGIN_USER}:x:0:0:{HEAD_LOGIN_USER}:/root:/bin/sh\n"
+            ));
+            std::fs::write(&passwd, text).unwrap();
+            let mut s = format!("mount --bind {} /etc/passwd && ", passwd.display());
+            if let Some(dir) = &self.head_opt_scripts {
+                // A tmpfs over /opt holding the ParallelCluster scripts.
+                s.push_str(&format!(
+                    "mount -t tmpfs tmpfs /opt && mkdir -p /opt/parallelcluster/scripts && \
+                     cp -r {}/. /opt/parallelcluster/scripts/ && chmod -R a+rx /opt/parallelcluster && ",
+                    dir.display()
+                ));
+            }
+            s + &sshd
+        } else {
+            sshd
         };
         let child = Command::new("ip")
             .args([

@@ -83,14 +83,20 @@ impl World {
     /// The route to the head node through the proxy at `address`, as `connect` and `ssh-config`
     /// take it: root on both hosts, the cluster's key.
     pub fn route_args<'a>(&'a self, address: &'a str) -> Vec<&'a str> {
+        let mut v = self.route_args_default_user(address);
+        v.extend(["--user", "root"]);
+        v
+    }
+
+    /// The same route with the head node user left to bastion: the one the cluster's OS logs
+    /// in as (`netlab::HEAD_LOGIN_USER`).
+    pub fn route_args_default_user<'a>(&'a self, address: &'a str) -> Vec<&'a str> {
         vec![
             "--cluster",
             CLUSTER,
             "--bastion-address",
             address,
             "--bastion-user",
-            "root",
-            "--user",
             "root",
             "-i",
             self.cluster_key.to_str().unwrap(),

@@ -6,8 +6,9 @@
 //!
 //! Cases: iperf3 download and upload through one forward on loopback and at 50 ms RTT (a
 //! userspace delay proxy in front of the proxy's sshd, 25 ms each way), each the median of
-//! `BASTION_BENCH_ROUNDS` (3) rounds with a fresh forward per tool and round; 8 parallel streams
-//! through one forward with the latency of a small request meanwhile; connection setup time
+//! `BASTION_BENCH_ROUNDS` (3) rounds with a fresh forward per tool and round; 8 and 16 parallel
+//! download streams through one forward (many busy channels: the window trade-off in
+//! src/ssh/client.rs); the latency of a small request while 8 streams run; connection setup time
 //! (`connect -- true` against `ssh -J ... true`); peak RSS with 50 open forwarded connections.
 
 #[path = "../tests/common/mod.rs"]
@@ -366,6 +367,7 @@ fn main() {
             ("download MiB/s", true, 1),
             ("upload MiB/s", false, 1),
             ("8 streams MiB/s", true, 8),
+            ("16 streams MiB/s", true, 16),
         ] {
             if !wanted(net, case) {
                 continue;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::cli::ConnectArgs;
 use crate::route::{self, RouteOptions};
-use crate::ssh::client::{connect, connect_via};
+use crate::ssh::client::{CHANNEL_WINDOW, TUNNEL_WINDOW, connect, connect_via};
 use crate::ssh::forward::{self, Stats};
 use crate::ssh::session;
 use crate::{Context, RemoteExit};
@@ -54,8 +54,22 @@ pub async fn run(ctx: &Context, args: ConnectArgs) -> anyhow::Result<()> {
         "connecting to the proxy {} at {}",
         route.proxy.id, route.proxy_address
     ));
-    let proxy =
-        Arc::new(connect(&route.proxy_target, &route.proxy_address, route.proxy_port).await?);
+    // With --on-proxy the proxy's channels are the user's connections; in a jump its one busy
+    // channel carries the head node's session.
+    let window = if args.on_proxy {
+        CHANNEL_WINDOW
+    } else {
+        TUNNEL_WINDOW
+    };
+    let proxy = Arc::new(
+        connect(
+            &route.proxy_target,
+            &route.proxy_address,
+            route.proxy_port,
+            window,
+        )
+        .await?,
+    );
     // With a jump, the head node's session runs inside a channel of the proxy's: `proxy` lives
     // until this function returns.
     let (session, what) = if args.on_proxy {

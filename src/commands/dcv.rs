@@ -14,7 +14,7 @@ use crate::aws::TAG_DESKTOP;
 use crate::cli::{ConnectArgs, OutputFormat};
 use crate::dcv::{self, DcvError, DcvUrl};
 use crate::route::{self, Route, RouteOptions};
-use crate::ssh::client::{Verifier, connect, connect_via};
+use crate::ssh::client::{TUNNEL_WINDOW, Verifier, connect, connect_via};
 use crate::ssh::forward::{self, Forward, Stats};
 use crate::ssh::session;
 use crate::wait::{Goal, wait_for};
@@ -63,9 +63,16 @@ async fn listen_then_connect(
     let local_port = listener.local_addr()?.port();
     ctx.progress
         .phase(format!("connecting to the proxy {}", route.proxy.id));
-    let proxy =
-        Arc::new(connect(&route.proxy_target, &route.proxy_address, route.proxy_port).await?);
-    Ok((listener, local_port, proxy))
+    // The tunnel's window: this session carries the head node's session, and DCV's few
+    // connections gain from a large one.
+    let proxy = connect(
+        &route.proxy_target,
+        &route.proxy_address,
+        route.proxy_port,
+        TUNNEL_WINDOW,
+    )
+    .await?;
+    Ok((listener, local_port, Arc::new(proxy)))
 }
 
 async fn listen(port: Option<u16>) -> anyhow::Result<tokio::net::TcpListener> {

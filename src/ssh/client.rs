@@ -13,14 +13,33 @@ use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCerti
 
 use super::known_hosts::{self, HostKeyError, Pinned};
 
-/// Receive window per channel. russh's 2 MiB default halves download speed at 50 ms RTT
-/// (FACTS section 6). Larger is not better: with 32 MiB, OpenSSH's sshd on the proxy and the head
-/// node grows and shrinks buffers of that size (page faults, memmove) and stalls for whole
-/// seconds at the start of a transfer. Measured in the bench lab, first transfer of a fresh
-/// session, iperf3 download through the jump (OpenSSH `ssh -L` 1.4-1.7 Gbit/s in the same runs):
-/// 8 MiB: loopback 2.6-4.2 Gbit/s, 50 ms RTT 0.43 Gbit/s; 16 MiB: 1.9-3.0 and 0.75-0.85;
-/// 32 MiB: 1.2-1.7 and 0.83-0.99. 16 MiB keeps about 1 Gbit/s at 100 ms RTT.
-pub const WINDOW_SIZE: u32 = 16 * 1024 * 1024;
+/// Receive window of a channel that carries one of the user's connections (a forward's, a
+/// shell's, a command's). russh's 2 MiB default caps a download at 50 ms RTT near OpenSSH's
+/// (FACTS section 6), but a window is also what the server's sshd may buffer for that channel,
+/// read from a fast source faster than it can send, and OpenSSH's sshd slows down sharply with
+/// large buffers (page faults, memmove), so the more busy channels, the worse. Measured in the
+/// bench lab (iperf3 through one forward of a jump; medians of 3-4 fresh-session rounds; OpenSSH
+/// `ssh -L` 20-24 MiB/s at 50 ms and 170-205 on loopback in the same runs):
+///
+/// | window | 50 ms RTT download | loopback, 8 streams | loopback, 16 streams |
+/// | ------ | ------------------ | ------------------- | -------------------- |
+/// | 4 MiB  | 30.6 MiB/s         | 273-379             |                      |
+/// | 8 MiB  | 55.6-56.2          | 251-267             | 213 (173-216)        |
+/// | 10 MiB | 63.5-65.2          | 233-294             | 202 (111-254)        |
+/// | 12 MiB | 73.2               | 134 (127-293)       |                      |
+/// | 16 MiB | 98.9               | 141-167             |                      |
+///
+/// 8 MiB keeps a 50 ms download at 2.3-2.6x OpenSSH's and many busy channels well clear of the
+/// cliff. A window sized by the number of busy channels would give both, but russh's client
+/// ignores `Handler::adjust_window` (russh issue 770), so every channel of a session gets one.
+pub const CHANNEL_WINDOW: u32 = 8 * 1024 * 1024;
+
+/// Receive window of the proxy's session in a jump: its busy channel carries the head node's
+/// whole session, so this bounds all forwards together at a given RTT (8 streams at 50 ms:
+/// 34 MiB/s with 4 MiB, 107 with 16 MiB). Larger is not better: with 32 MiB the proxy's sshd
+/// stalled for whole seconds at the start of a transfer (loopback 1.2-1.7 Gbit/s against
+/// 1.9-3.0 with 16 MiB).
+pub const TUNNEL_WINDOW: u32 = 16 * 1024 * 1024;
 
 /// When this client starts a key re-exchange. russh's defaults (1 GiB read or written, or an
 /// hour) drop the session with "Pending buffer limit reached" when this side starts a rekey while
@@ -161,14 +180,15 @@ const CIPHERS: &[russh::cipher::Name] = &[
     russh::cipher::AES_128_CTR,
 ];
 
-/// Client settings: large windows, fast ciphers, no Nagle, keepalives so a dead link is reported.
-pub fn config() -> Arc<client::Config> {
+/// Client settings: the given window, fast ciphers, no Nagle, keepalives so a dead link is
+/// reported.
+pub fn config(window_size: u32) -> Arc<client::Config> {
     Arc::new(client::Config {
         preferred: russh::Preferred {
             cipher: std::borrow::Cow::Borrowed(CIPHERS),
             ..Default::default()
         },
-        window_size: WINDOW_SIZE,
+        window_size,
         // The largest packet russh allows: half the per-packet work of the 32 KiB default
         // (single-hop loopback -L: 410 -> 457 MiB/s, measured with iperf3).
         maximum_packet_size: 65535,
@@ -249,7 +269,12 @@ pub struct Target {
     pub credentials: Credentials,
 }
 
-async fn handshake<S>(target: &Target, stream: S, addr: &str) -> Result<Handle<Verifier>, SshError>
+async fn handshake<S>(
+    target: &Target,
+    stream: S,
+    addr: &str,
+    window_size: u32,
+) -> Result<Handle<Verifier>, SshError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -260,7 +285,7 @@ where
     };
     let connected = tokio::time::timeout(
         Duration::from_secs(30),
-        client::connect_stream(config(), stream, verifier),
+        client::connect_stream(config(window_size), stream, verifier),
     )
     .await;
     let mut handle = match connected {
@@ -287,8 +312,14 @@ where
     Ok(handle)
 }
 
-/// Connects over TCP (a 10 s connect timeout) and authenticates.
-pub async fn connect(target: &Target, host: &str, port: u16) -> Result<Handle<Verifier>, SshError> {
+/// Connects over TCP (a 10 s connect timeout) and authenticates. `window_size`: [`TUNNEL_WINDOW`]
+/// for the proxy's session of a jump, [`CHANNEL_WINDOW`] when its channels are the user's.
+pub async fn connect(
+    target: &Target,
+    host: &str,
+    port: u16,
+    window_size: u32,
+) -> Result<Handle<Verifier>, SshError> {
     let addr = format!("{host}:{port}");
     let tcp = tokio::time::timeout(
         Duration::from_secs(10),
@@ -319,7 +350,7 @@ pub async fn connect(target: &Target, host: &str, port: u16) -> Result<Handle<Ve
         }
     };
     let _ = stream.set_nodelay(true);
-    handshake(target, stream, &addr).await
+    handshake(target, stream, &addr, window_size).await
 }
 
 /// Opens a second session through `proxy` (a direct-tcpip channel to `host:port`), like `ssh -J`.
@@ -345,7 +376,13 @@ pub async fn connect_via(
         port,
         reason: e.to_string(),
     })?;
-    handshake(target, super::tunnel::Tunnel::new(channel), &addr).await
+    handshake(
+        target,
+        super::tunnel::Tunnel::new(channel),
+        &addr,
+        CHANNEL_WINDOW,
+    )
+    .await
 }
 
 /// RSA keys sign with the best hash the server supports; other keys have no choice to make.

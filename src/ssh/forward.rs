@@ -17,10 +17,11 @@ use tokio::sync::{mpsc, watch};
 use super::client::Verifier;
 
 /// Bytes buffered per connection between the SSH channel and a slow local reader, beyond which
-/// the connection is reset. Twice the channel window: a reader that keeps up with the network
-/// stays well below it; one slower than the network for long enough to fall this far behind
-/// is cut (the price of not freezing the session for it).
-const CONNECTION_BUDGET: usize = 2 * super::client::WINDOW_SIZE as usize;
+/// the connection is reset. Twice the largest window a channel gets (a forward on the proxy's
+/// session of `--dcv` has the tunnel's): a reader that keeps up with the network stays well
+/// below it; one slower than the network for long enough to fall this far behind is cut (the
+/// price of not freezing the session for it).
+const CONNECTION_BUDGET: usize = 2 * super::client::TUNNEL_WINDOW as usize;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forward {

@@ -6,7 +6,7 @@
 //!
 //! Cases: iperf3 download and upload through one forward on loopback and at 50 ms RTT (a
 //! userspace delay proxy in front of the proxy's sshd, 25 ms each way), each the median of
-//! `BASTION_BENCH_ROUNDS` (3) rounds with a fresh forward per tool and round; 8 and 16 parallel
+//! `BASTION_BENCH_ROUNDS` (5) rounds with a fresh forward per tool and round; 8 and 16 parallel
 //! download streams through one forward (many busy channels: the window trade-off in
 //! src/ssh/client.rs); the latency of a small request while 8 streams run; connection setup time
 //! (`connect -- true` against `ssh -J ... true`); peak RSS with 50 open forwarded connections.
@@ -297,13 +297,13 @@ fn hold(s: &Setup, networks: &[(&str, String)]) {
     let _ = std::io::stdin().read_line(&mut String::new());
 }
 
-/// Rounds per throughput case (`BASTION_BENCH_ROUNDS`, default 3): the figure is the median.
+/// Rounds per throughput case (`BASTION_BENCH_ROUNDS`, default 5): the figure is the median.
 fn rounds() -> usize {
     std::env::var("BASTION_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|&n| n > 0)
-        .unwrap_or(3)
+        .unwrap_or(5)
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -373,11 +373,14 @@ fn main() {
                 continue;
             }
             // Each round: a fresh forward per tool (the first transfer of a session, what a
-            // user gets), the tools alternating so that both see the same machine.
+            // user gets), the tools alternating so that both see the same machine, and taking
+            // turns to go first.
             let mut figures = [Vec::new(), Vec::new()];
             let mut cpu = [Vec::new(), Vec::new()];
-            for _ in 0..rounds() {
-                for (i, tool) in ["bastion", "openssh"].into_iter().enumerate() {
+            for round in 0..rounds() {
+                let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+                for i in order {
+                    let tool = ["bastion", "openssh"][i];
                     let (t, port) = s.forward(tool, address, 5201);
                     let before = cpu_seconds(t.child.id());
                     figures[i].push(iperf(port, reverse, streams));

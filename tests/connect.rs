@@ -661,19 +661,22 @@ async fn pcluster_ssh_goes_through_the_proxy_with_the_installed_config() {
     // OpenSSH reads ~/.ssh/config from the passwd entry's home, not $HOME, so the test names the
     // file that --install wrote the Include line into. pcluster appends its extra arguments to
     // `ssh <user>@<ip>`.
+    // pcluster reads its region from AWS_DEFAULT_REGION only.
+    let pcluster_ssh = |extra: &[&str]| {
+        let mut cmd = w.b.aws_command(&pcluster);
+        cmd.env("AWS_DEFAULT_REGION", REGION)
+            .args(["ssh", "-n", CLUSTER])
+            .args(extra);
+        w.b.run_cmd(cmd)
+    };
     let config = w.b.home.join(".ssh/config");
-    let mut cmd = w.b.aws_command(&pcluster);
-    cmd.env("AWS_DEFAULT_REGION", REGION).args([
-        "ssh",
-        "-n",
-        CLUSTER,
+    let r = pcluster_ssh(&[
         "-F",
         config.to_str().unwrap(),
         "-o",
         "BatchMode=yes",
         "echo via:$SSH_CONNECTION user:$USER",
     ]);
-    let r = w.b.run_cmd(cmd);
     assert_eq!(r.status, 0, "{r:?}");
     assert!(r.stdout.starts_with(&via), "through the proxy: {r:?}");
     assert!(
@@ -683,10 +686,7 @@ async fn pcluster_ssh_goes_through_the_proxy_with_the_installed_config() {
     );
 
     // What pcluster ran, as its --dryrun prints it: the head node's private IP, no jump.
-    let mut cmd = w.b.aws_command(&pcluster);
-    cmd.env("AWS_DEFAULT_REGION", REGION)
-        .args(["ssh", "-n", CLUSTER, "--dryrun", "true"]);
-    let r = w.b.run_cmd(cmd);
+    let r = pcluster_ssh(&["--dryrun", "true"]);
     assert_eq!(r.status, 0, "{r:?}");
     assert_eq!(
         r.json()["command"].as_str().unwrap().trim(),

@@ -63,8 +63,8 @@ async fn listen_then_connect(
     let local_port = listener.local_addr()?.port();
     ctx.progress
         .phase(format!("connecting to the proxy {}", route.proxy.id));
-    // The tunnel's window: this session carries the head node's session, and DCV's few
-    // connections gain from a large one.
+    // The tunnel's window: with --dcv this session carries the head node's session, and in
+    // both modes DCV's few connections gain from a large one.
     let proxy = connect(
         &route.proxy_target,
         &route.proxy_address,

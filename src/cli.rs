@@ -77,6 +77,8 @@ pub enum Command {
     Connect(ConnectArgs),
     /// OpenSSH configuration for ssh, scp, rsync, VS Code and `pcluster ssh`
     SshConfig(SshConfigArgs),
+    /// Forget the head node's pinned host key (re-pin on purpose, after a rebuild or re-key)
+    Forget(ForgetArgs),
     /// Check a cluster's no-internet subnet against what ParallelCluster needs; --fix what can be
     Doctor(DoctorArgs),
 }
@@ -162,6 +164,11 @@ pub struct UpArgs {
     #[arg(long)]
     pub no_dcv: bool,
 
+    /// Leave the ParallelCluster user policy off the proxy's role (an SSH-only proxy: `pcluster`
+    /// on its desktop will then lack permissions)
+    #[arg(long)]
+    pub no_pcluster_policy: bool,
+
     /// Print what would be created, and create nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -190,6 +197,13 @@ pub struct UpArgs {
 #[derive(Debug, Clone, Args)]
 pub struct DownArgs {
     /// The cluster whose bastion to remove
+    #[arg(long, value_parser = parse_cluster_name)]
+    pub cluster: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ForgetArgs {
+    /// The cluster whose head node's pinned host key to remove
     #[arg(long, value_parser = parse_cluster_name)]
     pub cluster: String,
 }

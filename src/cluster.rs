@@ -23,6 +23,31 @@ pub enum ClusterError {
         state: String,
     },
 
+    #[error(
+        "no head node of cluster '{cluster}' can be trusted: {} carry ParallelCluster's head node tags, \
+         but not the reserved aws:cloudformation:stack-name tag naming the cluster's stack ({stack}), \
+         which only CloudFormation can write. Someone with ec2:CreateTags may have tagged them; \
+         bastion does not connect to them",
+        instances.join(", ")
+    )]
+    HeadNodeUnproven {
+        cluster: String,
+        stack: String,
+        instances: Vec<String>,
+    },
+
+    #[error(
+        "cluster '{cluster}' has more than one head node candidate ({}), each tagged as its head node \
+         by the stack {stack}; bastion will not pick one. Terminate the stale one, or check CloudTrail \
+         for who launched the other",
+        instances.join(", ")
+    )]
+    AmbiguousHeadNode {
+        cluster: String,
+        stack: String,
+        instances: Vec<String>,
+    },
+
     #[error("the head node {instance} of cluster '{cluster}' has no subnet/VPC in its description")]
     HeadNodeWithoutNetwork { cluster: String, instance: String },
 
@@ -100,8 +125,16 @@ pub fn default_user_for_os(os: &str) -> &'static str {
 
 const HEAD_NODE_STATES: &[&str] = &["pending", "running", "stopping", "stopped"];
 
-/// Finds the cluster's head node: one `DescribeInstances` by ParallelCluster's tags.
+/// The reserved tag CloudFormation puts on every resource of a stack; `aws:` tags cannot be
+/// written through `ec2:CreateTags`, so unlike ParallelCluster's own tags it cannot be forged.
+pub const TAG_STACK: &str = "aws:cloudformation:stack-name";
+
+/// Finds the cluster's head node: one `DescribeInstances` by ParallelCluster's tags, then only
+/// the instances its CloudFormation stack made (ParallelCluster 3 names the stack after the
+/// cluster, ParallelCluster 2 `parallelcluster-NAME`). Several such instances are refused, never
+/// picked from.
 pub async fn find_head_node(cloud: &dyn Cloud, cluster: &str) -> Result<HeadNode, ClusterError> {
+    let mut stack = cluster.to_string();
     let mut found = cloud
         .instances_by_tags(
             &[
@@ -113,6 +146,7 @@ pub async fn find_head_node(cloud: &dyn Cloud, cluster: &str) -> Result<HeadNode
         .await?;
     if found.is_empty() {
         // ParallelCluster 2 tagged its head node differently.
+        stack = format!("parallelcluster-{cluster}");
         found = cloud
             .instances_by_tags(
                 &[
@@ -123,14 +157,35 @@ pub async fn find_head_node(cloud: &dyn Cloud, cluster: &str) -> Result<HeadNode
             )
             .await?;
     }
-    // Prefer a running one if, oddly, there are several.
-    found.sort_by_key(|i| i.state != "running");
-    let Some(instance) = found.into_iter().next() else {
+    if found.is_empty() {
         return Err(ClusterError::UnknownCluster {
             cluster: cluster.into(),
             region: cloud.region().into(),
         });
+    }
+    let (mut proven, unproven): (Vec<Instance>, Vec<Instance>) = found
+        .into_iter()
+        .partition(|i| i.tag(TAG_STACK) == Some(stack.as_str()));
+    if proven.len() > 1 {
+        return Err(ClusterError::AmbiguousHeadNode {
+            cluster: cluster.into(),
+            stack,
+            instances: proven.into_iter().map(|i| i.id).collect(),
+        });
+    }
+    let Some(instance) = proven.pop() else {
+        return Err(ClusterError::HeadNodeUnproven {
+            cluster: cluster.into(),
+            stack,
+            instances: unproven.into_iter().map(|i| i.id).collect(),
+        });
     };
+    for i in &unproven {
+        tracing::warn!(
+            "ignoring {}: it carries the head node tags of cluster '{cluster}' but not {TAG_STACK}={stack}",
+            i.id
+        );
+    }
     if instance.state != "running" && instance.state != "pending" {
         return Err(ClusterError::HeadNodeNotRunning {
             cluster: cluster.into(),
@@ -306,6 +361,7 @@ mod tests {
         let sg = |rules| SecurityGroup {
             id: "sg-h".into(),
             name: "h".into(),
+            description: None,
             vpc_id: None,
             ingress: rules,
             tags: vec![],

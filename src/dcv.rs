@@ -1,6 +1,6 @@
 //! The one-time DCV URL: what `pcluster dcv-connect` does (FACTS section 2), rewritten for a
 //! tunnel. Runs the head node's `pcluster_dcv_connect.sh`, parses its one line, maps its failures
-//! to advice, and builds `https://localhost:<local port>?authToken=<token>#<session id>`.
+//! to advice, and builds `https://127.0.0.1:<local port>?authToken=<token>#<session id>` (the address the tunnel listens on).
 
 use std::fmt;
 use std::time::Duration;
@@ -146,7 +146,7 @@ impl DcvUrl {
     pub fn head_node(local_port: u16, s: &DcvSession) -> DcvUrl {
         DcvUrl {
             url: format!(
-                "https://localhost:{local_port}?authToken={}#{}",
+                "https://127.0.0.1:{local_port}?authToken={}#{}",
                 s.token, s.session_id
             ),
             local_port,
@@ -158,7 +158,7 @@ impl DcvUrl {
     /// The proxy's own desktop: no token, the SSH tunnel is the authentication.
     pub fn proxy(local_port: u16) -> DcvUrl {
         DcvUrl {
-            url: format!("https://localhost:{local_port}/#{PROXY_SESSION}"),
+            url: format!("https://127.0.0.1:{local_port}/#{PROXY_SESSION}"),
             local_port,
             session_id: PROXY_SESSION.into(),
             expires_in_s: 0,
@@ -230,8 +230,8 @@ mod tests {
         };
         assert_eq!(
             DcvUrl::head_node(4000, &s).url,
-            "https://localhost:4000?authToken=T1#S1"
+            "https://127.0.0.1:4000?authToken=T1#S1"
         );
-        assert_eq!(DcvUrl::proxy(4001).url, "https://localhost:4001/#bastion");
+        assert_eq!(DcvUrl::proxy(4001).url, "https://127.0.0.1:4001/#bastion");
     }
 }

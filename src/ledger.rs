@@ -2,7 +2,6 @@
 //! creation and before the next call. Teardown walks it in reverse. It owns the on-disk format
 //! only; it never calls AWS.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -175,15 +174,8 @@ impl Ledger {
             path: self.path.clone(),
             source,
         };
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(err)?;
-        let tmp = self.path.with_extension("json.tmp");
         let text = serde_json::to_vec_pretty(&self.data).map_err(|e| err(e.into()))?;
-        let mut f = std::fs::File::create(&tmp).map_err(err)?;
-        f.write_all(&text).map_err(err)?;
-        f.sync_all().map_err(err)?;
-        std::fs::rename(&tmp, &self.path).map_err(err)?;
-        Ok(())
+        crate::state::write_file_atomic(&self.path, &text, 0o600).map_err(err)
     }
 
     /// Removes the ledger file (after a complete teardown).

@@ -14,6 +14,7 @@ pub mod logging;
 pub mod plan;
 pub mod policy;
 pub mod provision;
+pub mod proxy;
 pub mod route;
 pub mod ssh;
 pub mod state;
@@ -123,6 +124,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => commands::status::run(&ctx, args).await,
         Command::Connect(args) => commands::connect::run(&ctx, args).await,
         Command::SshConfig(args) => commands::ssh_config::run(&ctx, args).await,
+        Command::Forget(args) => commands::forget::run(&ctx, args).await,
         Command::Doctor(args) => commands::doctor::run(&ctx, args).await,
     };
     ctx.progress.finish();

@@ -281,6 +281,7 @@ pub async fn plan(ctx: &Context, args: &UpArgs, head: &HeadNode) -> anyhow::Resu
         allow_cidrs: allow.iter().map(|n| n.to_string()).collect(),
         idle_stop_minutes: args.idle_stop,
         dcv: !args.no_dcv,
+        pcluster_policy: !args.no_pcluster_policy,
         head_node_group,
         head_node_ports,
         key_pair: names.key_pair.clone(),

@@ -6,6 +6,12 @@ use serde_json::Value;
 const PCLUSTER_USER: &str = include_str!("../policies/pcluster-user.json");
 const DCV_LICENSE: &str = include_str!("../policies/dcv-license.json");
 const EC2_TRUST: &str = include_str!("../policies/ec2-trust.json");
+const PROXY_TAGS: &str = include_str!("../policies/proxy-tags.json");
+
+/// IAM policy variables a document may keep: IAM fills them in per request. Every other `${...}`
+/// is a placeholder of ours and must be rendered. `ec2:InstanceID` is documented for EC2's
+/// instance resource, and IAM takes any single-valued condition key as a variable.
+const IAM_VARIABLES: &[&str] = &["${ec2:InstanceID}"];
 
 /// IAM's limit for one managed policy, counted without white space.
 pub const MANAGED_POLICY_LIMIT: usize = 6_144;
@@ -61,8 +67,14 @@ fn render(name: &'static str, template: &str, t: &Target) -> Result<String, Poli
         .replace("${ACCOUNT}", t.account)
         .replace("${REGION}", t.region)
         .replace("${EC2_PRINCIPAL}", t.ec2_principal());
-    if text.contains("${") {
-        return Err(PolicyError::Placeholder { name });
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find("${") {
+        let tail = &rest[start..];
+        let end = tail.find('}').map(|e| e + 1).unwrap_or(tail.len());
+        if !IAM_VARIABLES.contains(&&tail[..end]) {
+            return Err(PolicyError::Placeholder { name });
+        }
+        rest = &tail[end..];
     }
     let value: Value =
         serde_json::from_str(&text).map_err(|source| PolicyError::Invalid { name, source })?;
@@ -74,22 +86,50 @@ pub fn trust_policy(t: &Target) -> Result<String, PolicyError> {
     render("ec2-trust", EC2_TRUST, t)
 }
 
-pub fn inline_policies(t: &Target) -> Result<Vec<InlinePolicy>, PolicyError> {
-    Ok(vec![
-        InlinePolicy {
+/// The proxy role's inline policies. `proxy-tags` always: the bootstrap tags its own instance
+/// (state, host key), and nothing else may get a `bastion:` tag from this role, so root on the
+/// proxy cannot forge bastion's tags on another instance. `pcluster-user` unless `pcluster` is
+/// false (`up --no-pcluster-policy`, an SSH-only proxy).
+pub fn inline_policies(t: &Target, pcluster: bool) -> Result<Vec<InlinePolicy>, PolicyError> {
+    let mut policies = vec![InlinePolicy {
+        name: "proxy-tags",
+        document: render("proxy-tags", PROXY_TAGS, t)?,
+    }];
+    if pcluster {
+        policies.push(InlinePolicy {
             name: "pcluster-user",
             document: render("pcluster-user", PCLUSTER_USER, t)?,
-        },
-        InlinePolicy {
-            name: "dcv-license",
-            document: render("dcv-license", DCV_LICENSE, t)?,
-        },
-    ])
+        });
+    }
+    policies.push(InlinePolicy {
+        name: "dcv-license",
+        document: render("dcv-license", DCV_LICENSE, t)?,
+    });
+    Ok(policies)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unrendered_placeholder_is_refused_but_iam_variables_are_kept() {
+        let t = Target {
+            partition: "aws",
+            account: "1",
+            region: "r",
+        };
+        assert!(matches!(
+            render("x", r#"{"a":"${ACCOUNTS}"}"#, &t),
+            Err(PolicyError::Placeholder { .. })
+        ));
+        assert!(matches!(
+            render("x", r#"{"a":"${aws:username}"}"#, &t),
+            Err(PolicyError::Placeholder { .. })
+        ));
+        let ok = render("x", r#"{"a":"${ACCOUNT}/${ec2:InstanceID}"}"#, &t).unwrap();
+        assert_eq!(ok, r#"{"a":"1/${ec2:InstanceID}"}"#);
+    }
 
     #[test]
     fn every_partition_renders_within_iam_limits() {
@@ -103,7 +143,8 @@ mod tests {
                 account: "123456789012",
                 region,
             };
-            let policies = inline_policies(&t).unwrap();
+            assert_eq!(inline_policies(&t, false).unwrap().len(), 2);
+            let policies = inline_policies(&t, true).unwrap();
             let total: usize = policies.iter().map(|p| p.document.len()).sum();
             assert!(total <= ROLE_INLINE_LIMIT, "{partition}: {total}");
             for p in &policies {
@@ -115,7 +156,12 @@ mod tests {
                 );
                 assert!(!p.document.contains("arn:aws:") || partition == "aws");
             }
-            let dcv = &policies[1].document;
+            let dcv = &policies[2].document;
+            let tags = &policies[0].document;
+            assert!(
+                tags.contains("*:${ec2:InstanceID}"),
+                "the policy variable is kept for IAM: {tags}"
+            );
             assert!(dcv.contains(&format!("dcv-license.{region}/*")));
             let trust = trust_policy(&t).unwrap();
             assert!(trust.contains(t.ec2_principal()));

@@ -41,6 +41,8 @@ pub struct Plan {
     pub allow_cidrs: Vec<String>,
     pub idle_stop_minutes: u32,
     pub dcv: bool,
+    /// The ParallelCluster user policy on the proxy's role (off: `up --no-pcluster-policy`).
+    pub pcluster_policy: bool,
     /// The head node group that gets a rule, and for which ports (empty: already admitted).
     pub head_node_group: Option<String>,
     pub head_node_ports: Vec<i32>,
@@ -123,10 +125,7 @@ pub async fn create(
     let sg = cloud
         .create_security_group(
             &names.security_group,
-            &format!(
-                "bastion proxy for ParallelCluster cluster {}: SSH from allowed CIDRs only",
-                plan.cluster
-            ),
+            &names.security_group_description,
             &plan.vpc_id,
             &tags(&names.security_group),
         )
@@ -197,7 +196,7 @@ pub async fn create(
     ledger.record(Resource::Role {
         name: names.role.clone(),
     })?;
-    for p in policy::inline_policies(&target)? {
+    for p in policy::inline_policies(&target, plan.pcluster_policy)? {
         cloud
             .put_role_policy(&names.role, p.name, &p.document)
             .await?;

@@ -5,20 +5,24 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::Context;
-use crate::aws::{Instance, TAG_HOST_KEY, TAG_OS, TAG_STATE};
+use crate::aws::{Instance, TAG_OS, TAG_STATE};
 use crate::cluster::{HeadNode, find_head_node};
-use crate::commands::up::{ensure_running, existing_bastion};
+use crate::proxy::{self, Expected, Lookalike};
 use crate::ssh::client::{Credentials, Target, Trust};
-use crate::ssh::known_hosts::{self, HostKeyError};
 use crate::userdata::ProxyOs;
 use crate::wait::{Goal, wait_for};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
     #[error(
-        "cluster '{cluster}' has no bastion in {region}. Create one with `bastion up --cluster {cluster}`"
+        "cluster '{cluster}' has no bastion in {region}. Create one with `bastion up --cluster {cluster}`{}",
+        lookalikes_note(lookalikes)
     )]
-    NoBastion { cluster: String, region: String },
+    NoBastion {
+        cluster: String,
+        region: String,
+        lookalikes: Vec<Lookalike>,
+    },
     #[error(
         "the proxy {instance} has no public IP address; pass --bastion-address (a VPN address, a DNS name, its private IP)"
     )]
@@ -59,6 +63,19 @@ pub struct Route {
     pub known_hosts: PathBuf,
 }
 
+fn lookalikes_note(lookalikes: &[Lookalike]) -> String {
+    if lookalikes.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = lookalikes.iter().map(|l| format!("\n  {l}")).collect();
+    format!(
+        ".\nThese instances carry its bastion:cluster tag but are not the proxy bastion made, so \
+         bastion neither connects to them nor starts them (someone with ec2:CreateTags may have \
+         tagged them; check CloudTrail):{}",
+        list.concat()
+    )
+}
+
 pub fn known_hosts_file(ctx: &Context) -> PathBuf {
     ctx.state_root.join("known_hosts")
 }
@@ -67,15 +84,21 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
     let cloud = ctx.cloud.as_ref();
     let progress = &ctx.progress;
     progress.phase(format!("finding the bastion of cluster {cluster}"));
-    let Some(mut proxy) = existing_bastion(cloud, cluster).await? else {
+    let dir = ctx.bastion_dir(cluster).await?;
+    let account = ctx.identity().await?.account.clone();
+    let expected = Expected::new(cluster, cloud.region(), &account, Some(&dir));
+    let search = proxy::find(cloud, &expected).await?;
+    search.warn_lookalikes();
+    let Some(mut proxy) = search.proxy else {
         return Err(RouteError::NoBastion {
             cluster: cluster.into(),
             region: cloud.region().into(),
+            lookalikes: search.lookalikes,
         }
         .into());
     };
     if opts.start && proxy.state != "running" {
-        proxy = ensure_running(cloud, proxy, opts.timeout, progress)
+        proxy = proxy::ensure_running(cloud, proxy, opts.timeout, progress)
             .await?
             .0;
     }
@@ -91,18 +114,12 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
         }
         _ => {}
     }
-    let host_key = proxy
-        .tag(TAG_HOST_KEY)
-        .and_then(known_hosts::parse_public_key)
-        .ok_or_else(|| HostKeyError::ProxyUnpublished {
-            instance: proxy.id.clone(),
-        })?;
+    let host_key = proxy::host_key(&proxy)?;
     let (proxy_address, proxy_port) = match (&opts.args.bastion_address, &proxy.public_ip) {
         (Some(a), _) => split_address(a),
         (None, Some(ip)) => (ip.clone(), 22),
         (None, None) => return Err(RouteError::NoAddress { instance: proxy.id }.into()),
     };
-    let dir = ctx.bastion_dir(cluster).await?;
     let proxy_key_file = dir.private_key();
     if !proxy_key_file.exists() {
         return Err(RouteError::NoProxyKey {
@@ -171,6 +188,7 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
             trust: Trust::Pin {
                 file: known_hosts.clone(),
                 alias: head.instance.id.clone(),
+                cluster: cluster.into(),
             },
             credentials: head_credentials,
         },

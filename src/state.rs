@@ -122,6 +122,8 @@ pub struct Names {
     pub role: String,
     pub instance_profile: String,
     pub instance: String,
+    /// The security group's description: together with its name, what only bastion writes.
+    pub security_group_description: String,
 }
 
 impl Names {
@@ -134,6 +136,9 @@ impl Names {
             role: global.clone(),
             instance_profile: global,
             instance: regional,
+            security_group_description: format!(
+                "bastion proxy for ParallelCluster cluster {cluster}: SSH from allowed CIDRs only"
+            ),
         }
     }
 }
@@ -154,6 +159,38 @@ fn iam_name(full: &str) -> String {
         cut -= 1;
     }
     format!("{}{}", &full[..cut], suffix)
+}
+
+/// Replaces `path` with `contents` through a unique temporary file in the same directory (so
+/// concurrent writers never share one, and a crash leaves the old file whole). A symlink is
+/// followed: its target is replaced and the link stays a link. The file keeps its mode; a new
+/// one gets `new_mode`.
+pub fn write_file_atomic(path: &Path, contents: &[u8], new_mode: u32) -> std::io::Result<()> {
+    let target = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path)?,
+        _ => path.to_path_buf(),
+    };
+    let mode = match std::fs::metadata(&target) {
+        Ok(m) => m.permissions().mode() & 0o7777,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => new_mode,
+        Err(e) => return Err(e),
+    };
+    let dir = target.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    tmp.write_all(contents)?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(&target).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// A fresh ed25519 key pair: the private key written 0600 (OpenSSH format), the public key
@@ -219,6 +256,32 @@ mod tests {
         // A second generation replaces the first.
         let again = generate_key(&private, &public, "bastion:test").unwrap();
         assert_ne!(again, line);
+    }
+
+    #[test]
+    fn atomic_writes_keep_a_symlink_and_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("dotfiles-config");
+        std::fs::write(&real, "old\n").unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let link = dir.path().join("config");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        write_file_atomic(&link, b"new\n", 0o600).unwrap();
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(std::fs::read_to_string(&real).unwrap(), "new\n");
+        let mode = std::fs::metadata(&real).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        let fresh = dir.path().join("fresh");
+        write_file_atomic(&fresh, b"x", 0o600).unwrap();
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 3, "no temporary file is left behind");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::aws::{
     AwsError, AwsResult, Cloud, IAM_PATH, IamEntity, TAG_CLUSTER, Tag, or_missing, tag_value,
 };
 use crate::ledger::{Ledger, Resource};
+use crate::proxy::Expected;
 use crate::ui::Progress;
 
 /// The tag that names the `up` run that created a resource; `up` sweeps by it after a failure.
@@ -22,9 +23,15 @@ pub const TAG_REGION: &str = "bastion:region";
 pub struct Report {
     pub removed: Vec<String>,
     pub failed: Vec<String>,
+    /// Resources that carry bastion's tag but are not bastion's own: listed, never touched.
+    pub spared: Vec<String>,
 }
 
 impl Report {
+    fn spare(&mut self, what: String, why: &dyn std::fmt::Display) {
+        tracing::warn!("left alone {what}: it carries bastion's tag but {why}");
+        self.spared.push(format!("{what}: {why}"));
+    }
     fn ok(&mut self, what: String) {
         self.removed.push(what);
     }
@@ -50,6 +57,7 @@ impl Report {
     pub fn merge(&mut self, other: Report) {
         self.removed.extend(other.removed);
         self.failed.extend(other.failed);
+        self.spared.extend(other.spared);
     }
 }
 
@@ -216,30 +224,39 @@ impl Kinds {
     };
 }
 
-/// Finds and removes every bastion resource of the given kinds tagged `key=value` in the region:
-/// instances, rules bastion added to other groups, security groups, key pairs, instance profiles
-/// and roles under `/bastion/`. `key` is `bastion:cluster` (down) or `bastion:run` (a failed `up`).
+/// Finds what carries `key=value` and is bastion's own, and removes it. A tag alone proves
+/// nothing (anyone with `ec2:CreateTags` can write it): an instance must also be the proxy
+/// bastion made (its instance profile and key pair, see `proxy::Expected`), a security group
+/// must have bastion's name and description, a rule must sit on or name such a group, a key pair
+/// and an IAM entity must have bastion's names. Tagged resources that fail are listed in
+/// `Report::spared`, untouched.
 pub async fn sweep(
     cloud: &dyn Cloud,
     key: &str,
     value: &str,
+    owner: &Expected,
     kinds: Kinds,
     progress: &Progress,
 ) -> anyhow::Result<Report> {
     let mut report = Report::default();
     let region = cloud.region().to_string();
+    let names = &owner.names;
     progress.phase(format!("looking for resources tagged {key}={value}"));
 
     let live = ["pending", "running", "stopping", "stopped", "shutting-down"];
-    let instances = if kinds.instances {
+    let found = if kinds.instances {
         cloud.instances_by_tags(&[(key, value)], &live).await?
     } else {
         Vec::new()
     };
-    for i in &instances {
-        if i.tag(TAG_CLUSTER).is_none() {
-            continue;
+    let mut instances = Vec::new();
+    for i in found {
+        match owner.disqualify(&i) {
+            None => instances.push(i),
+            Some(why) => report.spare(format!("instance {}", i.id), &why),
         }
+    }
+    for i in &instances {
         let what = format!("instance {}", i.id);
         progress.phase(format!("terminating {what}"));
         match done_if_missing(cloud.terminate_instance(&i.id).await) {
@@ -248,9 +265,6 @@ pub async fn sweep(
         }
     }
     for i in &instances {
-        if i.tag(TAG_CLUSTER).is_none() {
-            continue;
-        }
         let what = format!("instance {}", i.id);
         progress.phase(format!("waiting for {what} to terminate"));
         report.settle(
@@ -260,6 +274,30 @@ pub async fn sweep(
         );
     }
 
+    let tagged_groups = if kinds.groups || kinds.rules {
+        cloud.security_groups_by_tag(key, value).await?
+    } else {
+        Vec::new()
+    };
+    let mut groups = Vec::new();
+    for g in tagged_groups {
+        let ours = tag_value(&g.tags, TAG_CLUSTER) == Some(owner.cluster.as_str())
+            && g.name == names.security_group
+            && g.description.as_deref() == Some(names.security_group_description.as_str());
+        if ours {
+            groups.push(g);
+        } else {
+            report.spare(
+                format!("security group {}", g.id),
+                &format!(
+                    "not named {} with bastion's description",
+                    names.security_group
+                ),
+            );
+        }
+    }
+    let ours = |id: &str| groups.iter().any(|g| g.id == id);
+
     let rules = if kinds.rules {
         cloud.rules_by_tag(key, value).await?
     } else {
@@ -267,6 +305,14 @@ pub async fn sweep(
     };
     for rule in rules {
         let what = format!("ingress rule {} on {}", rule.rule_id, rule.group_id);
+        // The proxy's own group goes whole below; a rule elsewhere must admit that group.
+        if ours(&rule.group_id) {
+            continue;
+        }
+        if !rule.referenced_group.as_deref().is_some_and(ours) {
+            report.spare(what, &"it does not admit bastion's security group");
+            continue;
+        }
         report.settle(
             progress,
             what,
@@ -278,18 +324,12 @@ pub async fn sweep(
         );
     }
 
-    let groups = if kinds.groups {
-        cloud.security_groups_by_tag(key, value).await?
-    } else {
-        Vec::new()
-    };
-    for g in groups {
-        if tag_value(&g.tags, TAG_CLUSTER).is_none() {
-            continue;
+    if kinds.groups {
+        for g in &groups {
+            let what = format!("security group {}", g.id);
+            progress.phase(format!("removing {what}"));
+            report.settle(progress, what, delete_group(cloud, &g.id).await);
         }
-        let what = format!("security group {}", g.id);
-        progress.phase(format!("removing {what}"));
-        report.settle(progress, what, delete_group(cloud, &g.id).await);
     }
 
     let key_pairs = if kinds.key_pairs {
@@ -298,10 +338,13 @@ pub async fn sweep(
         Vec::new()
     };
     for k in key_pairs {
-        if tag_value(&k.tags, TAG_CLUSTER).is_none() {
+        let what = format!("key pair {}", k.name);
+        if tag_value(&k.tags, TAG_CLUSTER) != Some(owner.cluster.as_str())
+            || k.name != names.key_pair
+        {
+            report.spare(what, &format!("not named {}", names.key_pair));
             continue;
         }
-        let what = format!("key pair {}", k.name);
         report.settle(
             progress,
             what,
@@ -317,6 +360,10 @@ pub async fn sweep(
             continue;
         }
         let what = format!("instance profile {}", p.name);
+        if p.name != names.instance_profile {
+            report.spare(what, &format!("not named {}", names.instance_profile));
+            continue;
+        }
         report.settle(progress, what, delete_profile(cloud, &p.name).await);
     }
 
@@ -325,6 +372,10 @@ pub async fn sweep(
             continue;
         }
         let what = format!("IAM role {}", r.name);
+        if r.name != names.role {
+            report.spare(what, &format!("not named {}", names.role));
+            continue;
+        }
         report.settle(progress, what, delete_role(cloud, &r.name).await);
     }
     Ok(report)

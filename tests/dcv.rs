@@ -185,6 +185,11 @@ async fn the_one_time_url_works_once_and_enter_mints_a_fresh_one() {
         .set_head_scripts(&[("pcluster_dcv_connect.sh", &dcv_script(&token_file))]);
     let head_ip = w.lab.head_ip.clone();
     start_dcv_server(&mut w, "head", &head_ip, true);
+    // The proxy forwards nothing but SSH to the head node: DCV must travel inside the head
+    // node's own session, where root on the proxy cannot read it.
+    w.lab
+        .add_sshd_config("proxy", &format!("PermitOpen {head_ip}:22"));
+    w.lab.start_sshd("proxy");
 
     let (mut child, out) = start_dcv(&w, &[]);
     let first = next_url(&out, &mut child);
@@ -192,10 +197,16 @@ async fn the_one_time_url_works_once_and_enter_mints_a_fresh_one() {
     assert_eq!(first["expires_in_s"], 30);
     let port = first["local_port"].as_u64().unwrap();
     let url = first["url"].as_str().unwrap().to_string();
+    // The URL names the very address the tunnel listens on (not `localhost`, which another
+    // local user could bind on ::1 first).
     assert!(
-        url.starts_with(&format!("https://localhost:{port}?authToken="))
+        url.starts_with(&format!("https://127.0.0.1:{port}?authToken="))
             && url.ends_with(&format!("#{SESSION}")),
         "{url}"
+    );
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_err(),
+        "bastion holds 127.0.0.1:{port}"
     );
     assert_eq!(fetch(&url).await, 200, "the URL works through the tunnel");
     assert_eq!(fetch(&url).await, 403, "a used token is refused");

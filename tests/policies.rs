@@ -23,7 +23,7 @@ fn documents_are_valid_json_within_iam_limits() {
             account: "123456789012",
             region,
         };
-        let policies = inline_policies(&t).unwrap();
+        let policies = inline_policies(&t, true).unwrap();
         let mut total = 0;
         for p in &policies {
             let v: serde_json::Value = serde_json::from_str(&p.document).unwrap();
@@ -105,7 +105,7 @@ fn identity_policies_are_clean_under_parliament() {
             account: "123456789012",
             region,
         };
-        for p in inline_policies(&t).unwrap() {
+        for p in inline_policies(&t, true).unwrap() {
             std::fs::write(
                 dir.path().join(format!("{partition}-{}.json", p.name)),
                 &p.document,

@@ -84,6 +84,8 @@ pub struct Instance {
     pub launch_time: Option<String>,
     pub security_group_ids: Vec<String>,
     pub key_name: Option<String>,
+    /// The ARN of the instance profile it runs with.
+    pub instance_profile_arn: Option<String>,
     pub tags: Vec<Tag>,
 }
 
@@ -147,6 +149,7 @@ impl IngressRule {
 pub struct SecurityGroup {
     pub id: String,
     pub name: String,
+    pub description: Option<String>,
     pub vpc_id: Option<String>,
     pub ingress: Vec<IngressRule>,
     pub tags: Vec<Tag>,
@@ -157,6 +160,8 @@ pub struct SecurityGroup {
 pub struct TaggedRule {
     pub rule_id: String,
     pub group_id: String,
+    /// The group the rule admits traffic from, when it names a group.
+    pub referenced_group: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -173,6 +173,10 @@ fn to_instance(i: &ec2t::Instance) -> Instance {
             ids
         },
         key_name: i.key_name().map(str::to_string),
+        instance_profile_arn: i
+            .iam_instance_profile()
+            .and_then(|p| p.arn())
+            .map(str::to_string),
         tags: from_ec2_tags(i.tags()),
     }
 }
@@ -209,6 +213,7 @@ fn to_security_group(g: &ec2t::SecurityGroup) -> SecurityGroup {
     SecurityGroup {
         id: g.group_id().unwrap_or_default().to_string(),
         name: g.group_name().unwrap_or_default().to_string(),
+        description: g.description().map(str::to_string),
         vpc_id: g.vpc_id().map(str::to_string),
         ingress,
         tags: from_ec2_tags(g.tags()),
@@ -426,6 +431,10 @@ impl Cloud for SdkCloud {
                 Some(TaggedRule {
                     rule_id: r.security_group_rule_id()?.to_string(),
                     group_id: r.group_id()?.to_string(),
+                    referenced_group: r
+                        .referenced_group_info()
+                        .and_then(|g| g.group_id())
+                        .map(str::to_string),
                 })
             })
             .collect())

@@ -1,6 +1,12 @@
 //! `bastion connect --dcv`: the head node's DCV session in the browser, through a tunnel that
 //! listens before the one-time URL is shown; `--desktop`: the proxy's own DCV desktop (bound to
 //! its loopback, never open in any security group). Both stay up until Ctrl-C.
+//!
+//! The head node's DCV port is reached inside the head node's own SSH session (a direct-tcpip
+//! channel of the inner, end-to-end session, as `-L` does), never from the proxy: DCV's TLS
+//! certificate is self-signed, so root on the proxy could otherwise sit between the browser and
+//! DCV and take the token. The browser is opened on a local file (mode 0600) that redirects to
+//! the URL, so the token never stands on a command line that other local users can read.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -29,11 +35,58 @@ pub enum DesktopError {
         "installing the proxy's desktop failed (bastion:desktop=failed). The end of its log:\n{log}"
     )]
     Failed { log: String },
-    #[error("cannot listen on 127.0.0.1:{port}: {reason}; pick another --local-port")]
+    #[error("cannot listen on {LOOPBACK}:{port}: {reason}; pick another --local-port")]
     Listen { port: u16, reason: String },
 }
 
-fn show(ctx: &Context, url: &DcvUrl, open_browser: bool) {
+/// The address every local end of a DCV tunnel listens on, and the one its URL names: the URL
+/// must name the very socket bastion holds, or another local user could bind the other loopback
+/// (`localhost` may resolve to `::1` first) and receive the token.
+const LOOPBACK: &str = "127.0.0.1";
+
+/// The local page that sends the browser to a URL with a token: a file only the user can read,
+/// so the token is never an argument of the browser's command line (which `/proc` shows to every
+/// local user). Removed when the tunnel ends.
+struct BrowserPage {
+    dir: Option<tempfile::TempDir>,
+}
+
+impl BrowserPage {
+    fn new(ctx: &Context) -> BrowserPage {
+        let dir = std::fs::create_dir_all(&ctx.state_root)
+            .and_then(|_| {
+                tempfile::Builder::new()
+                    .prefix(".dcv-")
+                    .tempdir_in(&ctx.state_root)
+            })
+            .map_err(|e| tracing::warn!("cannot make a private page for the browser: {e}"))
+            .ok();
+        BrowserPage { dir }
+    }
+
+    /// Writes the redirect page (0600, in a 0700 directory) and returns its `file://` URL.
+    fn write(&self, url: &str) -> std::io::Result<String> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self
+            .dir
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("no private directory"))?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
+        let file = dir.path().join("open.html");
+        // The URL is ours (host, port, and a token and id checked by dcv.rs to be word
+        // characters), so it needs no escaping beyond what a URL cannot contain anyway.
+        let html = format!(
+            "<!doctype html><meta charset=\"utf-8\"><meta name=\"referrer\" content=\"no-referrer\">\
+             <meta http-equiv=\"refresh\" content=\"0;url={url}\"><title>bastion: DCV</title>\
+             <script>location.replace({json})</script>",
+            json = serde_json::to_string(url).unwrap_or_default()
+        );
+        crate::state::write_file_atomic(&file, html.as_bytes(), 0o600)?;
+        Ok(format!("file://{}", file.display()))
+    }
+}
+
+fn show(ctx: &Context, page: &BrowserPage, url: &DcvUrl, open_browser: bool) {
     if ctx.opts.output == OutputFormat::Json {
         // One object per line: a fresh URL later is one more line.
         if let Ok(line) = serde_json::to_string(url) {
@@ -41,9 +94,15 @@ fn show(ctx: &Context, url: &DcvUrl, open_browser: bool) {
         }
         return;
     }
-    if open_browser && webbrowser::open(&url.url).is_ok() {
-        eprintln!("bastion: opened the DCV session in your browser");
-        return;
+    if open_browser {
+        match page.write(&url.url) {
+            Ok(local) if webbrowser::open(&local).is_ok() => {
+                eprintln!("bastion: opened the DCV session in your browser");
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("cannot write the page for the browser: {e}"),
+        }
     }
     println!("{url}");
 }
@@ -77,7 +136,7 @@ async fn listen_then_connect(
 
 async fn listen(port: Option<u16>) -> anyhow::Result<tokio::net::TcpListener> {
     let port = port.unwrap_or(0);
-    tokio::net::TcpListener::bind(("127.0.0.1", port))
+    tokio::net::TcpListener::bind((LOOPBACK, port))
         .await
         .map_err(|e| {
             DesktopError::Listen {
@@ -88,15 +147,15 @@ async fn listen(port: Option<u16>) -> anyhow::Result<tokio::net::TcpListener> {
         })
 }
 
-/// Checks that the proxy reaches `host:port` before a URL with a 30-second token is shown.
+/// Checks that `session` reaches `host:port` before a URL with a 30-second token is shown.
 async fn probe(
-    proxy: &russh::client::Handle<Verifier>,
+    session: &russh::client::Handle<Verifier>,
     host: &str,
     port: u16,
 ) -> Result<(), DcvError> {
     match tokio::time::timeout(
         Duration::from_secs(15),
-        proxy.channel_open_direct_tcpip(host, port as u32, "127.0.0.1", 0),
+        session.channel_open_direct_tcpip(host, port as u32, "127.0.0.1", 0),
     )
     .await
     {
@@ -122,7 +181,7 @@ async fn probe(
 async fn hold<F, Fut>(
     ctx: &Context,
     stats: &Stats,
-    proxy: &russh::client::Handle<Verifier>,
+    session: &russh::client::Handle<Verifier>,
     mut fresh: F,
 ) -> anyhow::Result<()>
 where
@@ -149,7 +208,7 @@ where
                 _ => stdin_open = false,
             },
             _ = tokio::time::sleep(Duration::from_secs(1)) => {
-                if proxy.is_closed() {
+                if session.is_closed() {
                     anyhow::bail!("the connection to the proxy dropped; the DCV tunnel is closed");
                 }
                 if status {
@@ -171,30 +230,38 @@ pub async fn run(ctx: &Context, args: &ConnectArgs, opts: RouteOptions) -> anyho
     let (listener, local_port, proxy) = listen_then_connect(ctx, args, &route).await?;
     ctx.progress
         .phase("connecting to the head node through the proxy");
-    let head = connect_via(&proxy, &route.head_target, &route.head_ip, 22).await?;
+    let head = Arc::new(connect_via(&proxy, &route.head_target, &route.head_ip, 22).await?);
     ctx.progress.phase("asking the head node for a DCV session");
     let user = route.head_target.user.clone();
     let first = dcv::request_session(&head, &user).await?;
-    probe(&proxy, &route.head_ip, first.port).await?;
+    // DCV as the head node itself reaches it: from inside its own session.
+    probe(&head, &route.head_ip, first.port).await?;
 
     // The tunnel listens before the URL is shown: the token lives 30 seconds.
     let stats = Stats::default();
     let fwd = Forward {
-        bind: "127.0.0.1".into(),
+        bind: LOOPBACK.into(),
         port: local_port,
         host: route.head_ip.clone(),
         host_port: first.port,
     };
-    tokio::spawn(forward::serve(proxy.clone(), listener, fwd, stats.clone()));
+    tokio::spawn(forward::serve(head.clone(), listener, fwd, stats.clone()));
     ctx.progress.finish();
     let open_browser = !args.show_url;
-    show(ctx, &DcvUrl::head_node(local_port, &first), open_browser);
+    let page = BrowserPage::new(ctx);
+    show(
+        ctx,
+        &page,
+        &DcvUrl::head_node(local_port, &first),
+        open_browser,
+    );
 
-    let head = &head;
+    let head_session = &head;
     let user = &user;
-    hold(ctx, &stats, &proxy, || async move {
-        let s = dcv::request_session(head, user).await?;
-        show(ctx, &DcvUrl::head_node(local_port, &s), open_browser);
+    let page = &page;
+    hold(ctx, &stats, &head, || async move {
+        let s = dcv::request_session(head_session, user).await?;
+        show(ctx, page, &DcvUrl::head_node(local_port, &s), open_browser);
         Ok(())
     })
     .await
@@ -239,7 +306,7 @@ async fn desktop(ctx: &Context, args: &ConnectArgs, route: &Route) -> anyhow::Re
     probe(&proxy, "127.0.0.1", dcv::PROXY_DCV_PORT).await?;
     let stats = Stats::default();
     let fwd = Forward {
-        bind: "127.0.0.1".into(),
+        bind: LOOPBACK.into(),
         port: local_port,
         host: "127.0.0.1".into(),
         host_port: dcv::PROXY_DCV_PORT,
@@ -247,9 +314,10 @@ async fn desktop(ctx: &Context, args: &ConnectArgs, route: &Route) -> anyhow::Re
     tokio::spawn(forward::serve(proxy.clone(), listener, fwd, stats.clone()));
     ctx.progress.finish();
     let url = DcvUrl::proxy(local_port);
-    show(ctx, &url, !args.show_url);
+    let page = BrowserPage::new(ctx);
+    show(ctx, &page, &url, !args.show_url);
     hold(ctx, &stats, &proxy, || async {
-        show(ctx, &url, false);
+        show(ctx, &page, &url, false);
         Ok(())
     })
     .await

@@ -11,6 +11,7 @@ use crate::aws::{Cloud, EndpointSpec, Source, Tag};
 use crate::cli::{DoctorArgs, OutputFormat};
 use crate::cluster::{find_head_node, route_table_of};
 use crate::doctor::{self, BastionFacts, Check, Facts, Status};
+use crate::proxy::{self, Expected};
 use crate::ui::emit;
 
 pub const TAG_DOCTOR: &str = "bastion:doctor";
@@ -106,8 +107,18 @@ async fn gather(ctx: &Context, args: &DoctorArgs) -> anyhow::Result<Facts> {
     let endpoint_groups = cloud.security_groups(&group_ids).await?;
 
     let mut bastion = None;
-    if let Some(cluster) = &args.cluster
-        && let Some(proxy) = crate::commands::up::existing_bastion(cloud, cluster).await?
+    let proxy = match &args.cluster {
+        Some(cluster) => {
+            let dir = ctx.bastion_dir(cluster).await?;
+            let account = ctx.identity().await?.account.clone();
+            let expected = Expected::new(cluster, cloud.region(), &account, Some(&dir));
+            let search = proxy::find(cloud, &expected).await?;
+            search.warn_lookalikes();
+            search.proxy
+        }
+        None => None,
+    };
+    if let Some(proxy) = proxy
         && let (Some(group), Some(psubnet)) =
             (proxy.security_group_ids.first(), proxy.subnet_id.as_deref())
         && let (Some(g), Some(s)) = (

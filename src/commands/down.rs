@@ -9,6 +9,7 @@ use crate::Context;
 use crate::aws::TAG_CLUSTER;
 use crate::cli::DownArgs;
 use crate::ledger::Ledger;
+use crate::proxy::Expected;
 use crate::state::StateError;
 use crate::teardown::{self, Report};
 use crate::ui::emit;
@@ -19,23 +20,36 @@ pub struct DownResult {
     pub region: String,
     pub removed: Vec<String>,
     pub failed: Vec<String>,
+    /// Tagged `bastion:cluster=NAME` but not made by bastion: listed, left untouched.
+    pub spared: Vec<String>,
 }
 
 impl fmt::Display for DownResult {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.removed.is_empty() && self.failed.is_empty() {
-            return write!(
+            write!(
                 f,
                 "no bastion for cluster {} in {}: nothing to remove",
                 self.cluster, self.region
-            );
+            )?;
+        } else {
+            write!(f, "bastion of cluster {} ({}):", self.cluster, self.region)?;
+            for r in &self.removed {
+                write!(f, "\n  removed {r}")?;
+            }
+            for r in &self.failed {
+                write!(f, "\n  NOT removed {r}")?;
+            }
         }
-        write!(f, "bastion of cluster {} ({}):", self.cluster, self.region)?;
-        for r in &self.removed {
-            write!(f, "\n  removed {r}")?;
-        }
-        for r in &self.failed {
-            write!(f, "\n  NOT removed {r}")?;
+        if !self.spared.is_empty() {
+            write!(
+                f,
+                "\nleft alone (tagged bastion:cluster={} but not made by bastion; check CloudTrail for who tagged them):",
+                self.cluster
+            )?;
+            for r in &self.spared {
+                write!(f, "\n  {r}")?;
+            }
         }
         Ok(())
     }
@@ -79,11 +93,16 @@ pub async fn run(ctx: &Context, args: DownArgs) -> anyhow::Result<()> {
             ledger.remove()?;
         }
     }
+    // Whatever the ledger said, the sweep takes any proxy bastion made for the cluster (one
+    // made from another machine too), and nothing that only carries the tag.
+    let account = ctx.identity().await?.account.clone();
+    let owner = Expected::new(&args.cluster, cloud.region(), &account, None);
     report.merge(
         teardown::sweep(
             cloud,
             TAG_CLUSTER,
             &args.cluster,
+            &owner,
             teardown::Kinds::ALL,
             progress,
         )
@@ -126,6 +145,7 @@ pub async fn run(ctx: &Context, args: DownArgs) -> anyhow::Result<()> {
             region: cloud.region().to_string(),
             removed: report.removed,
             failed: report.failed,
+            spared: report.spared,
         },
     )?;
     if failed > 0 {

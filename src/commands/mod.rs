@@ -4,6 +4,7 @@ pub mod connect;
 pub mod dcv;
 pub mod doctor;
 pub mod down;
+pub mod forget;
 pub mod ssh_config;
 pub mod status;
 pub mod up;

@@ -120,9 +120,8 @@ fn ensure_include(dir: &Path) -> std::io::Result<PathBuf> {
         return Ok(main);
     }
     let updated = format!("# added by bastion (bastion ssh-config --install)\n{line}\n\n{current}");
-    let tmp = main.with_extension("bastion-tmp");
-    std::fs::write(&tmp, updated)?;
-    std::fs::rename(&tmp, &main)?;
+    // A symlinked ~/.ssh/config (a dotfiles repo) stays a link, and its mode stays.
+    crate::state::write_file_atomic(&main, updated.as_bytes(), 0o600)?;
     Ok(main)
 }
 
@@ -140,10 +139,7 @@ pub async fn run(ctx: &Context, args: SshConfigArgs) -> anyhow::Result<()> {
     let config = render(&route, args.route.identity.as_deref());
     let (installed, include_in) = if args.install {
         let file = installed_file(ctx, &args.cluster);
-        if let Some(dir) = file.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::write(&file, &config)?;
+        crate::state::write_file_atomic(&file, config.as_bytes(), 0o600)?;
         let main = ensure_include(&installed_dir(ctx))?;
         (
             Some(file.display().to_string()),

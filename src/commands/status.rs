@@ -1,4 +1,6 @@
-//! `bastion status`: the bastions in the region, from their instances' tags. Reads only.
+//! `bastion status`: the bastions in the region, from their instances' tags, each checked to be
+//! the proxy bastion made (`proxy::Expected`); tagged instances that fail are listed apart as
+//! look-alikes. Reads only.
 
 use std::fmt;
 
@@ -6,7 +8,8 @@ use serde::Serialize;
 
 use crate::Context;
 use crate::aws::{TAG_CLUSTER, TAG_DESKTOP, TAG_STATE};
-use crate::cli::StatusArgs;
+use crate::cli::{StatusArgs, parse_cluster_name};
+use crate::proxy::{Expected, Lookalike, Search};
 use crate::ui::emit;
 
 #[derive(Debug, Serialize)]
@@ -25,10 +28,28 @@ pub struct BastionRow {
 pub struct StatusResult {
     pub region: String,
     pub bastions: Vec<BastionRow>,
+    /// Instances tagged `bastion:cluster` that are not a proxy bastion made.
+    pub lookalikes: Vec<Lookalike>,
 }
 
 impl fmt::Display for StatusResult {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.table(f)?;
+        if !self.lookalikes.is_empty() {
+            write!(
+                f,
+                "\nlook-alikes (tagged bastion:cluster but not made by bastion; never connected to or started):"
+            )?;
+            for l in &self.lookalikes {
+                write!(f, "\n  {l}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl StatusResult {
+    fn table(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.bastions.is_empty() {
             return write!(f, "no bastions in {}", self.region);
         }
@@ -91,7 +112,40 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
         .instances_by_tags(&[(TAG_CLUSTER, value)], &live)
         .await?;
     instances.sort_by(|a, b| (a.tag(TAG_CLUSTER), &a.id).cmp(&(b.tag(TAG_CLUSTER), &b.id)));
-    let bastions = instances
+    let account = ctx.identity().await?.account.clone();
+    let mut genuine = Vec::new();
+    let mut lookalikes = Vec::new();
+    let mut clusters: Vec<String> = instances
+        .iter()
+        .filter_map(|i| i.tag(TAG_CLUSTER).map(str::to_string))
+        .collect();
+    clusters.dedup();
+    for cluster in clusters {
+        let of_cluster: Vec<_> = instances
+            .iter()
+            .filter(|i| i.tag(TAG_CLUSTER) == Some(cluster.as_str()))
+            .cloned()
+            .collect();
+        // The tag's value is untrusted: only a cluster name gets near a path.
+        if parse_cluster_name(&cluster).is_err() {
+            lookalikes.extend(of_cluster.into_iter().map(|i| Lookalike {
+                instance: i.id,
+                reason: "its bastion:cluster tag is not a ParallelCluster cluster name".into(),
+            }));
+            continue;
+        }
+        let dir = ctx.bastion_dir(&cluster).await?;
+        let expected = Expected::new(&cluster, cloud.region(), &account, Some(&dir));
+        let search = Search::sort(&expected, of_cluster.clone());
+        // Every genuine one is listed (a stopping and a pending proxy may overlap).
+        genuine.extend(
+            of_cluster
+                .into_iter()
+                .filter(|i| expected.disqualify(i).is_none()),
+        );
+        lookalikes.extend(search.lookalikes);
+    }
+    let bastions = genuine
         .into_iter()
         .map(|i| BastionRow {
             cluster: i.tag(TAG_CLUSTER).unwrap_or_default().to_string(),
@@ -110,6 +164,7 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
         &StatusResult {
             region: cloud.region().to_string(),
             bastions,
+            lookalikes,
         },
     )
 }

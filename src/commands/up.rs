@@ -8,12 +8,13 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::Context;
-use crate::aws::{Cloud, Instance, TAG_CLUSTER, TAG_DESKTOP, TAG_STATE};
+use crate::aws::{Cloud, Instance, TAG_DESKTOP, TAG_STATE};
 use crate::cli::UpArgs;
 use crate::cluster::find_head_node;
 use crate::ledger::Ledger;
 use crate::plan::plan;
 use crate::provision;
+use crate::proxy::{self, Expected};
 use crate::teardown::{self, Kinds, Report, TAG_RUN};
 use crate::ui::{Progress, emit};
 use crate::wait::{Goal, WaitError, wait_for};
@@ -154,63 +155,6 @@ impl UpResult {
     }
 }
 
-/// Finds the cluster's live bastion, if any.
-pub async fn existing_bastion(
-    cloud: &dyn Cloud,
-    cluster: &str,
-) -> anyhow::Result<Option<Instance>> {
-    let live = ["pending", "running", "stopping", "stopped"];
-    let mut found = cloud
-        .instances_by_tags(&[(TAG_CLUSTER, cluster)], &live)
-        .await?;
-    found.sort_by_key(|i| i.state != "running");
-    Ok(found.into_iter().next())
-}
-
-/// Starts a stopped bastion (waiting out `stopping` first) and waits until it is running.
-pub async fn ensure_running(
-    cloud: &dyn Cloud,
-    instance: Instance,
-    timeout: Duration,
-    progress: &Progress,
-) -> anyhow::Result<(Instance, bool)> {
-    let mut current = instance;
-    let start = tokio::time::Instant::now();
-    while current.state == "stopping" {
-        progress.phase(format!(
-            "{} is stopping; waiting to start it again",
-            current.id
-        ));
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        current = cloud
-            .instance(&current.id)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("the bastion {} disappeared", current.id))?;
-        if start.elapsed() > timeout {
-            anyhow::bail!(
-                "the bastion {} is still stopping after {} min",
-                current.id,
-                timeout.as_secs() / 60
-            );
-        }
-    }
-    if current.state == "running" {
-        return Ok((current, false));
-    }
-    let started = current.state == "stopped";
-    if started {
-        progress.phase(format!("starting the stopped bastion {}", current.id));
-        cloud.start_instance(&current.id).await?;
-    }
-    let goal = if current.tag(TAG_STATE) == Some("ready") {
-        Goal::Ready
-    } else {
-        Goal::Running
-    };
-    let running = wait_for(cloud, &current.id, goal, timeout, progress).await?;
-    Ok((running, started))
-}
-
 pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<()> {
     let cloud = ctx.cloud.as_ref();
     let region = cloud.region().to_string();
@@ -221,14 +165,20 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<()> {
     let head = find_head_node(cloud, &args.cluster).await?;
     tracing::info!(head_node = %head.instance.id, vpc = %head.vpc_id, "found the head node");
 
-    if let Some(existing) = existing_bastion(cloud, &args.cluster).await? {
+    let dir = ctx.bastion_dir(&args.cluster).await?;
+    let account = ctx.identity().await?.account.clone();
+    let expected = Expected::new(&args.cluster, &region, &account, Some(&dir));
+    let search = proxy::find(cloud, &expected).await?;
+    // A look-alike is never adopted or started: a proxy of bastion's own is made beside it.
+    search.warn_lookalikes();
+    if let Some(existing) = search.proxy {
         if args.dry_run {
             progress.finish();
             let r = UpResult::from_instance(&args.cluster, &region, &existing, None, false, false);
             return emit(ctx.opts.output, &r);
         }
-        let (instance, started) = ensure_running(cloud, existing, timeout, progress).await?;
-        let key = ctx.bastion_dir(&args.cluster).await?.private_key();
+        let (instance, started) = proxy::ensure_running(cloud, existing, timeout, progress).await?;
+        let key = dir.private_key();
         let key = key.exists().then(|| key.display().to_string());
         progress.finish();
         let r = UpResult::from_instance(&args.cluster, &region, &instance, key, false, started);
@@ -241,7 +191,6 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<()> {
         return emit(ctx.opts.output, &plan);
     }
 
-    let dir = ctx.bastion_dir(&args.cluster).await?;
     let _lock = dir.lock(&args.cluster)?;
     if let Some(old) = Ledger::load(&dir.ledger())?
         && !old.resources().is_empty()
@@ -308,7 +257,16 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<()> {
             Err(desktop_failed.into())
         }
         Err(source) => {
-            let cleanup = cleanup(cloud, &mut ledger, &run_id, attempted, &args, progress).await;
+            let owner = Expected::new(&args.cluster, &region, &plan.account, None);
+            let cleanup = cleanup(
+                cloud,
+                &mut ledger,
+                (&run_id, &owner),
+                attempted,
+                &args,
+                progress,
+            )
+            .await;
             progress.finish();
             Err(UpError::Failed {
                 error: source,
@@ -324,7 +282,7 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<()> {
 async fn cleanup(
     cloud: &dyn Cloud,
     ledger: &mut Ledger,
-    run_id: &str,
+    (run_id, owner): (&str, &Expected),
     attempted: Kinds,
     args: &UpArgs,
     progress: &Progress,
@@ -339,7 +297,7 @@ async fn cleanup(
     progress.phase("failed; removing what this run created");
     let work = async {
         let mut report = teardown::teardown_ledger(cloud, ledger, progress).await;
-        match teardown::sweep(cloud, TAG_RUN, run_id, attempted, progress).await {
+        match teardown::sweep(cloud, TAG_RUN, run_id, owner, attempted, progress).await {
             Ok(r) => report.merge(r),
             Err(e) => report
                 .failed
@@ -350,8 +308,8 @@ async fn cleanup(
     let report = tokio::select! {
         r = work => r,
         _ = tokio::signal::ctrl_c() => Report {
-            removed: vec![],
             failed: vec!["cleanup interrupted by a second Ctrl-C".into()],
+            ..Report::default()
         },
     };
     if report.failed.is_empty() && ledger.resources().is_empty() {

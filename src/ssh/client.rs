@@ -9,6 +9,7 @@ use std::time::Duration;
 use russh::client::{self, AuthResult, Handle};
 use russh::keys::agent::AgentIdentity;
 use russh::keys::agent::client::AgentClient;
+use russh::keys::ssh_key::Algorithm;
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 
 use super::known_hosts::{self, HostKeyError, Pinned};
@@ -63,8 +64,30 @@ fn limits() -> russh::Limits {
 pub enum Trust {
     /// Must equal this key (the proxy's, from its `bastion:host-key` tag).
     Expect { key: PublicKey, instance: String },
-    /// Pinned on first use under `alias` in `file` (the head node's).
-    Pin { file: PathBuf, alias: String },
+    /// Pinned on first use under `alias` in `file` (the head node's of `cluster`).
+    Pin {
+        file: PathBuf,
+        alias: String,
+        cluster: String,
+    },
+}
+
+impl Trust {
+    /// Host-key algorithms in the order to offer them: the expected or pinned ones first (as
+    /// OpenSSH orders by known_hosts), so a server with several keys presents the one we hold;
+    /// then russh's defaults, for a first use.
+    fn host_key_algorithms(&self) -> Vec<Algorithm> {
+        let mut first = match self {
+            Trust::Expect { key, .. } => vec![key.algorithm()],
+            Trust::Pin { file, alias, .. } => known_hosts::pinned_algorithms(file, alias),
+        };
+        for a in russh::Preferred::DEFAULT.key.iter() {
+            if !first.contains(a) {
+                first.push(a.clone());
+            }
+        }
+        first
+    }
 }
 
 /// The russh handler: verifies the host key and keeps the typed reason for a refusal.
@@ -100,7 +123,11 @@ impl client::Handler for Verifier {
                     Ok(false)
                 }
             }
-            Trust::Pin { file, alias } => match known_hosts::check_or_pin(file, alias, key) {
+            Trust::Pin {
+                file,
+                alias,
+                cluster,
+            } => match known_hosts::check_or_pin(file, alias, Some(cluster), key) {
                 Ok(Pinned::Known) => Ok(true),
                 Ok(Pinned::Learned) => {
                     tracing::warn!(
@@ -182,10 +209,11 @@ const CIPHERS: &[russh::cipher::Name] = &[
 
 /// Client settings: the given window, fast ciphers, no Nagle, keepalives so a dead link is
 /// reported.
-pub fn config(window_size: u32) -> Arc<client::Config> {
+pub fn config(window_size: u32, host_key_algorithms: Vec<Algorithm>) -> Arc<client::Config> {
     Arc::new(client::Config {
         preferred: russh::Preferred {
             cipher: std::borrow::Cow::Borrowed(CIPHERS),
+            key: std::borrow::Cow::Owned(host_key_algorithms),
             ..Default::default()
         },
         window_size,
@@ -285,7 +313,11 @@ where
     };
     let connected = tokio::time::timeout(
         Duration::from_secs(30),
-        client::connect_stream(config(window_size), stream, verifier),
+        client::connect_stream(
+            config(window_size, target.trust.host_key_algorithms()),
+            stream,
+            verifier,
+        ),
     )
     .await;
     let mut handle = match connected {

@@ -1,10 +1,20 @@
 //! Host keys: the proxy's key must equal its `bastion:host-key` tag; the head node's is pinned
 //! on first use in `<state dir>/known_hosts` (OpenSSH format, one `alias keytype base64` line per
 //! host, the alias being the instance id, as `HostKeyAlias` in the generated ssh config).
+//!
+//! Everything read here is untrusted: the tag (anyone with `ec2:CreateTags` writes it), and the
+//! known_hosts file (OpenSSH writes into it too, hashed or not). A tag is parsed strictly into a
+//! key, and only keys re-encoded by this module (`algorithm base64`, no comment) are ever written,
+//! so no text from a tag can become a line of a file. Writers take a lock beside the file and
+//! replace it through a unique temporary file, so concurrent `connect`s never lose a line.
 
+use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use russh::keys::ssh_key::Algorithm;
 use russh::keys::{HashAlg, PublicKey};
 
 #[derive(Debug, thiserror::Error)]
@@ -25,14 +35,22 @@ pub enum HostKeyError {
     )]
     ProxyUnpublished { instance: String },
     #[error(
-        "the head node's host key changed: {alias} presented {got}, but {file} (line {line}) pinned {expected}. \
-         Refusing to connect. If the head node was legitimately rebuilt, delete that line and retry"
+        "the bastion:host-key tag of {instance} is not a host key bastion accepts ({reason}); refusing \
+         to trust it. bastion accepts exactly `<algorithm> <base64>` with an optional plain comment, \
+         one line, at most {TAG_MAX_LEN} characters, algorithm one of {algorithms}. Someone with \
+         ec2:CreateTags may have rewritten the tag: check who did in CloudTrail, then `bastion down` and `bastion up`",
+        algorithms = TAG_ALGORITHMS.join(", ")
     )]
-    HeadNodeChanged {
+    BadTag { instance: String, reason: String },
+    #[error(transparent)]
+    HeadNodeChanged(Box<ChangedKey>),
+    #[error(
+        "the head node {alias} presented host key {got}, which {file} (line {line}) marks @revoked; refusing to connect"
+    )]
+    Revoked {
         alias: String,
         file: PathBuf,
         line: usize,
-        expected: String,
         got: String,
     },
     #[error("the server presented a certificate; bastion verifies plain host keys only")]
@@ -44,13 +62,100 @@ pub enum HostKeyError {
     },
 }
 
+/// A head node that presents a key other than the one pinned for it (of any algorithm).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the head node's host key changed: {alias} presented {got}, but {file} (line {line}) pinned {expected}. \
+     Refusing to connect. If the head node was legitimately rebuilt or re-keyed, run \
+     `bastion forget --cluster {cluster}` (it prints the fingerprint it removes) and retry",
+    file = file.display(),
+    cluster = cluster.as_deref().unwrap_or("NAME")
+)]
+pub struct ChangedKey {
+    pub alias: String,
+    pub cluster: Option<String>,
+    pub file: PathBuf,
+    pub line: usize,
+    pub expected: String,
+    pub got: String,
+}
+
+/// The longest tag value AWS stores (EC2 tag values are at most 256 Unicode characters).
+pub const TAG_MAX_LEN: usize = 256;
+
+/// Host-key algorithms a `bastion:host-key` tag may name: those whose public key fits in a tag
+/// (an RSA key does not) and that the proxy's bootstrap could publish.
+pub const TAG_ALGORITHMS: &[&str] = &[
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+];
+
 pub fn fingerprint(key: &PublicKey) -> String {
     key.fingerprint(HashAlg::Sha256).to_string()
 }
 
-/// Parses `ssh-ed25519 AAAA...` (an optional comment is ignored).
+/// The key alone, as bastion writes it: `algorithm base64`, never a comment.
+pub fn encode(key: &PublicKey) -> String {
+    PublicKey::new(key.key_data().clone(), "")
+        .to_openssh()
+        .unwrap_or_default()
+}
+
+/// Parses a `bastion:host-key` tag of `instance`, strictly: `<algorithm> <base64> [comment]`,
+/// single spaces, printable ASCII, a bounded length, an allowed algorithm, base64 that decodes
+/// to a key of that algorithm. The comment, if any, is dropped.
+pub fn parse_host_key_tag(instance: &str, value: &str) -> Result<PublicKey, HostKeyError> {
+    let bad = |reason: &str| HostKeyError::BadTag {
+        instance: instance.into(),
+        reason: reason.into(),
+    };
+    if value.len() > TAG_MAX_LEN {
+        return Err(bad("longer than a host key"));
+    }
+    if value.chars().any(|c| c.is_control()) {
+        return Err(bad("it holds a line break or another control character"));
+    }
+    if !value.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
+        return Err(bad("it holds characters outside printable ASCII"));
+    }
+    let fields: Vec<&str> = value.split(' ').collect();
+    let (algorithm, data, comment) = match fields.as_slice() {
+        [a, d] => (*a, *d, None),
+        [a, d, c] => (*a, *d, Some(*c)),
+        _ => {
+            return Err(bad(
+                "it is not `<algorithm> <base64>` with at most one plain comment, single spaces",
+            ));
+        }
+    };
+    if !TAG_ALGORITHMS.contains(&algorithm) {
+        return Err(bad("its algorithm is not on bastion's list"));
+    }
+    if let Some(c) = comment
+        && (c.is_empty() || c.starts_with('@') || c.starts_with('#'))
+    {
+        return Err(bad("its comment is not plain"));
+    }
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .map_err(|_| bad("its key is not valid base64"))?;
+    let key = PublicKey::from_bytes(&blob).map_err(|_| bad("its key does not decode"))?;
+    if key.algorithm().as_str() != algorithm {
+        return Err(bad(
+            "the key inside is of another algorithm than the one named",
+        ));
+    }
+    Ok(key)
+}
+
+/// Parses a key line that bastion wrote or a user gave (`ssh-ed25519 AAAA...`); the comment is
+/// dropped.
 pub fn parse_public_key(text: &str) -> Option<PublicKey> {
-    PublicKey::from_openssh(text.trim()).ok()
+    PublicKey::from_openssh(text.trim())
+        .ok()
+        .map(|k| PublicKey::new(k.key_data().clone(), ""))
 }
 
 fn same_key(a: &PublicKey, b: &PublicKey) -> bool {
@@ -65,6 +170,102 @@ fn read_or_empty(file: &Path) -> std::io::Result<String> {
     }
 }
 
+/// Does a known_hosts host field (`a,b`, `[a]:2222`, or hashed `|1|salt|hash`) name `alias`?
+fn names(hosts: &str, alias: &str) -> bool {
+    if let Some(hashed) = hosts.strip_prefix("|1|") {
+        return hashed_matches(hashed, alias);
+    }
+    hosts.split(',').any(|h| h == alias)
+}
+
+/// OpenSSH's `HashKnownHosts` form: base64(salt) `|` base64(HMAC-SHA1(salt, host)).
+fn hashed_matches(hashed: &str, alias: &str) -> bool {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let Some((salt, hash)) = hashed.split_once('|') else {
+        return false;
+    };
+    let (Ok(salt), Ok(hash)) = (b64.decode(salt), b64.decode(hash)) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<sha1::Sha1>::new_from_slice(&salt) else {
+        return false;
+    };
+    mac.update(alias.as_bytes());
+    mac.verify_slice(&hash).is_ok()
+}
+
+/// One line of a known_hosts file that names `alias`.
+struct Entry {
+    line: usize,
+    revoked: bool,
+    key: PublicKey,
+}
+
+/// The entries for `alias`: plain and hashed lines, `@revoked` kept, `@cert-authority` skipped
+/// (bastion accepts no certificates), unparsable lines ignored as OpenSSH ignores them.
+fn entries(text: &str, alias: &str) -> Vec<Entry> {
+    let mut found = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let mut parts = line.split_whitespace().peekable();
+        let mut revoked = false;
+        match parts.peek() {
+            Some(m) if *m == "@revoked" => {
+                revoked = true;
+                parts.next();
+            }
+            Some(m) if m.starts_with('@') || m.starts_with('#') => continue,
+            None => continue,
+            _ => {}
+        }
+        let (Some(hosts), Some(kind), Some(data)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if !names(hosts, alias) {
+            continue;
+        }
+        let Some(key) = parse_public_key(&format!("{kind} {data}")) else {
+            continue;
+        };
+        found.push(Entry {
+            line: n + 1,
+            revoked,
+            key,
+        });
+    }
+    found
+}
+
+/// The algorithms of the keys pinned for `alias`, to offer first in the handshake (as OpenSSH
+/// orders its HostKeyAlgorithms by known_hosts), so a server with several host keys presents the
+/// pinned one.
+pub fn pinned_algorithms(file: &Path, alias: &str) -> Vec<Algorithm> {
+    let text = read_or_empty(file).unwrap_or_default();
+    let mut algorithms = Vec::new();
+    for e in entries(&text, alias).into_iter().filter(|e| !e.revoked) {
+        let algorithm = e.key.algorithm();
+        let variants = if algorithm.clone().is_rsa() {
+            vec![
+                Algorithm::Rsa {
+                    hash: Some(HashAlg::Sha512),
+                },
+                Algorithm::Rsa {
+                    hash: Some(HashAlg::Sha256),
+                },
+                Algorithm::Rsa { hash: None },
+            ]
+        } else {
+            vec![algorithm]
+        };
+        for a in variants {
+            if !algorithms.contains(&a) {
+                algorithms.push(a);
+            }
+        }
+    }
+    algorithms
+}
+
 pub enum Pinned {
     /// The alias was known with this key.
     Known,
@@ -72,81 +273,164 @@ pub enum Pinned {
     Learned,
 }
 
-/// Checks `key` for `alias` against `file`, learning it when the alias is new.
-pub fn check_or_pin(file: &Path, alias: &str, key: &PublicKey) -> Result<Pinned, HostKeyError> {
+/// Holds `<file>.lock` while a writer reads and rewrites `file`.
+struct FileLock(File);
+
+impl FileLock {
+    fn take(file: &Path) -> std::io::Result<FileLock> {
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut name = file.as_os_str().to_owned();
+        name.push(".lock");
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(PathBuf::from(name))?;
+        f.lock()?;
+        Ok(FileLock(f))
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+/// Checks `key` for `alias` against `file`, learning it when the alias is new. Once any key is
+/// pinned for the alias, a key of another algorithm is refused like a changed key.
+pub fn check_or_pin(
+    file: &Path,
+    alias: &str,
+    cluster: Option<&str>,
+    key: &PublicKey,
+) -> Result<Pinned, HostKeyError> {
     let io = |source| HostKeyError::Io {
         file: file.to_path_buf(),
         source,
     };
-    let text = read_or_empty(file).map_err(io)?;
-    for (n, line) in text.lines().enumerate() {
-        let mut parts = line.split_whitespace();
-        let (Some(hosts), Some(kind), Some(data)) = (parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
-        if !hosts.split(',').any(|h| h == alias) {
-            continue;
+    let judge = |text: &str| -> Result<Option<Pinned>, HostKeyError> {
+        let found = entries(text, alias);
+        if let Some(r) = found.iter().find(|e| e.revoked && same_key(&e.key, key)) {
+            return Err(HostKeyError::Revoked {
+                alias: alias.into(),
+                file: file.to_path_buf(),
+                line: r.line,
+                got: fingerprint(key),
+            });
         }
-        let Some(pinned) = parse_public_key(&format!("{kind} {data}")) else {
-            continue;
-        };
-        if pinned.algorithm() != key.algorithm() {
-            continue;
+        let pinned: Vec<&Entry> = found.iter().filter(|e| !e.revoked).collect();
+        if pinned.iter().any(|e| same_key(&e.key, key)) {
+            return Ok(Some(Pinned::Known));
         }
-        if same_key(&pinned, key) {
-            return Ok(Pinned::Known);
+        match pinned.first() {
+            Some(first) => Err(HostKeyError::HeadNodeChanged(Box::new(ChangedKey {
+                alias: alias.into(),
+                cluster: cluster.map(str::to_string),
+                file: file.to_path_buf(),
+                line: first.line,
+                expected: pinned
+                    .iter()
+                    .map(|e| fingerprint(&e.key))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                got: fingerprint(key),
+            }))),
+            None => Ok(None),
         }
-        return Err(HostKeyError::HeadNodeChanged {
-            alias: alias.into(),
-            file: file.to_path_buf(),
-            line: n + 1,
-            expected: fingerprint(&pinned),
-            got: fingerprint(key),
-        });
+    };
+    if let Some(p) = judge(&read_or_empty(file).map_err(io)?)? {
+        return Ok(p);
     }
-    append(file, alias, key).map_err(io)?;
+    // New: decide again under the lock (another connect may have pinned it meanwhile).
+    let _lock = FileLock::take(file).map_err(io)?;
+    let text = read_or_empty(file).map_err(io)?;
+    if let Some(p) = judge(&text)? {
+        return Ok(p);
+    }
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .map_err(io)?;
+    if !text.is_empty() && !text.ends_with('\n') {
+        writeln!(f).map_err(io)?;
+    }
+    writeln!(f, "{alias} {}", encode(key)).map_err(io)?;
+    f.sync_all().map_err(io)?;
     Ok(Pinned::Learned)
 }
 
-fn append(file: &Path, alias: &str, key: &PublicKey) -> std::io::Result<()> {
-    if let Some(dir) = file.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let line = key.to_openssh().map_err(std::io::Error::other)?;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(file)?;
-    writeln!(f, "{alias} {line}")
+/// Rewrites `file` under its lock with the lines `keep` returns true for, plus `add`, through a
+/// unique temporary file in the same directory.
+fn rewrite(
+    file: &Path,
+    keep: impl Fn(&str) -> bool,
+    add: Option<String>,
+) -> Result<Vec<String>, HostKeyError> {
+    let io = |source| HostKeyError::Io {
+        file: file.to_path_buf(),
+        source,
+    };
+    let _lock = FileLock::take(file).map_err(io)?;
+    let text = read_or_empty(file).map_err(io)?;
+    let (kept, dropped): (Vec<&str>, Vec<&str>) = text.lines().partition(|l| keep(l));
+    let mut out: Vec<String> = kept.iter().map(|l| l.to_string()).collect();
+    out.extend(add);
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".known_hosts.")
+        .tempfile_in(dir)
+        .map_err(io)?;
+    let body = if out.is_empty() {
+        String::new()
+    } else {
+        out.join("\n") + "\n"
+    };
+    tmp.write_all(body.as_bytes()).map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist(file).map_err(|e| io(e.error))?;
+    Ok(dropped.iter().map(|l| l.to_string()).collect())
+}
+
+fn line_names(line: &str, alias: &str) -> bool {
+    let mut parts = line.split_whitespace();
+    let hosts = match parts.next() {
+        Some("@revoked") | Some("@cert-authority") => parts.next(),
+        other => other,
+    };
+    hosts.is_some_and(|h| names(h, alias))
 }
 
 /// Replaces the lines of `alias` in `file` with `key` (for the proxy, whose key AWS vouches for).
 pub fn replace(file: &Path, alias: &str, key: &PublicKey) -> Result<(), HostKeyError> {
-    let io = |source| HostKeyError::Io {
+    rewrite(
+        file,
+        |l| !line_names(l, alias),
+        Some(format!("{alias} {}", encode(key))),
+    )
+    .map(drop)
+}
+
+/// Removes every line of `alias` (plain or hashed) from `file`; returns the fingerprints of the
+/// keys removed, for `bastion forget`.
+pub fn forget(file: &Path, alias: &str) -> Result<Vec<String>, HostKeyError> {
+    let text = read_or_empty(file).map_err(|source| HostKeyError::Io {
         file: file.to_path_buf(),
         source,
-    };
-    let text = read_or_empty(file).map_err(io)?;
-    let mut kept: Vec<&str> = text
-        .lines()
-        .filter(|l| {
-            l.split_whitespace()
-                .next()
-                .is_none_or(|h| !h.split(',').any(|h| h == alias))
-        })
-        .collect();
-    let line = format!(
-        "{alias} {}",
-        key.to_openssh().map_err(|e| io(std::io::Error::other(e)))?
-    );
-    kept.push(&line);
-    if let Some(dir) = file.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
+    })?;
+    let fingerprints = entries(&text, alias)
+        .iter()
+        .filter(|e| !e.revoked)
+        .map(|e| fingerprint(&e.key))
+        .collect::<Vec<_>>();
+    if fingerprints.is_empty() {
+        return Ok(fingerprints);
     }
-    let tmp = file.with_extension("tmp");
-    std::fs::write(&tmp, kept.join("\n") + "\n").map_err(io)?;
-    std::fs::rename(&tmp, file).map_err(io)
+    rewrite(file, |l| !line_names(l, alias), None)?;
+    Ok(fingerprints)
 }
 
 #[cfg(test)]
@@ -157,6 +441,7 @@ mod tests {
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
     const B: &str =
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
+    const E: &str = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBBJHwCT9XB3qMnm5v7JKaekimLfmi8CxIOHof2j2eIUXbDfsfDVVzt4I7IlOB5budCRgFCJK1K/paagyj5E923g=";
 
     #[test]
     fn first_use_pins_and_a_change_is_refused() {
@@ -164,29 +449,159 @@ mod tests {
         let file = dir.path().join("known_hosts");
         let (a, b) = (parse_public_key(A).unwrap(), parse_public_key(B).unwrap());
         assert!(matches!(
-            check_or_pin(&file, "i-1", &a),
+            check_or_pin(&file, "i-1", None, &a),
             Ok(Pinned::Learned)
         ));
-        assert!(matches!(check_or_pin(&file, "i-1", &a), Ok(Pinned::Known)));
         assert!(matches!(
-            check_or_pin(&file, "i-2", &b),
+            check_or_pin(&file, "i-1", None, &a),
+            Ok(Pinned::Known)
+        ));
+        assert!(matches!(
+            check_or_pin(&file, "i-2", None, &b),
             Ok(Pinned::Learned)
         ));
-        match check_or_pin(&file, "i-1", &b) {
-            Err(HostKeyError::HeadNodeChanged {
-                line,
-                expected,
-                got,
-                ..
-            }) => {
-                assert_eq!(line, 1);
-                assert_eq!(expected, fingerprint(&a));
-                assert_eq!(got, fingerprint(&b));
+        match check_or_pin(&file, "i-1", Some("demo"), &b) {
+            Err(HostKeyError::HeadNodeChanged(c)) => {
+                assert_eq!(c.line, 1);
+                assert_eq!(c.expected, fingerprint(&a));
+                assert_eq!(c.got, fingerprint(&b));
+                assert!(
+                    c.to_string().contains("bastion forget --cluster demo"),
+                    "{c}"
+                );
             }
             _ => panic!("a changed key must be refused"),
         }
         replace(&file, "i-1", &b).unwrap();
-        assert!(matches!(check_or_pin(&file, "i-1", &b), Ok(Pinned::Known)));
-        assert!(matches!(check_or_pin(&file, "i-2", &b), Ok(Pinned::Known)));
+        assert!(matches!(
+            check_or_pin(&file, "i-1", None, &b),
+            Ok(Pinned::Known)
+        ));
+        assert!(matches!(
+            check_or_pin(&file, "i-2", None, &b),
+            Ok(Pinned::Known)
+        ));
+    }
+
+    #[test]
+    fn a_key_of_another_algorithm_is_refused_once_one_is_pinned() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("known_hosts");
+        let (a, e) = (parse_public_key(A).unwrap(), parse_public_key(E).unwrap());
+        check_or_pin(&file, "i-1", None, &a).unwrap();
+        assert!(matches!(
+            check_or_pin(&file, "i-1", None, &e),
+            Err(HostKeyError::HeadNodeChanged(_))
+        ));
+        assert_eq!(
+            pinned_algorithms(&file, "i-1"),
+            vec![Algorithm::Ed25519],
+            "the pinned algorithm is offered first"
+        );
+        assert_eq!(forget(&file, "i-1").unwrap(), vec![fingerprint(&a)]);
+        assert!(matches!(
+            check_or_pin(&file, "i-1", None, &e),
+            Ok(Pinned::Learned)
+        ));
+    }
+
+    #[test]
+    fn hashed_lines_are_matched() {
+        // `ssh-keygen -H` form of "i-0abc": salt and HMAC-SHA1 computed here as OpenSSH does.
+        let salt = [7u8; 20];
+        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(&salt).unwrap();
+        mac.update(b"i-0abc");
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let hosts = format!(
+            "|1|{}|{}",
+            b64.encode(salt),
+            b64.encode(mac.finalize().into_bytes())
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("known_hosts");
+        std::fs::write(&file, format!("{hosts} {A}\n")).unwrap();
+        let (a, b) = (parse_public_key(A).unwrap(), parse_public_key(B).unwrap());
+        assert!(matches!(
+            check_or_pin(&file, "i-0abc", None, &a),
+            Ok(Pinned::Known)
+        ));
+        assert!(matches!(
+            check_or_pin(&file, "i-0abc", None, &b),
+            Err(HostKeyError::HeadNodeChanged(c)) if c.line == 1
+        ));
+        assert!(matches!(
+            check_or_pin(&file, "i-0abd", None, &b),
+            Ok(Pinned::Learned)
+        ));
+    }
+
+    #[test]
+    fn revoked_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("known_hosts");
+        std::fs::write(&file, format!("@revoked i-1 {A}\n")).unwrap();
+        let a = parse_public_key(A).unwrap();
+        assert!(matches!(
+            check_or_pin(&file, "i-1", None, &a),
+            Err(HostKeyError::Revoked { .. })
+        ));
+    }
+
+    #[test]
+    fn a_tag_is_parsed_strictly_and_written_back_as_the_key_alone() {
+        let key = parse_host_key_tag("i-p", A).unwrap();
+        assert_eq!(encode(&key), A);
+        let with_comment = parse_host_key_tag("i-p", &format!("{A} root@proxy")).unwrap();
+        assert_eq!(encode(&with_comment), A, "the comment is dropped");
+        let injected = format!("{A} x\n@cert-authority * {B}");
+        for bad in [
+            injected.as_str(),
+            &format!("{A} x\r"),
+            &format!("{A}  x"),
+            &format!(" {A}"),
+            &format!("{A} @cert-authority"),
+            &format!("{A} a b"),
+            "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ",
+            "ssh-ed25519 !!!",
+            &format!("ssh-ed25519 {}", E.split(' ').nth(1).unwrap()),
+            &format!("{A} {}", "c".repeat(300)),
+            "",
+        ] {
+            match parse_host_key_tag("i-p", bad) {
+                Err(e @ HostKeyError::BadTag { .. }) => {
+                    let msg = e.to_string();
+                    assert!(
+                        msg.contains("i-p") && msg.contains("bastion:host-key"),
+                        "{msg}"
+                    );
+                }
+                other => panic!(
+                    "{bad:?} must be refused, got {:?}",
+                    other.map(|k| encode(&k))
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn concurrent_pins_lose_no_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("known_hosts");
+        let a = parse_public_key(A).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let (file, a) = (&file, &a);
+                s.spawn(move || {
+                    for n in 0..25 {
+                        check_or_pin(file, &format!("i-{t}-{n}"), None, a).unwrap();
+                        if n % 5 == 0 {
+                            replace(file, &format!("proxy-{t}"), a).unwrap();
+                        }
+                    }
+                });
+            }
+        });
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(text.lines().count(), 8 * 25 + 8, "{text}");
     }
 }

@@ -376,6 +376,7 @@ impl Clients {
                 ec2t::ResourceType::Instance,
                 vec![
                     tag("Name", "HeadNode"),
+                    tag("aws:cloudformation:stack-name", o.cluster),
                     tag("parallelcluster:cluster-name", o.cluster),
                     tag("parallelcluster:node-type", "HeadNode"),
                     tag("parallelcluster:version", "3.16.1"),

@@ -24,6 +24,8 @@ pub struct NetLab {
     procs: Vec<(String, Child)>,
     /// Run the head node's sshd with a private /opt holding this directory's scripts.
     head_opt_scripts: Option<PathBuf>,
+    /// Extra sshd_config lines per host (e.g. `PermitOpen` on the proxy).
+    sshd_extra: Vec<(String, String)>,
 }
 
 fn sh(args: &[&str]) -> Result<(), String> {
@@ -128,6 +130,7 @@ impl NetLab {
             routes: Vec::new(),
             procs: Vec::new(),
             head_opt_scripts: None,
+            sshd_extra: Vec::new(),
         };
         // Safety first: the lab ranges go nowhere from the root namespace.
         for range in [format!("10.77.{n}.0/24"), format!("10.78.{n}.0/24")] {
@@ -242,6 +245,11 @@ impl NetLab {
         writeln!(f, "{}", public_key.trim()).unwrap();
     }
 
+    /// Adds lines to `host`'s sshd_config; they apply from its next (re)start.
+    pub fn add_sshd_config(&mut self, host: &str, lines: &str) {
+        self.sshd_extra.push((host.to_string(), lines.to_string()));
+    }
+
     /// Starts (or restarts) sshd on `host`, generating its host key when there is none.
     pub fn start_sshd(&mut self, host: &str) {
         self.stop(&format!("sshd-{host}"));
@@ -252,14 +260,27 @@ impl NetLab {
         let (ns, ip) = self.ns_of(host);
         let (ns, ip) = (ns.to_string(), ip.to_string());
         let config = self.path(&format!("{host}_sshd_config"));
+        // sshd takes the first value of a keyword: extra lines go first.
+        let extra: String = self
+            .sshd_extra
+            .iter()
+            .filter(|(h, _)| h == host)
+            .map(|(_, l)| format!("{l}\n"))
+            .collect();
+        // An extra HostKey replaces the lab's ed25519 one (a host re-keyed to another algorithm).
+        let host_key = if extra.lines().any(|l| l.starts_with("HostKey ")) {
+            String::new()
+        } else {
+            format!("HostKey {}\n", key.display())
+        };
         std::fs::write(
             &config,
-            format!(
-                "ListenAddress {ip}\nPort 22\nHostKey {key}\nPidFile {pid}\nUsePAM no\nStrictModes no\n\
+            extra
+                + &format!(
+                "ListenAddress {ip}\nPort 22\n{host_key}PidFile {pid}\nUsePAM no\nStrictModes no\n\
                  PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
                  AuthorizedKeysFile {auth}\nAllowTcpForwarding yes\nPermitTTY yes\nLogLevel ERROR\n\
                  AcceptEnv TERM\nSubsystem sftp internal-sftp\n",
-                key = key.display(),
                 pid = self.path(&format!("{host}.pid")).display(),
                 auth = self.path(&format!("{host}_authorized_keys")).display(),
             ),

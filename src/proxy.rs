@@ -1,0 +1,272 @@
+//! The cluster's proxy: the instance bastion made, told apart from look-alikes that merely carry
+//! its `bastion:cluster` tag (anyone with `ec2:CreateTags` can write that tag, the proxy's own
+//! role included); starting it when the idle timer stopped it; and its host key, parsed strictly
+//! from its `bastion:host-key` tag.
+//!
+//! An instance counts as the proxy only when it runs with the instance profile bastion made for
+//! the cluster (under `/bastion/`, in the caller's account) and bastion's key pair, and, where
+//! this machine's ledger records an instance, is that instance. Reads AWS and the local ledger;
+//! starts a stopped proxy; never creates or removes anything. `up`, `connect`, `ssh-config`,
+//! `status` and `down` all call down into it.
+
+use std::time::Duration;
+
+use russh::keys::PublicKey;
+use serde::Serialize;
+
+use crate::aws::{Cloud, IAM_PATH, Instance, TAG_CLUSTER, TAG_HOST_KEY, TAG_STATE};
+use crate::ledger::{Ledger, Resource};
+use crate::ssh::known_hosts::{self, HostKeyError};
+use crate::state::{BastionDir, Names};
+use crate::ui::Progress;
+use crate::wait::{Goal, wait_for};
+
+/// The states in which an instance may still be (or become) a proxy.
+pub const LIVE: &[&str] = &["pending", "running", "stopping", "stopped"];
+
+/// A tagged instance that is not the proxy bastion made, and why.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Lookalike {
+    pub instance: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Lookalike {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.instance, self.reason)
+    }
+}
+
+/// What identifies the proxy of one cluster: the names bastion gives its resources, the
+/// caller's account, and the instance this machine's ledger records, if any.
+#[derive(Debug, Clone)]
+pub struct Expected {
+    pub cluster: String,
+    pub names: Names,
+    pub account: String,
+    pub ledger_instance: Option<String>,
+}
+
+impl Expected {
+    pub fn new(cluster: &str, region: &str, account: &str, dir: Option<&BastionDir>) -> Self {
+        Expected {
+            cluster: cluster.into(),
+            names: Names::new(cluster, region),
+            account: account.into(),
+            ledger_instance: dir.and_then(ledger_instance),
+        }
+    }
+
+    /// Why `i` is not this cluster's proxy, or None when it is.
+    pub fn disqualify(&self, i: &Instance) -> Option<String> {
+        if i.tag(TAG_CLUSTER) != Some(self.cluster.as_str()) {
+            return Some(format!("it is not tagged {TAG_CLUSTER}={}", self.cluster));
+        }
+        let profile = format!("instance-profile{IAM_PATH}{}", self.names.instance_profile);
+        let profile_ok = i.instance_profile_arn.as_deref().is_some_and(|arn| {
+            let parts: Vec<&str> = arn.splitn(6, ':').collect();
+            matches!(parts.as_slice(), ["arn", _, "iam", "", account, resource]
+                if *account == self.account && *resource == profile)
+        });
+        if !profile_ok {
+            return Some(format!(
+                "it does not run with bastion's instance profile {}{} (it has {})",
+                IAM_PATH,
+                self.names.instance_profile,
+                i.instance_profile_arn.as_deref().unwrap_or("none")
+            ));
+        }
+        if i.key_name.as_deref() != Some(self.names.key_pair.as_str()) {
+            return Some(format!(
+                "it was not launched with bastion's key pair {} (it has {})",
+                self.names.key_pair,
+                i.key_name.as_deref().unwrap_or("none")
+            ));
+        }
+        if let Some(id) = &self.ledger_instance
+            && *id != i.id
+        {
+            return Some(format!(
+                "this machine's ledger records the proxy {id}, not this instance"
+            ));
+        }
+        None
+    }
+}
+
+/// The instance a ledger in `dir` records, if one does (a corrupt ledger records none).
+fn ledger_instance(dir: &BastionDir) -> Option<String> {
+    match Ledger::load(&dir.ledger()) {
+        Ok(Some(l)) => l.resources().iter().find_map(|r| match r {
+            Resource::Instance { id } => Some(id.clone()),
+            _ => None,
+        }),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!("{e}; not checking the proxy against it");
+            None
+        }
+    }
+}
+
+/// The proxy (a running one first, should there be two) and the look-alikes.
+#[derive(Debug, Clone, Default)]
+pub struct Search {
+    pub proxy: Option<Instance>,
+    pub lookalikes: Vec<Lookalike>,
+}
+
+impl Search {
+    /// Sorts `candidates` (instances tagged for the cluster) into the proxy and look-alikes.
+    pub fn sort(expected: &Expected, candidates: Vec<Instance>) -> Search {
+        let mut genuine = Vec::new();
+        let mut lookalikes = Vec::new();
+        for i in candidates {
+            match expected.disqualify(&i) {
+                None => genuine.push(i),
+                Some(reason) => lookalikes.push(Lookalike {
+                    instance: i.id,
+                    reason,
+                }),
+            }
+        }
+        genuine.sort_by_key(|i| i.state != "running");
+        Search {
+            proxy: genuine.into_iter().next(),
+            lookalikes,
+        }
+    }
+
+    /// Tells the user, on stderr, about instances that carry the tag but are not trusted.
+    pub fn warn_lookalikes(&self) {
+        for l in &self.lookalikes {
+            tracing::warn!(
+                "ignoring the look-alike {l}: it carries the bastion tag but is not the proxy bastion made"
+            );
+        }
+    }
+}
+
+/// Finds the cluster's proxy among the live instances tagged `bastion:cluster=<cluster>`.
+pub async fn find(cloud: &dyn Cloud, expected: &Expected) -> anyhow::Result<Search> {
+    let found = cloud
+        .instances_by_tags(&[(TAG_CLUSTER, &expected.cluster)], LIVE)
+        .await?;
+    Ok(Search::sort(expected, found))
+}
+
+/// Starts a stopped proxy (waiting out `stopping` first) and waits until it is running.
+pub async fn ensure_running(
+    cloud: &dyn Cloud,
+    instance: Instance,
+    timeout: Duration,
+    progress: &Progress,
+) -> anyhow::Result<(Instance, bool)> {
+    let mut current = instance;
+    let start = tokio::time::Instant::now();
+    while current.state == "stopping" {
+        progress.phase(format!(
+            "{} is stopping; waiting to start it again",
+            current.id
+        ));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        current = cloud
+            .instance(&current.id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the bastion {} disappeared", current.id))?;
+        if start.elapsed() > timeout {
+            anyhow::bail!(
+                "the bastion {} is still stopping after {} min",
+                current.id,
+                timeout.as_secs() / 60
+            );
+        }
+    }
+    if current.state == "running" {
+        return Ok((current, false));
+    }
+    let started = current.state == "stopped";
+    if started {
+        progress.phase(format!("starting the stopped bastion {}", current.id));
+        cloud.start_instance(&current.id).await?;
+    }
+    let goal = if current.tag(TAG_STATE) == Some("ready") {
+        Goal::Ready
+    } else {
+        Goal::Running
+    };
+    let running = wait_for(cloud, &current.id, goal, timeout, progress).await?;
+    Ok((running, started))
+}
+
+/// The proxy's host key from its `bastion:host-key` tag: missing is "not published yet", and
+/// anything but exactly one allowed key is refused with the instance and the tag named.
+pub fn host_key(proxy: &Instance) -> Result<PublicKey, HostKeyError> {
+    match proxy.tag(TAG_HOST_KEY) {
+        None => Err(HostKeyError::ProxyUnpublished {
+            instance: proxy.id.clone(),
+        }),
+        Some(v) => known_hosts::parse_host_key_tag(&proxy.id, v),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::Tag;
+
+    fn instance(id: &str, profile: &str, key: &str) -> Instance {
+        Instance {
+            id: id.into(),
+            state: "running".into(),
+            subnet_id: None,
+            vpc_id: None,
+            availability_zone: None,
+            private_ip: None,
+            public_ip: None,
+            instance_type: None,
+            architecture: None,
+            launch_time: None,
+            security_group_ids: vec![],
+            key_name: Some(key.into()),
+            instance_profile_arn: Some(profile.into()),
+            tags: vec![Tag::new(TAG_CLUSTER, "demo")],
+        }
+    }
+
+    #[test]
+    fn only_the_instance_with_bastions_profile_key_and_ledger_id_is_the_proxy() {
+        let mut e = Expected::new("demo", "us-east-1", "123456789012", None);
+        let good = "arn:aws:iam::123456789012:instance-profile/bastion/bastion-demo-us-east-1";
+        let real = instance("i-real", good, "bastion-demo");
+        assert_eq!(e.disqualify(&real), None);
+        for (decoy, why) in [
+            (
+                instance(
+                    "i-1",
+                    "arn:aws:iam::123456789012:instance-profile/other",
+                    "bastion-demo",
+                ),
+                "instance profile",
+            ),
+            (
+                instance(
+                    "i-2",
+                    "arn:aws:iam::999999999999:instance-profile/bastion/bastion-demo-us-east-1",
+                    "bastion-demo",
+                ),
+                "instance profile",
+            ),
+            (instance("i-3", good, "someone-else"), "key pair"),
+        ] {
+            let reason = e.disqualify(&decoy).expect("a decoy is not the proxy");
+            assert!(reason.contains(why), "{reason}");
+        }
+        e.ledger_instance = Some("i-other".into());
+        assert!(e.disqualify(&real).unwrap().contains("ledger"));
+        e.ledger_instance = Some("i-real".into());
+        let s = Search::sort(&e, vec![instance("i-3", good, "x"), real.clone()]);
+        assert_eq!(s.proxy.map(|p| p.id), Some("i-real".into()));
+        assert_eq!(s.lookalikes.len(), 1);
+    }
+}

@@ -1,0 +1,85 @@
+//! The head node's host key, pinned on first use, against real OpenSSH sshd in network
+//! namespaces: a key of another algorithm is refused like a changed one, OpenSSH's hashed
+//! known_hosts lines are honoured, and `bastion forget` is the one way to re-pin.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn fingerprint(public_key_file: &std::path::Path) -> String {
+    let out = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(public_key_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pinned_head_node_stays_pinned_across_algorithms_and_hashing() {
+    let mut w = world_or_skip!();
+    let known_hosts = w.b.state_dir.join("known_hosts");
+    let r = w.connect(&["--", "true"]);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("pinned the head node's host key"),
+        "{r:?}"
+    );
+    let ed25519 = fingerprint(&w.lab.path("head_host_ed25519.pub"));
+    assert!(r.stderr.contains(&ed25519), "{r:?}");
+
+    // OpenSSH's HashKnownHosts form (Debian's and Ubuntu's default) is matched, not skipped.
+    let out = Command::new("ssh-keygen")
+        .arg("-H")
+        .arg("-f")
+        .arg(&known_hosts)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let hashed = std::fs::read_to_string(&known_hosts).unwrap();
+    assert!(hashed.lines().all(|l| l.starts_with("|1|")), "{hashed}");
+    let r = w.connect(&["--", "true"]);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(!r.stderr.contains("pinned"), "no second pin: {r:?}");
+    assert_eq!(std::fs::read_to_string(&known_hosts).unwrap(), hashed);
+
+    // The head node comes back with only an ECDSA host key: refused like a changed key.
+    let ecdsa = w.lab.path("head_host_ecdsa");
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ecdsa", "-N", "", "-f"])
+        .arg(&ecdsa)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    w.lab
+        .add_sshd_config("head", &format!("HostKey {}", ecdsa.display()));
+    w.lab.start_sshd("head");
+    let r = w.connect(&["--", "true"]);
+    assert_ne!(r.status, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("host key changed")
+            && r.stderr.contains(&ed25519)
+            && r.stderr
+                .contains(&format!("bastion forget --cluster {CLUSTER}")),
+        "{r:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&known_hosts).unwrap(), hashed);
+
+    // Re-pinning on purpose: forget prints what it removes, and the next connect pins anew.
+    let f = w.b.run(&["forget", "--cluster", CLUSTER]);
+    assert_eq!(f.status, 0, "{f:?}");
+    assert!(f.stdout.contains(&ed25519), "{f:?}");
+    let again = w.b.run(&["forget", "--cluster", CLUSTER]);
+    assert!(again.stdout.contains("no host key was pinned"), "{again:?}");
+    let r = w.connect(&["--", "true"]);
+    assert_eq!(r.status, 0, "{r:?}");
+    let ecdsa_fp = fingerprint(&ecdsa.with_extension("pub"));
+    assert!(r.stderr.contains(&ecdsa_fp), "{r:?}");
+}

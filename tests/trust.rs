@@ -1,0 +1,504 @@
+//! The trust model against moto: tags are untrusted input (a host key tag cannot write a line
+//! of a file), an instance that only carries bastion's tag is a look-alike (never connected to,
+//! started, adopted or removed), the head node is the one its CloudFormation stack made, and
+//! the proxy's role may not write bastion's tags elsewhere.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use aws_sdk_ec2::types as ec2t;
+use common::*;
+
+macro_rules! moto_or_skip {
+    () => {
+        match Moto::start() {
+            Some(m) => m,
+            None => return,
+        }
+    };
+}
+
+const ALLOW: &str = "198.51.100.7/32";
+const ADDRESS: &str = "192.0.2.10";
+
+fn key_line(dir: &std::path::Path, name: &str) -> String {
+    let (_, public) = netlab::NetLab::key_pair(dir, name);
+    let mut parts = public.split_whitespace();
+    format!("{} {}", parts.next().unwrap(), parts.next().unwrap())
+}
+
+fn tag(k: &str, v: &str) -> ec2t::Tag {
+    ec2t::Tag::builder().key(k).value(v).build()
+}
+
+/// A bastion from `up --no-wait` whose bootstrap has reported ready with `host_key`.
+async fn proxy(aws: &Clients, b: &Bastion, host_key: &str) -> String {
+    let up = b.run(&[
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--allow-cidr",
+        ALLOW,
+        "--no-wait",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(up.status, 0, "{up:?}");
+    let id = up.json()["instance_id"].as_str().unwrap().to_string();
+    aws.set_instance_tags(
+        &id,
+        &[("bastion:host-key", host_key), ("bastion:state", "ready")],
+    )
+    .await;
+    id
+}
+
+/// An instance launched by an insider, with whatever tags they like, without bastion's
+/// instance profile or key pair.
+async fn launch_decoy(aws: &Clients, lab: &Lab, tags: Vec<ec2t::Tag>) -> String {
+    let head = aws
+        .ec2
+        .describe_instances()
+        .instance_ids(&lab.head_node)
+        .send()
+        .await
+        .unwrap();
+    let ami = head.reservations()[0].instances()[0]
+        .image_id()
+        .unwrap()
+        .to_string();
+    let run = aws
+        .ec2
+        .run_instances()
+        .image_id(ami)
+        .instance_type(ec2t::InstanceType::T3Medium)
+        .min_count(1)
+        .max_count(1)
+        .subnet_id(&lab.public_subnet)
+        .tag_specifications(
+            ec2t::TagSpecification::builder()
+                .resource_type(ec2t::ResourceType::Instance)
+                .set_tags(Some(tags))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    run.instances()[0].instance_id().unwrap().to_string()
+}
+
+async fn state_of(aws: &Clients, id: &str) -> String {
+    let out = aws
+        .ec2
+        .describe_instances()
+        .instance_ids(id)
+        .send()
+        .await
+        .unwrap();
+    out.reservations()[0].instances()[0]
+        .state()
+        .and_then(|s| s.name())
+        .map(|n| n.as_str().to_string())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_key_tag_never_writes_text_of_its_own_into_a_file() {
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    aws.build_lab(LabOptions::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Bastion::new(&moto, tmp.path());
+    let good = key_line(tmp.path(), "proxy-host");
+    let attacker = key_line(tmp.path(), "attacker");
+    let injected = format!("{good} x\n@cert-authority * {attacker}");
+    let id = proxy(&aws, &b, &injected).await;
+    let known_hosts = b.state_dir.join("known_hosts");
+
+    let args = [
+        "ssh-config",
+        "--cluster",
+        CLUSTER,
+        "--bastion-address",
+        ADDRESS,
+    ];
+    let r = b.run(&args);
+    assert_ne!(r.status, 0, "a tag with a second line is refused: {r:?}");
+    assert!(
+        r.stderr.contains(&id) && r.stderr.contains("bastion:host-key"),
+        "the error names the instance and the tag: {r:?}"
+    );
+    let text = std::fs::read_to_string(&known_hosts).unwrap_or_default();
+    assert!(!text.contains("cert-authority"), "{text}");
+    assert!(!text.contains(&attacker), "{text}");
+
+    // A plain comment is allowed, and dropped: the files hold the key as bastion encodes it.
+    aws.set_instance_tags(&id, &[("bastion:host-key", &format!("{good} root@proxy"))])
+        .await;
+    // The user's ~/.ssh/config is a symlink into a dotfiles checkout, mode 0644.
+    let ssh_dir = b.home.join(".ssh");
+    std::fs::create_dir_all(&ssh_dir).unwrap();
+    let dotfile = b.home.join("dotfiles-ssh-config");
+    std::fs::write(&dotfile, "Host example\n    User me\n").unwrap();
+    std::fs::set_permissions(&dotfile, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::os::unix::fs::symlink(&dotfile, ssh_dir.join("config")).unwrap();
+
+    let mut install = args.to_vec();
+    install.push("--install");
+    let r = b.run(&install);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(
+        std::fs::read_to_string(&known_hosts).unwrap(),
+        format!("{id} {good}\n"),
+        "exactly the re-encoded key"
+    );
+    let installed = b
+        .state_dir
+        .join("ssh")
+        .join(format!("{CLUSTER}-{REGION}.conf"));
+    let config = std::fs::read_to_string(&installed).unwrap();
+    assert!(!config.contains("root@proxy"), "{config}");
+    let main = ssh_dir.join("config");
+    assert!(
+        std::fs::symlink_metadata(&main)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "~/.ssh/config stays a symlink"
+    );
+    let text = std::fs::read_to_string(&dotfile).unwrap();
+    assert!(
+        text.contains("Include ") && text.contains("Host example"),
+        "{text}"
+    );
+    let mode = std::fs::metadata(&dotfile).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "its mode is kept");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_that_only_carries_the_tag_is_a_lookalike() {
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    let lab = aws.build_lab(LabOptions::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Bastion::new(&moto, tmp.path());
+    let real_key = key_line(tmp.path(), "proxy-host");
+    let decoy_key = key_line(tmp.path(), "decoy-host");
+    let real = proxy(&aws, &b, &real_key).await;
+    let decoy = launch_decoy(
+        &aws,
+        &lab,
+        vec![
+            tag("bastion:cluster", CLUSTER),
+            tag("bastion:state", "ready"),
+            tag("bastion:host-key", &decoy_key),
+        ],
+    )
+    .await;
+
+    // status: the real one in `bastions`, the decoy in `lookalikes` with its reason.
+    let s = b.run(&["status", "--output", "json"]);
+    assert_eq!(s.status, 0, "{s:?}");
+    let j = s.json();
+    let ids: Vec<&str> = j["bastions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["instance_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![real.as_str()], "{s:?}");
+    let lookalikes = j["lookalikes"].as_array().unwrap();
+    assert_eq!(lookalikes.len(), 1, "{s:?}");
+    assert_eq!(lookalikes[0]["instance"], decoy.as_str());
+    assert!(
+        lookalikes[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("instance profile"),
+        "{s:?}"
+    );
+    let text = b.run(&["status"]);
+    assert!(
+        text.stdout.contains("look-alikes") && text.stdout.contains(&decoy),
+        "{text:?}"
+    );
+
+    // The real proxy stopped by its idle timer, the decoy running: the route is still the real
+    // one, and its key is what goes into known_hosts.
+    aws.ec2
+        .stop_instances()
+        .instance_ids(&real)
+        .send()
+        .await
+        .unwrap();
+    let r = b.run(&[
+        "ssh-config",
+        "--cluster",
+        CLUSTER,
+        "--bastion-address",
+        ADDRESS,
+    ]);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(r.stderr.contains(&decoy), "the look-alike is named: {r:?}");
+    let known = std::fs::read_to_string(b.state_dir.join("known_hosts")).unwrap();
+    assert_eq!(known, format!("{real} {real_key}\n"));
+
+    // `up` does not adopt the decoy: it reports (and starts) its own proxy.
+    let up = b.run(&["up", "--cluster", CLUSTER, "--no-wait", "--output", "json"]);
+    assert_eq!(up.status, 0, "{up:?}");
+    assert_eq!(up.json()["instance_id"], real.as_str(), "{up:?}");
+
+    // `down` removes bastion's proxy and leaves the decoy alone, saying so.
+    aws.ec2
+        .stop_instances()
+        .instance_ids(&decoy)
+        .send()
+        .await
+        .unwrap();
+    let down = b.run(&["down", "--cluster", CLUSTER, "--output", "json"]);
+    assert_eq!(down.status, 0, "{down:?}");
+    let spared = down.json()["spared"].to_string();
+    assert!(spared.contains(&decoy), "{down:?}");
+    assert_eq!(state_of(&aws, &decoy).await, "stopped");
+    assert_eq!(state_of(&aws, &real).await, "terminated");
+
+    // With only the decoy left, connect refuses it, names it, and does not start it.
+    let c = b.run(&[
+        "connect",
+        "--cluster",
+        CLUSTER,
+        "--bastion-address",
+        ADDRESS,
+        "--",
+        "true",
+    ]);
+    assert_eq!(c.status, 2, "{c:?}");
+    assert!(
+        c.stderr.contains(&decoy) && c.stderr.contains("not the proxy bastion made"),
+        "{c:?}"
+    );
+    assert_eq!(state_of(&aws, &decoy).await, "stopped", "never started");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn down_leaves_alone_what_only_carries_the_tag() {
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    let lab = aws.build_lab(LabOptions::default()).await;
+    // An insider tags the head node and its group as if they were the bastion's.
+    aws.set_instance_tags(&lab.head_node, &[("bastion:cluster", CLUSTER)])
+        .await;
+    aws.ec2
+        .create_tags()
+        .resources(&lab.head_sg)
+        .tags(tag("bastion:cluster", CLUSTER))
+        .send()
+        .await
+        .unwrap();
+    let head_rules_before = aws.ingress(&lab.head_sg).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Bastion::new(&moto, tmp.path());
+    let up = b.run(&[
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--allow-cidr",
+        ALLOW,
+        "--no-wait",
+    ]);
+    assert_eq!(up.status, 0, "{up:?}");
+
+    // From another machine (no ledger: the sweep by tag alone decides).
+    let other = tempfile::tempdir().unwrap();
+    let b2 = Bastion::new(&moto, other.path());
+    let down = b2.run(&["down", "--cluster", CLUSTER, "--output", "json"]);
+    assert_eq!(down.status, 0, "{down:?}");
+    assert_eq!(state_of(&aws, &lab.head_node).await, "running");
+    let groups = aws
+        .ec2
+        .describe_security_groups()
+        .group_ids(&lab.head_sg)
+        .send()
+        .await;
+    assert!(groups.is_ok(), "the head node's group is still there");
+    assert_eq!(aws.ingress(&lab.head_sg).await, head_rules_before);
+    let j = down.json();
+    let spared = j["spared"].to_string();
+    assert!(
+        spared.contains(&lab.head_node) && spared.contains(&lab.head_sg),
+        "{down:?}"
+    );
+    let mut left = aws.leftovers(CLUSTER).await;
+    left.sort();
+    assert_eq!(
+        left,
+        vec![
+            format!("instance {}", lab.head_node),
+            format!("security group {}", lab.head_sg)
+        ],
+        "bastion's own resources are gone, the tagged head node and group stay"
+    );
+    let text = b.run(&["down", "--cluster", CLUSTER]);
+    assert!(text.stdout.contains("left alone"), "{text:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_head_node_is_the_one_its_stack_made_and_never_a_guess() {
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    let lab = aws.build_lab(LabOptions::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Bastion::new(&moto, tmp.path());
+    let head_tags = |cluster: &str, stack: Option<&str>| {
+        let mut t = vec![
+            tag("Name", "HeadNode"),
+            tag("parallelcluster:cluster-name", cluster),
+            tag("parallelcluster:node-type", "HeadNode"),
+            tag(
+                "parallelcluster:attributes",
+                "alinux2023, slurm, 3.16.1, x86_64",
+            ),
+        ];
+        if let Some(s) = stack {
+            t.push(tag("aws:cloudformation:stack-name", s));
+        }
+        t
+    };
+
+    // Forged ParallelCluster tags without the stack's reserved tag: not a head node.
+    let forged = launch_decoy(&aws, &lab, head_tags("ghost", None)).await;
+    let r = b.run(&[
+        "up",
+        "--cluster",
+        "ghost",
+        "--allow-cidr",
+        ALLOW,
+        "--dry-run",
+    ]);
+    assert_eq!(r.status, 2, "{r:?}");
+    assert!(
+        r.stderr.contains(&forged) && r.stderr.contains("aws:cloudformation:stack-name"),
+        "{r:?}"
+    );
+    // Beside the real head node, a forged one is ignored (and named).
+    launch_decoy(&aws, &lab, head_tags(CLUSTER, Some("another-stack"))).await;
+    let r = b.run(&[
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--allow-cidr",
+        ALLOW,
+        "--dry-run",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(r.json()["head_node"], lab.head_node.as_str());
+
+    // Two instances the stack tagged as its head node: refused, both listed.
+    let twin = launch_decoy(&aws, &lab, head_tags(CLUSTER, Some(CLUSTER))).await;
+    let r = b.run(&[
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--allow-cidr",
+        ALLOW,
+        "--dry-run",
+    ]);
+    assert_eq!(r.status, 2, "{r:?}");
+    assert!(
+        r.stderr.contains(&lab.head_node) && r.stderr.contains(&twin),
+        "{r:?}"
+    );
+    assert!(aws.leftovers(CLUSTER).await.is_empty());
+}
+
+fn decode(s: &str) -> serde_json::Value {
+    let text = percent_encoding::percent_decode_str(s).decode_utf8_lossy();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_proxy_role_may_not_write_bastion_tags_elsewhere() {
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    aws.build_lab(LabOptions::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Bastion::new(&moto, tmp.path());
+    let role = format!("bastion-{CLUSTER}-{REGION}");
+    let policies = || async {
+        let mut names = aws
+            .iam
+            .list_role_policies()
+            .role_name(&role)
+            .send()
+            .await
+            .unwrap()
+            .policy_names()
+            .to_vec();
+        names.sort();
+        names
+    };
+
+    let up = b.run(&[
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--allow-cidr",
+        ALLOW,
+        "--no-wait",
+    ]);
+    assert_eq!(up.status, 0, "{up:?}");
+    assert_eq!(
+        policies().await,
+        vec!["dcv-license", "pcluster-user", "proxy-tags"]
+    );
+    let doc = aws
+        .iam
+        .get_role_policy()
+        .role_name(&role)
+        .policy_name("proxy-tags")
+        .send()
+        .await
+        .unwrap();
+    let doc = decode(doc.policy_document());
+    let deny = doc["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Sid"] == "NoBastionTagsButOnItself")
+        .expect("the Deny statement");
+    assert_eq!(deny["Effect"], "Deny");
+    assert_eq!(
+        deny["Action"],
+        serde_json::json!(["ec2:CreateTags", "ec2:DeleteTags"])
+    );
+    assert_eq!(deny["Resource"], "*");
+    assert_eq!(
+        deny["Condition"]["ForAnyValue:StringLike"]["aws:TagKeys"],
+        "bastion:*"
+    );
+    // An instance role's session is `role-id:instance-id` (aws:userid): only the instance the
+    // credentials belong to matches its own ec2:InstanceID.
+    assert_eq!(
+        deny["Condition"]["StringNotLike"]["aws:userid"],
+        "*:${ec2:InstanceID}",
+        "the policy variable reaches IAM intact"
+    );
+
+    assert_eq!(b.run(&["down", "--cluster", CLUSTER]).status, 0);
+    let up = b.run(&[
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--allow-cidr",
+        ALLOW,
+        "--no-wait",
+        "--no-pcluster-policy",
+    ]);
+    assert_eq!(up.status, 0, "{up:?}");
+    assert_eq!(policies().await, vec!["dcv-license", "proxy-tags"]);
+    assert_eq!(b.run(&["down", "--cluster", CLUSTER]).status, 0);
+    assert!(aws.leftovers(CLUSTER).await.is_empty());
+}

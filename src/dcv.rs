@@ -44,17 +44,50 @@ pub enum DcvError {
     #[error("{SCRIPT} did not answer within {0} s")]
     Timeout(u64),
     #[error(
-        "the proxy cannot reach DCV on the head node at {addr} ({reason}). Check that the head node's \
-         security group admits tcp {port} from the proxy's security group (`bastion up` adds that rule \
-         unless --no-dcv), and that DCV runs on the head node"
+        "DCV does not answer at {addr} from inside the session ({reason}). Check that DCV runs there \
+         (`systemctl status dcvserver`) and listens on tcp {port}"
     )]
     PortClosed {
         addr: String,
         port: u16,
         reason: String,
     },
+    #[error(
+        "the proxy could not mint a token for its desktop ({PROXY_TOKEN_HELPER}); it printed:\n{0}\n\
+         Its desktop may predate tokens: run `bastion down` and `bastion up`"
+    )]
+    ProxyToken(String),
     #[error("{0}")]
     Session(#[from] session::SessionError),
+}
+
+/// On the proxy: mints a token for its DCV session with DCV's simple external authenticator
+/// (installed and wired in by the user-data) and prints `BastionDcvToken=<64 hex>`. Run as root.
+pub const PROXY_TOKEN_HELPER: &str = "/usr/local/sbin/bastion-dcv-token";
+
+/// Finds the helper's one line; anything but exactly 64 lowercase hex digits is refused.
+pub fn parse_proxy_token(output: &str) -> Option<String> {
+    output.lines().find_map(|l| {
+        let t = l.trim().strip_prefix("BastionDcvToken=")?;
+        (t.len() == 64 && t.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'))).then(|| t.into())
+    })
+}
+
+/// A fresh token for the proxy's own desktop, minted over SSH (root there, through sudo for the
+/// login user): the token travels on the channel, never on a command line.
+pub async fn proxy_token(proxy: &Handle<Verifier>) -> Result<String, DcvError> {
+    let command = format!(
+        "if [ \"$(id -u)\" = 0 ]; then {PROXY_TOKEN_HELPER}; else sudo -n {PROXY_TOKEN_HELPER}; fi 2>&1"
+    );
+    let (_, output) = tokio::time::timeout(
+        ATTEMPT_TIMEOUT,
+        session::capture(proxy, "the proxy", &command),
+    )
+    .await
+    .map_err(|_| {
+        DcvError::ProxyToken(format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs()))
+    })??;
+    parse_proxy_token(&output).ok_or_else(|| DcvError::ProxyToken(output.trim().to_string()))
 }
 
 fn is_word(s: &str) -> bool {
@@ -155,10 +188,10 @@ impl DcvUrl {
         }
     }
 
-    /// The proxy's own desktop: no token, the SSH tunnel is the authentication.
-    pub fn proxy(local_port: u16) -> DcvUrl {
+    /// The proxy's own desktop, with a token its authenticator was given for this URL.
+    pub fn proxy(local_port: u16, token: &str) -> DcvUrl {
         DcvUrl {
-            url: format!("https://127.0.0.1:{local_port}/#{PROXY_SESSION}"),
+            url: format!("https://127.0.0.1:{local_port}?authToken={token}#{PROXY_SESSION}"),
             local_port,
             session_id: PROXY_SESSION.into(),
             expires_in_s: 0,
@@ -232,6 +265,22 @@ mod tests {
             DcvUrl::head_node(4000, &s).url,
             "https://127.0.0.1:4000?authToken=T1#S1"
         );
-        assert_eq!(DcvUrl::proxy(4001).url, "https://127.0.0.1:4001/#bastion");
+        let t = "ab".repeat(32);
+        assert_eq!(
+            DcvUrl::proxy(4001, &t).url,
+            format!("https://127.0.0.1:4001?authToken={t}#bastion")
+        );
+        assert_eq!(
+            parse_proxy_token(&format!("motd\nBastionDcvToken={t}\n")),
+            Some(t.clone())
+        );
+        for bad in [
+            format!("BastionDcvToken={}", "AB".repeat(32)),
+            format!("BastionDcvToken={t}x"),
+            format!("BastionDcvToken={t}&x=1"),
+            "BastionDcvToken=".to_string(),
+        ] {
+            assert_eq!(parse_proxy_token(&bad), None, "{bad}");
+        }
     }
 }

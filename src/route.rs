@@ -9,6 +9,7 @@ use crate::aws::{Instance, TAG_OS, TAG_STATE};
 use crate::cluster::{HeadNode, find_head_node};
 use crate::proxy::{self, Expected, Lookalike};
 use crate::ssh::client::{Credentials, Target, Trust};
+use crate::ssh::known_hosts::{self, FirstUse};
 use crate::userdata::ProxyOs;
 use crate::wait::{Goal, wait_for};
 
@@ -152,6 +153,11 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
         .clone()
         .unwrap_or_else(|| head.default_user().to_string());
     let known_hosts = known_hosts_file(ctx);
+    let first_use = if known_hosts::is_pinned(&known_hosts, &head.instance.id) {
+        FirstUse::Unanchored("already pinned".into())
+    } else {
+        first_use_anchor(ctx, &head.instance.id).await
+    };
     if let Some(path) = &opts.args.identity
         && let Err(e) = std::fs::File::open(path)
     {
@@ -189,6 +195,7 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
                 file: known_hosts.clone(),
                 alias: head.instance.id.clone(),
                 cluster: cluster.into(),
+                first_use,
             },
             credentials: head_credentials,
         },
@@ -200,6 +207,25 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
         head,
         known_hosts,
     })
+}
+
+/// What a first connection to the head node can check its key against: the host keys it
+/// printed to its console at first boot, read with `ec2:GetConsoleOutput` (AWS, not the
+/// network, carries them). Without them, trust on first use, and the reason says why.
+async fn first_use_anchor(ctx: &Context, head: &str) -> FirstUse {
+    ctx.progress.phase(format!(
+        "reading the host keys {head} printed to its console"
+    ));
+    match ctx.cloud.console_output(head).await {
+        Ok(text) => match known_hosts::console_host_keys(&text) {
+            Some(keys) => FirstUse::Anchored(keys),
+            None => FirstUse::Unanchored(
+                "its console output (ec2:GetConsoleOutput) holds no cloud-init host-key block"
+                    .into(),
+            ),
+        },
+        Err(e) => FirstUse::Unanchored(format!("its console output could not be read ({e})")),
+    }
 }
 
 /// `host`, `host:port`, `[v6]:port` -> (host, port); the port defaults to 22.

@@ -242,27 +242,43 @@ async fn dcv_failures_give_advice() {
         "{r:?}"
     );
 
-    // The script answers, but nothing listens on the DCV port (a security group would look alike).
+    // The script answers, but nothing listens on the DCV port: said, with what to check.
     let token_file = w.lab.path("dcv-token");
     w.lab
         .set_head_scripts(&[("pcluster_dcv_connect.sh", &dcv_script(&token_file))]);
     let r = w.b.run(&w.connect_args(&["--dcv", "--show-url"]));
     assert_ne!(r.status, 0);
     assert!(
-        r.stderr.contains("cannot reach DCV on the head node")
-            && r.stderr.contains("security group"),
+        r.stderr.contains("DCV does not answer at")
+            && r.stderr.contains("systemctl status dcvserver"),
         "{r:?}"
     );
 }
 
+/// Stand-in for the token helper the proxy's user-data installs: the real one hands the token to
+/// DCV's authenticator; this one to the DCV stand-in, through its token file.
+fn proxy_token_helper(token_file: &std::path::Path) -> String {
+    format!(
+        "#!/bin/bash\n# stand-in for bastion-dcv-token\n\
+         tok=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n')\n\
+         echo \"$tok $(date +%s.%N)\" > {}\n\
+         echo \"BastionDcvToken=$tok\"\n",
+        token_file.display()
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn desktop_reaches_the_proxys_own_dcv_on_its_loopback() {
+async fn desktop_reaches_the_proxys_own_dcv_on_its_loopback_with_a_token_per_url() {
     if require_tool("openssl", &[]).is_none() {
         return;
     }
     let mut w = world_or_skip!();
-    // The proxy's DCV listens on its 127.0.0.1 only (as its user-data configures it).
-    start_dcv_server(&mut w, "proxy", "127.0.0.1", false);
+    // The proxy's DCV listens on its 127.0.0.1 only (as its user-data configures it), and admits
+    // only a token its authenticator was given.
+    let token_file = w.lab.path("dcv-token");
+    w.lab
+        .set_proxy_sbin(&[("bastion-dcv-token", &proxy_token_helper(&token_file))]);
+    start_dcv_server(&mut w, "proxy", "127.0.0.1", true);
 
     // Still installing: connect waits; failed: the log is read and the exit is non-zero.
     w.aws
@@ -286,12 +302,25 @@ async fn desktop_reaches_the_proxys_own_dcv_on_its_loopback() {
         .await;
     let url = next_url(&out, &mut child);
     assert_eq!(url["session_id"], "bastion");
-    let u = url["url"].as_str().unwrap();
-    assert!(u.ends_with("/#bastion"), "{u}");
+    let port = url["local_port"].as_u64().unwrap();
+    let u = url["url"].as_str().unwrap().to_string();
+    assert!(
+        u.starts_with(&format!("https://127.0.0.1:{port}?authToken=")) && u.ends_with("#bastion"),
+        "{u}"
+    );
+    // Another local user who finds the forwarded port, without the token: nothing.
+    let bare = format!("https://127.0.0.1:{port}/#bastion");
+    assert_eq!(fetch(&bare).await, 403, "no token, no desktop");
     assert_eq!(
-        fetch(u).await,
+        fetch(&u).await,
         200,
         "the proxy's desktop answers through the tunnel"
     );
+    assert_eq!(fetch(&u).await, 403, "a used token is refused");
+    // Enter: a fresh token.
+    std::io::Write::write_all(child.child().stdin.as_mut().unwrap(), b"\n").unwrap();
+    let second = next_url(&out, &mut child);
+    assert_ne!(second["url"], url["url"]);
+    assert_eq!(fetch(second["url"].as_str().unwrap()).await, 200);
     stop(child);
 }

@@ -130,7 +130,7 @@ async fn up_creates_a_hardened_proxy_and_down_removes_all_of_it() {
     expected.sort();
     assert_eq!(aws.ingress(&lab.head_sg).await, expected);
 
-    // The role: pcluster user policy, DCV licence read, SSM core.
+    // The role: pcluster user policy, DCV licence read, its own tags only, SSM core.
     let role = "bastion-demo-us-east-1";
     let inline = aws
         .iam
@@ -141,7 +141,7 @@ async fn up_creates_a_hardened_proxy_and_down_removes_all_of_it() {
         .unwrap();
     let mut names = inline.policy_names().to_vec();
     names.sort();
-    assert_eq!(names, vec!["dcv-license", "pcluster-user"]);
+    assert_eq!(names, vec!["dcv-license", "pcluster-user", "proxy-tags"]);
     let doc = aws
         .iam
         .get_role_policy()

@@ -6,6 +6,7 @@ mod common;
 
 use std::process::Command;
 
+use common::netlab;
 use common::*;
 
 fn fingerprint(public_key_file: &std::path::Path) -> String {
@@ -82,4 +83,80 @@ async fn a_pinned_head_node_stays_pinned_across_algorithms_and_hashing() {
     assert_eq!(r.status, 0, "{r:?}");
     let ecdsa_fp = fingerprint(&ecdsa.with_extension("pub"));
     assert!(r.stderr.contains(&ecdsa_fp), "{r:?}");
+}
+
+/// First use, anchored where AWS allows: the head node's console output (served by the
+/// wire-level front, as AWS words GetConsoleOutput) lists its host keys, and a key that is not
+/// among them is refused; one that is gets pinned, and `ssh-config` pins them all for OpenSSH.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_use_key_absent_from_the_console_output_is_refused() {
+    use common::front::{Front, Reply};
+    use std::sync::{Arc, Mutex};
+
+    let mut w = world_or_skip!();
+    let front = Front::start(&w.moto.url).await;
+    w.b.endpoint = front.url.clone();
+    let known_hosts = w.b.state_dir.join("known_hosts");
+    let (_, other) = netlab::NetLab::key_pair(w.lab.dir.path(), "not-the-head");
+    let block = |key: &str| {
+        format!(
+            "[  OK  ] Started cloud-final.service.\r\n-----BEGIN SSH HOST KEY KEYS-----\r\n{key}\r\n\
+             -----END SSH HOST KEY KEYS-----\r\n[   42.0] cloud-init[1020]: done\r\n"
+        )
+    };
+    let console = Arc::new(Mutex::new(block(&other)));
+    let (head, text) = (w.head_id.clone(), console.clone());
+    front.rule(move |c| {
+        (c.action == "GetConsoleOutput" && c.param("InstanceId") == Some(head.as_str()))
+            .then(|| Reply::console_output(&head, &text.lock().unwrap()))
+    });
+
+    let r = w.connect(&["--", "true"]);
+    assert_ne!(r.status, 0, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("not one of the host keys it printed to its console"),
+        "{r:?}"
+    );
+    assert!(
+        !std::fs::read_to_string(&known_hosts)
+            .unwrap_or_default()
+            .contains(&w.head_id),
+        "nothing pinned"
+    );
+
+    *console.lock().unwrap() = block(&format!("{} root@head", w.lab.host_key("head")));
+    let r = w.connect(&["--", "true"]);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("printed to its console at first boot"),
+        "{r:?}"
+    );
+    assert!(
+        front.injected() >= 2,
+        "the front answered the console reads"
+    );
+
+    // ssh-config on a machine that never connected: the console's keys pinned for OpenSSH,
+    // which then checks the head node strictly.
+    assert_eq!(w.b.run(&["forget", "--cluster", CLUSTER]).status, 0);
+    let mut args = vec!["ssh-config"];
+    args.extend(w.route_args(&w.lab.proxy_ip));
+    let r = w.b.run(&args);
+    assert_eq!(r.status, 0, "{r:?}");
+    let pinned = std::fs::read_to_string(&known_hosts).unwrap();
+    assert!(
+        pinned.contains(&format!("{} {}", w.head_id, w.lab.host_key("head"))),
+        "{pinned}"
+    );
+    let head_block = r
+        .stdout
+        .split(&format!("Host {CLUSTER}-head"))
+        .nth(1)
+        .unwrap();
+    assert!(
+        head_block.contains("StrictHostKeyChecking yes"),
+        "{}",
+        r.stdout
+    );
 }

@@ -482,8 +482,7 @@ async fn the_proxy_role_may_not_write_bastion_tags_elsewhere() {
     // An instance role's session is `role-id:instance-id` (aws:userid): only the instance the
     // credentials belong to matches its own ec2:InstanceID.
     assert_eq!(
-        deny["Condition"]["StringNotLike"]["aws:userid"],
-        "*:${ec2:InstanceID}",
+        deny["Condition"]["StringNotLike"]["aws:userid"], "*:${ec2:InstanceID}",
         "the policy variable reaches IAM intact"
     );
 

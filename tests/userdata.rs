@@ -78,6 +78,11 @@ esac"#,
         ("snap", ""),
         ("sha256sum", "cat >/dev/null"),
         ("dcv", ""),
+        // Keeps what it was given on stdin, as DCV's simple external authenticator would.
+        (
+            "dcvsimpleextauth",
+            r#"cat >"$STUB_STATE/dcvsimpleextauth.stdin""#,
+        ),
         (
             "dnf",
             r#"case "$1" in
@@ -85,6 +90,7 @@ esac"#,
   install) for a in "$@"; do case "$a" in
       *nice-dcv-server*) mark nice-dcv-server ;; *nice-dcv-web-viewer*) mark nice-dcv-web-viewer ;;
       *nice-xdcv*) mark nice-xdcv ;;
+      *nice-dcv-simple-external-authenticator*) mark nice-dcv-simple-external-authenticator ;;
       nodejs) printf '#!/bin/bash\necho v18.20.0\n' >"$STUB_DIR/node"; chmod +x "$STUB_DIR/node" ;;
     esac; done ;;
 esac"#,
@@ -99,7 +105,9 @@ shift; for p in "$@"; do has "$p" || exit 1; done"#,
             r#"[ "$1" = install ] || exit 0
 for a in "$@"; do case "$a" in
   *nice-dcv-server*) mark nice-dcv-server ;; *nice-dcv-web-viewer*) mark nice-dcv-web-viewer ;;
-  *nice-xdcv*) mark nice-xdcv ;; -*) ;; *) mark "$a" ;;
+  *nice-xdcv*) mark nice-xdcv ;;
+  *nice-dcv-simple-external-authenticator*) mark nice-dcv-simple-external-authenticator ;;
+  -*) ;; *) mark "$a" ;;
 esac; done"#,
         ),
         (
@@ -112,11 +120,11 @@ shift; for p in "$@"; do has "$p" || exit 1; done"#,
             r#"dir=""; while [ $# -gt 0 ]; do [ "$1" = -C ] && dir=$2; shift; done
 for v in amzn2023-x86_64 amzn2023-aarch64; do
   mkdir -p "$dir/nice-dcv-$DCV_STUB_VERSION-$v"
-  touch "$dir/nice-dcv-$DCV_STUB_VERSION-$v"/{nice-dcv-server-1.rpm,nice-dcv-web-viewer-1.rpm,nice-xdcv-1.rpm}
+  touch "$dir/nice-dcv-$DCV_STUB_VERSION-$v"/{nice-dcv-server-1.rpm,nice-dcv-web-viewer-1.rpm,nice-xdcv-1.rpm,nice-dcv-simple-external-authenticator-1.rpm}
 done
 for v in ubuntu2204-x86_64 ubuntu2204-aarch64; do
   mkdir -p "$dir/nice-dcv-$DCV_STUB_VERSION-$v"
-  touch "$dir/nice-dcv-$DCV_STUB_VERSION-$v"/{nice-dcv-server_1_amd64.deb,nice-dcv-web-viewer_1_amd64.deb,nice-xdcv_1_amd64.deb}
+  touch "$dir/nice-dcv-$DCV_STUB_VERSION-$v"/{nice-dcv-server_1_amd64.deb,nice-dcv-web-viewer_1_amd64.deb,nice-xdcv_1_amd64.deb,nice-dcv-simple-external-authenticator_1_amd64.deb}
 done
 mkdir -p "$dir/bin"; printf '#!/bin/bash\necho v20.18.1\n' >"$dir/bin/node""#,
         ),
@@ -204,6 +212,29 @@ impl Sandbox {
         (status.success(), calls)
     }
 
+    /// Runs a script the user-data wrote (under the scratch root) with the same stubs; returns
+    /// its stdout and the stub calls it made.
+    fn run_file(&self, rel: &str) -> (String, Vec<String>) {
+        let _ = std::fs::remove_file(&self.log);
+        let out = Command::new("bash")
+            .arg(self.root.join(rel))
+            .env_clear()
+            .env("PATH", format!("{}:/usr/bin:/bin", self.stubs.display()))
+            .env("STUB_LOG", &self.log)
+            .env("STUB_STATE", &self.state)
+            .env("STUB_DIR", &self.stubs)
+            .env("STUB_FAIL", "")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{rel}: {out:?}");
+        let calls = std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        (String::from_utf8_lossy(&out.stdout).into_owned(), calls)
+    }
+
     fn file(&self, rel: &str) -> String {
         std::fs::read_to_string(self.root.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
     }
@@ -284,7 +315,50 @@ fn al2023_publishes_ready_first_then_installs_the_desktop_and_is_idempotent() {
         dcv_conf.contains("web-listen-endpoints = ['127.0.0.1:8443']"),
         "{dcv_conf}"
     );
-    assert!(dcv_conf.contains("authentication = \"none\""));
+    // No more "DCV behind the tunnel needs no password": tokens, checked by the authenticator.
+    assert!(
+        !dcv_conf.contains("authentication = \"none\""),
+        "{dcv_conf}"
+    );
+    assert!(
+        dcv_conf.contains("auth-token-verifier = \"http://127.0.0.1:8444\""),
+        "{dcv_conf}"
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.contains("nice-dcv-simple-external-authenticator-1.rpm"))
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|c| c == "systemctl enable --now dcvsimpleextauth")
+    );
+    // The token helper as bastion runs it over SSH: a fresh token, given to the authenticator
+    // on stdin (never on a command line) for the proxy's session and its owner, and printed.
+    let (token, helper_calls) = sb.run_file("usr/local/sbin/bastion-dcv-token");
+    let token = token
+        .trim()
+        .strip_prefix("BastionDcvToken=")
+        .unwrap_or_else(|| panic!("{token}"))
+        .to_string();
+    assert!(
+        token.len() == 64 && token.chars().all(|c| c.is_ascii_hexdigit()),
+        "{token}"
+    );
+    assert_eq!(
+        helper_calls,
+        vec!["dcvsimpleextauth add-user --append --session bastion --user ec2-user".to_string()]
+    );
+    assert_eq!(
+        std::fs::read_to_string(sb.state.join("dcvsimpleextauth.stdin")).unwrap(),
+        token
+    );
+    assert_ne!(
+        sb.run_file("usr/local/sbin/bastion-dcv-token").0,
+        format!("BastionDcvToken={token}\n"),
+        "a fresh token each time"
+    );
     assert!(
         sb.file("etc/gdm/custom.conf")
             .contains("WaylandEnable=false")

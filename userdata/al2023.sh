@@ -20,7 +20,7 @@ install_desktop() {
 }
 
 install_dcv() {
-    if rpm -q nice-dcv-server nice-dcv-web-viewer nice-xdcv >/dev/null 2>&1; then
+    if rpm -q nice-dcv-server nice-dcv-web-viewer nice-xdcv nice-dcv-simple-external-authenticator >/dev/null 2>&1; then
         log "DCV already installed"
         return 0
     fi
@@ -30,7 +30,8 @@ install_dcv() {
     rpm --import "$DCV_BASE_URL/NICE-GPG-KEY"
     curl -fsSL -o "$dir/dcv.tgz" "$DCV_BASE_URL/${DCV_VERSION%%-*}/Servers/$name.tgz"
     tar -xzf "$dir/dcv.tgz" -C "$dir"
-    dnf install -y "$dir/$name"/nice-dcv-server-*.rpm "$dir/$name"/nice-dcv-web-viewer-*.rpm "$dir/$name"/nice-xdcv-*.rpm
+    dnf install -y "$dir/$name"/nice-dcv-server-*.rpm "$dir/$name"/nice-dcv-web-viewer-*.rpm "$dir/$name"/nice-xdcv-*.rpm \
+        "$dir/$name"/nice-dcv-simple-external-authenticator-*.rpm
     rm -rf "$dir"
 }
 

@@ -123,8 +123,10 @@ UNIT
 
 configure_dcv() {
     mkdir -p "$ROOT/etc/dcv" "$ROOT/usr/local/sbin" "$ROOT/etc/systemd/system"
-    # DCV listens on loopback only: it is reached through the SSH tunnel, which is the
-    # authentication, so DCV's own is off. No security group ever opens its port.
+    # DCV listens on loopback only, reached through the SSH tunnel; no security group ever
+    # opens its port. Each browser also needs a token minted over SSH for its URL (checked by
+    # DCV's simple external authenticator on 127.0.0.1:8444), so another user of the laptop
+    # that reaches the forwarded port gets nothing.
     cat >"$ROOT/etc/dcv/dcv.conf" <<'DCV'
 # Written by bastion.
 [session-management]
@@ -136,8 +138,19 @@ web-listen-endpoints = ['127.0.0.1:8443']
 enable-quic-frontend = false
 
 [security]
-authentication = "none"
+auth-token-verifier = "http://127.0.0.1:8444"
 DCV
+    cat >"$ROOT/usr/local/sbin/bastion-dcv-token" <<TOKEN
+#!/bin/bash
+# Written by bastion: a fresh token for the proxy's DCV session (owned by $DEFAULT_USER), given
+# to DCV's simple external authenticator on stdin and printed for \`bastion connect --dcv --desktop\`.
+set -euo pipefail
+umask 077
+token=\$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n')
+printf '%s' "\$token" | dcvsimpleextauth add-user --append --session bastion --user $DEFAULT_USER
+echo "BastionDcvToken=\$token"
+TOKEN
+    chmod 0755 "$ROOT/usr/local/sbin/bastion-dcv-token"
     cat >"$ROOT/etc/dcv/bastion.perm" <<'PERM'
 [permissions]
 %any% allow builtin
@@ -166,6 +179,7 @@ ExecStart=/usr/local/sbin/bastion-dcv-session
 WantedBy=multi-user.target
 UNIT
     systemctl daemon-reload
+    systemctl enable --now dcvsimpleextauth
     systemctl enable dcvserver
     systemctl restart dcvserver
     systemctl enable --now bastion-dcv-session.service

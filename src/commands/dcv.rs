@@ -1,6 +1,7 @@
 //! `bastion connect --dcv`: the head node's DCV session in the browser, through a tunnel that
 //! listens before the one-time URL is shown; `--desktop`: the proxy's own DCV desktop (bound to
-//! its loopback, never open in any security group). Both stay up until Ctrl-C.
+//! its loopback, never open in any security group, and behind a token minted over SSH for each
+//! URL, so the forwarded port alone admits no other local user). Both stay up until Ctrl-C.
 //!
 //! The head node's DCV port is reached inside the head node's own SSH session (a direct-tcpip
 //! channel of the inner, end-to-end session, as `-L` does), never from the proxy: DCV's TLS
@@ -304,6 +305,8 @@ async fn desktop(ctx: &Context, args: &ConnectArgs, route: &Route) -> anyhow::Re
         .into());
     }
     probe(&proxy, "127.0.0.1", dcv::PROXY_DCV_PORT).await?;
+    // A token per URL: the forwarded port alone lets no other local user in.
+    let token = dcv::proxy_token(&proxy).await?;
     let stats = Stats::default();
     let fwd = Forward {
         bind: LOOPBACK.into(),
@@ -313,11 +316,13 @@ async fn desktop(ctx: &Context, args: &ConnectArgs, route: &Route) -> anyhow::Re
     };
     tokio::spawn(forward::serve(proxy.clone(), listener, fwd, stats.clone()));
     ctx.progress.finish();
-    let url = DcvUrl::proxy(local_port);
     let page = BrowserPage::new(ctx);
-    show(ctx, &page, &url, !args.show_url);
-    hold(ctx, &stats, &proxy, || async {
-        show(ctx, &page, &url, false);
+    let open_browser = !args.show_url;
+    show(ctx, &page, &DcvUrl::proxy(local_port, &token), open_browser);
+    let (page, proxy_session) = (&page, &proxy);
+    hold(ctx, &stats, &proxy, || async move {
+        let token = dcv::proxy_token(proxy_session).await?;
+        show(ctx, page, &DcvUrl::proxy(local_port, &token), open_browser);
         Ok(())
     })
     .await

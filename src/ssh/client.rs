@@ -12,7 +12,7 @@ use russh::keys::agent::client::AgentClient;
 use russh::keys::ssh_key::Algorithm;
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 
-use super::known_hosts::{self, HostKeyError, Pinned};
+use super::known_hosts::{self, FirstUse, HostKeyError, Pinned};
 
 /// Receive window of a channel that carries one of the user's connections (a forward's, a
 /// shell's, a command's). russh's 2 MiB default caps a download at 50 ms RTT near OpenSSH's
@@ -64,11 +64,13 @@ fn limits() -> russh::Limits {
 pub enum Trust {
     /// Must equal this key (the proxy's, from its `bastion:host-key` tag).
     Expect { key: PublicKey, instance: String },
-    /// Pinned on first use under `alias` in `file` (the head node's of `cluster`).
+    /// Pinned on first use under `alias` in `file` (the head node's of `cluster`), a first use
+    /// checked against `first_use`.
     Pin {
         file: PathBuf,
         alias: String,
         cluster: String,
+        first_use: FirstUse,
     },
 }
 
@@ -127,11 +129,27 @@ impl client::Handler for Verifier {
                 file,
                 alias,
                 cluster,
-            } => match known_hosts::check_or_pin(file, alias, Some(cluster), key) {
+                first_use,
+            } => match known_hosts::check_or_pin(file, alias, Some(cluster), key, first_use) {
                 Ok(Pinned::Known) => Ok(true),
-                Ok(Pinned::Learned) => {
+                Ok(Pinned::Learned { anchored: true }) => {
                     tracing::warn!(
-                        "pinned the head node's host key {} as {alias} in {}",
+                        "pinned the head node's host key {} as {alias} in {} (it is one the head \
+                         node printed to its console at first boot)",
+                        known_hosts::fingerprint(key),
+                        file.display()
+                    );
+                    Ok(true)
+                }
+                Ok(Pinned::Learned { anchored: false }) => {
+                    let why = match first_use {
+                        FirstUse::Unanchored(why) => why.as_str(),
+                        FirstUse::Anchored(_) => "",
+                    };
+                    tracing::warn!(
+                        "pinned the head node's host key {} as {alias} in {} on first use, \
+                         unverified: {why}. Compare it with the head node's own \
+                         (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` there)",
                         known_hosts::fingerprint(key),
                         file.display()
                     );

@@ -53,6 +53,18 @@ pub enum HostKeyError {
         line: usize,
         got: String,
     },
+    #[error(
+        "the head node {alias} presented host key {got}, which is not one of the host keys it \
+         printed to its console at first boot ({listed}; read with ec2:GetConsoleOutput). Refusing \
+         to pin it: the connection may be intercepted (root on the proxy could answer in the head \
+         node's place). If the head node was re-keyed since its first boot, compare the key on the \
+         head node itself (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`) before you trust it"
+    )]
+    NotInConsole {
+        alias: String,
+        got: String,
+        listed: String,
+    },
     #[error("the server presented a certificate; bastion verifies plain host keys only")]
     Certificate,
     #[error("cannot read or write {file}: {source}")]
@@ -269,8 +281,75 @@ pub fn pinned_algorithms(file: &Path, alias: &str) -> Vec<Algorithm> {
 pub enum Pinned {
     /// The alias was known with this key.
     Known,
-    /// The alias was new; the key is now pinned.
-    Learned,
+    /// The alias was new; the key is now pinned. `anchored`: it is one the head node printed to
+    /// its console; otherwise trust on first use alone.
+    Learned { anchored: bool },
+}
+
+/// What a first use can check a new key against.
+#[derive(Debug, Clone)]
+pub enum FirstUse {
+    /// The host keys the instance printed to its console at first boot (cloud-init's
+    /// `keys_to_console`), read over the AWS API: the key must be one of them.
+    Anchored(Vec<PublicKey>),
+    /// Nothing to check against (the reason says why): trust on first use, with a warning.
+    Unanchored(String),
+}
+
+pub const CONSOLE_BEGIN: &str = "-----BEGIN SSH HOST KEY KEYS-----";
+pub const CONSOLE_END: &str = "-----END SSH HOST KEY KEYS-----";
+
+/// The host keys in cloud-init's block of a console output, or None when there is no block
+/// with a key in it. Lines between the markers that are not keys (the kernel may print in
+/// between) are skipped; comments are dropped.
+pub fn console_host_keys(console: &str) -> Option<Vec<PublicKey>> {
+    let mut keys: Vec<PublicKey> = Vec::new();
+    let mut inside = false;
+    for line in console.lines() {
+        let line = line.trim_matches(|c: char| c.is_whitespace() || c == '\0');
+        if line.ends_with(CONSOLE_BEGIN) {
+            inside = true;
+        } else if line.ends_with(CONSOLE_END) {
+            inside = false;
+        } else if inside
+            && let Some(k) = parse_public_key(line)
+            && !keys.iter().any(|p| same_key(p, &k))
+        {
+            keys.push(k);
+        }
+    }
+    (!keys.is_empty()).then_some(keys)
+}
+
+/// Whether any key is pinned for `alias` in `file`.
+pub fn is_pinned(file: &Path, alias: &str) -> bool {
+    let text = read_or_empty(file).unwrap_or_default();
+    entries(&text, alias).iter().any(|e| !e.revoked)
+}
+
+/// Pins `keys` for `alias` (those not pinned yet), under the lock: for `ssh-config`, so OpenSSH
+/// checks the head node strictly against the keys its console vouches for.
+pub fn pin_all(file: &Path, alias: &str, keys: &[PublicKey]) -> Result<(), HostKeyError> {
+    let text = read_or_empty(file).map_err(|source| HostKeyError::Io {
+        file: file.to_path_buf(),
+        source,
+    })?;
+    let known = entries(&text, alias);
+    let new: Vec<String> = keys
+        .iter()
+        .filter(|k| !known.iter().any(|e| same_key(&e.key, k)))
+        .map(|k| format!("{alias} {}", encode(k)))
+        .collect();
+    if new.is_empty() {
+        return Ok(());
+    }
+    let mut lines = new.into_iter();
+    let first = lines.next();
+    rewrite(file, |_| true, first)?;
+    for line in lines {
+        rewrite(file, |_| true, Some(line))?;
+    }
+    Ok(())
 }
 
 /// Holds `<file>.lock` while a writer reads and rewrites `file`.
@@ -306,6 +385,7 @@ pub fn check_or_pin(
     alias: &str,
     cluster: Option<&str>,
     key: &PublicKey,
+    first_use: &FirstUse,
 ) -> Result<Pinned, HostKeyError> {
     let io = |source| HostKeyError::Io {
         file: file.to_path_buf(),
@@ -350,6 +430,17 @@ pub fn check_or_pin(
     if let Some(p) = judge(&text)? {
         return Ok(p);
     }
+    let anchored = match first_use {
+        FirstUse::Anchored(keys) if keys.iter().any(|k| same_key(k, key)) => true,
+        FirstUse::Anchored(keys) => {
+            return Err(HostKeyError::NotInConsole {
+                alias: alias.into(),
+                got: fingerprint(key),
+                listed: keys.iter().map(fingerprint).collect::<Vec<_>>().join(", "),
+            });
+        }
+        FirstUse::Unanchored(_) => false,
+    };
     let mut f = OpenOptions::new()
         .create(true)
         .append(true)
@@ -360,7 +451,7 @@ pub fn check_or_pin(
     }
     writeln!(f, "{alias} {}", encode(key)).map_err(io)?;
     f.sync_all().map_err(io)?;
-    Ok(Pinned::Learned)
+    Ok(Pinned::Learned { anchored })
 }
 
 /// Rewrites `file` under its lock with the lines `keep` returns true for, plus `add`, through a
@@ -443,24 +534,57 @@ mod tests {
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
     const E: &str = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBBJHwCT9XB3qMnm5v7JKaekimLfmi8CxIOHof2j2eIUXbDfsfDVVzt4I7IlOB5budCRgFCJK1K/paagyj5E923g=";
 
+    fn tofu() -> FirstUse {
+        FirstUse::Unanchored("test".into())
+    }
+
+    #[test]
+    fn first_use_is_checked_against_the_console_when_it_has_the_keys() {
+        let console = format!(
+            "[   10.1] cloud-init[900]: ok\r\n{CONSOLE_BEGIN}\r\n{E} root@ip-10-0-0-1\r\n\
+             [   10.2] kernel noise\r\n{A} root@ip-10-0-0-1\r\n{CONSOLE_END}\r\n"
+        );
+        let keys = console_host_keys(&console).unwrap();
+        assert_eq!(keys.len(), 2);
+        assert!(console_host_keys("no block here").is_none());
+        assert!(console_host_keys(&format!("{CONSOLE_BEGIN}\n{CONSOLE_END}\n")).is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("known_hosts");
+        let (a, b) = (parse_public_key(A).unwrap(), parse_public_key(B).unwrap());
+        let anchor = FirstUse::Anchored(keys.clone());
+        assert!(matches!(
+            check_or_pin(&file, "i-1", None, &b, &anchor),
+            Err(HostKeyError::NotInConsole { .. })
+        ));
+        assert!(!is_pinned(&file, "i-1"));
+        assert!(matches!(
+            check_or_pin(&file, "i-1", None, &a, &anchor),
+            Ok(Pinned::Learned { anchored: true })
+        ));
+        pin_all(&file, "i-2", &keys).unwrap();
+        pin_all(&file, "i-2", &keys).unwrap();
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(text, format!("i-1 {A}\ni-2 {E}\ni-2 {A}\n"));
+    }
+
     #[test]
     fn first_use_pins_and_a_change_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("known_hosts");
         let (a, b) = (parse_public_key(A).unwrap(), parse_public_key(B).unwrap());
         assert!(matches!(
-            check_or_pin(&file, "i-1", None, &a),
-            Ok(Pinned::Learned)
+            check_or_pin(&file, "i-1", None, &a, &tofu()),
+            Ok(Pinned::Learned { .. })
         ));
         assert!(matches!(
-            check_or_pin(&file, "i-1", None, &a),
+            check_or_pin(&file, "i-1", None, &a, &tofu()),
             Ok(Pinned::Known)
         ));
         assert!(matches!(
-            check_or_pin(&file, "i-2", None, &b),
-            Ok(Pinned::Learned)
+            check_or_pin(&file, "i-2", None, &b, &tofu()),
+            Ok(Pinned::Learned { .. })
         ));
-        match check_or_pin(&file, "i-1", Some("demo"), &b) {
+        match check_or_pin(&file, "i-1", Some("demo"), &b, &tofu()) {
             Err(HostKeyError::HeadNodeChanged(c)) => {
                 assert_eq!(c.line, 1);
                 assert_eq!(c.expected, fingerprint(&a));
@@ -474,11 +598,11 @@ mod tests {
         }
         replace(&file, "i-1", &b).unwrap();
         assert!(matches!(
-            check_or_pin(&file, "i-1", None, &b),
+            check_or_pin(&file, "i-1", None, &b, &tofu()),
             Ok(Pinned::Known)
         ));
         assert!(matches!(
-            check_or_pin(&file, "i-2", None, &b),
+            check_or_pin(&file, "i-2", None, &b, &tofu()),
             Ok(Pinned::Known)
         ));
     }
@@ -488,9 +612,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("known_hosts");
         let (a, e) = (parse_public_key(A).unwrap(), parse_public_key(E).unwrap());
-        check_or_pin(&file, "i-1", None, &a).unwrap();
+        check_or_pin(&file, "i-1", None, &a, &tofu()).unwrap();
         assert!(matches!(
-            check_or_pin(&file, "i-1", None, &e),
+            check_or_pin(&file, "i-1", None, &e, &tofu()),
             Err(HostKeyError::HeadNodeChanged(_))
         ));
         assert_eq!(
@@ -500,8 +624,8 @@ mod tests {
         );
         assert_eq!(forget(&file, "i-1").unwrap(), vec![fingerprint(&a)]);
         assert!(matches!(
-            check_or_pin(&file, "i-1", None, &e),
-            Ok(Pinned::Learned)
+            check_or_pin(&file, "i-1", None, &e, &tofu()),
+            Ok(Pinned::Learned { .. })
         ));
     }
 
@@ -522,16 +646,16 @@ mod tests {
         std::fs::write(&file, format!("{hosts} {A}\n")).unwrap();
         let (a, b) = (parse_public_key(A).unwrap(), parse_public_key(B).unwrap());
         assert!(matches!(
-            check_or_pin(&file, "i-0abc", None, &a),
+            check_or_pin(&file, "i-0abc", None, &a, &tofu()),
             Ok(Pinned::Known)
         ));
         assert!(matches!(
-            check_or_pin(&file, "i-0abc", None, &b),
+            check_or_pin(&file, "i-0abc", None, &b, &tofu()),
             Err(HostKeyError::HeadNodeChanged(c)) if c.line == 1
         ));
         assert!(matches!(
-            check_or_pin(&file, "i-0abd", None, &b),
-            Ok(Pinned::Learned)
+            check_or_pin(&file, "i-0abd", None, &b, &tofu()),
+            Ok(Pinned::Learned { .. })
         ));
     }
 
@@ -542,7 +666,7 @@ mod tests {
         std::fs::write(&file, format!("@revoked i-1 {A}\n")).unwrap();
         let a = parse_public_key(A).unwrap();
         assert!(matches!(
-            check_or_pin(&file, "i-1", None, &a),
+            check_or_pin(&file, "i-1", None, &a, &tofu()),
             Err(HostKeyError::Revoked { .. })
         ));
     }
@@ -593,7 +717,7 @@ mod tests {
                 let (file, a) = (&file, &a);
                 s.spawn(move || {
                     for n in 0..25 {
-                        check_or_pin(file, &format!("i-{t}-{n}"), None, a).unwrap();
+                        check_or_pin(file, &format!("i-{t}-{n}"), None, a, &tofu()).unwrap();
                         if n % 5 == 0 {
                             replace(file, &format!("proxy-{t}"), a).unwrap();
                         }

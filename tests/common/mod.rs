@@ -4,6 +4,7 @@
 //! moto server on loopback, with dummy keys and no profile files.
 #![allow(dead_code)]
 
+pub mod front;
 pub mod netlab;
 pub mod world;
 

@@ -26,6 +26,8 @@ pub struct NetLab {
     head_opt_scripts: Option<PathBuf>,
     /// Extra sshd_config lines per host (e.g. `PermitOpen` on the proxy).
     sshd_extra: Vec<(String, String)>,
+    /// Run the proxy's sshd with a private /usr/local/sbin holding this directory's files.
+    proxy_sbin: Option<PathBuf>,
 }
 
 fn sh(args: &[&str]) -> Result<(), String> {
@@ -131,6 +133,7 @@ impl NetLab {
             procs: Vec::new(),
             head_opt_scripts: None,
             sshd_extra: Vec::new(),
+            proxy_sbin: None,
         };
         // Safety first: the lab ranges go nowhere from the root namespace.
         for range in [format!("10.77.{n}.0/24"), format!("10.78.{n}.0/24")] {
@@ -320,6 +323,13 @@ impl NetLab {
                 ));
             }
             s + &sshd
+        } else if let Some(dir) = &self.proxy_sbin {
+            // A tmpfs over /usr/local/sbin holding what the proxy's user-data would install.
+            format!(
+                "mount -t tmpfs tmpfs /usr/local/sbin && cp -r {}/. /usr/local/sbin/ && \
+                 chmod -R a+rx /usr/local/sbin && {sshd}",
+                dir.display()
+            )
         } else {
             sshd
         };
@@ -411,6 +421,19 @@ impl NetLab {
 
     /// Puts these files in the head node's /opt/parallelcluster/scripts (a private mount; see
     /// `start_sshd`) and restarts its sshd. An empty list: a head node without the scripts.
+    /// Puts `files` in the proxy's /usr/local/sbin (for its sshd and sessions only) and
+    /// restarts its sshd.
+    pub fn set_proxy_sbin(&mut self, files: &[(&str, &str)]) {
+        let dir = self.path("proxy-sbin");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, body) in files {
+            std::fs::write(dir.join(name), body).unwrap();
+        }
+        self.proxy_sbin = Some(dir);
+        self.start_sshd("proxy");
+    }
+
     pub fn set_head_scripts(&mut self, files: &[(&str, &str)]) {
         let dir = self.path("head-opt-scripts");
         let _ = std::fs::remove_dir_all(&dir);

@@ -10,7 +10,7 @@ use super::*;
 /// `up --no-wait` whose bootstrap the test plays: host key tag, ready, key authorized.
 pub struct World {
     pub lab: NetLab,
-    _moto: Moto,
+    pub moto: Moto,
     pub aws: Clients,
     pub b: Bastion,
     _tmp: tempfile::TempDir,
@@ -70,7 +70,7 @@ pub async fn world() -> Option<World> {
     Some(World {
         head_id: fixture.head_node,
         lab,
-        _moto: moto,
+        moto,
         aws,
         b,
         _tmp: tmp,

@@ -40,6 +40,14 @@ async fn setup() -> Option<Setup> {
         "iperf3",
         &["iperf3", "-s", "-B", "127.0.0.1", "-p", "5201"],
     );
+    // A second server on the head node's own address, which the proxy can reach too: the DCV
+    // path case compares the two ways to its port.
+    let head_ip = w.lab.head_ip.clone();
+    w.lab.spawn_in(
+        "head",
+        "iperf3-head-ip",
+        &["iperf3", "-s", "-B", &head_ip, "-p", "5202"],
+    );
     w.spawn_echo();
     std::thread::sleep(Duration::from_millis(500));
     Some(Setup { w })
@@ -134,6 +142,25 @@ impl Setup {
         ));
         std::fs::write(&path, r.stdout).unwrap();
         path
+    }
+
+    /// bastion's `connect -N -L port:<head ip>:remote`, inside the head node's session (what
+    /// `--dcv` does) or, with `on_proxy`, from the proxy (what `--dcv` did before).
+    fn forward_to_head_ip(&self, address: &str, remote: u16, on_proxy: bool) -> (Tool, u16) {
+        let port = free_port();
+        let spec = format!("{port}:{}:{remote}", self.w.lab.head_ip);
+        let mut args = self.bastion_args(address);
+        args.extend(["-L", &spec, "-N"]);
+        if on_proxy {
+            args.push("--on-proxy");
+        }
+        let mut cmd = self.w.b.command(&args);
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        let child = cmd.spawn().unwrap();
+        wait_listening(port);
+        std::thread::sleep(Duration::from_secs(1));
+        let name = if on_proxy { "proxy" } else { "head" };
+        (Tool { name, child }, port)
     }
 
     /// `connect -N -L port:127.0.0.1:remote` by bastion or OpenSSH.
@@ -416,6 +443,35 @@ fn main() {
             lat[1],
             ratio(lat[0], lat[1])
         );
+    }
+
+    // The DCV path: the head node's port reached inside its own session (end to end, as
+    // `--dcv` does now) against the proxy opening it (`proxy -> head:8443`, as before).
+    for (net, address) in &networks {
+        for (case, reverse, streams) in [
+            ("dcv download MiB/s", true, 1),
+            ("dcv 4 streams MiB/s", true, 4),
+        ] {
+            if !wanted(net, case) {
+                continue;
+            }
+            let mut figures = [Vec::new(), Vec::new()];
+            for round in 0..rounds() {
+                let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+                for i in order {
+                    let (t, port) = s.forward_to_head_ip(address, 5202, i == 1);
+                    figures[i].push(iperf(port, reverse, streams));
+                    drop(t);
+                }
+            }
+            let (h, p) = (median(&figures[0]), median(&figures[1]));
+            println!(
+                "{net:<10} {case:<18} {h:>12.1} {p:>12.1} {:>8}   (head node's session vs from the proxy; range {} / {})",
+                ratio(h, p),
+                range(&figures[0]),
+                range(&figures[1])
+            );
+        }
     }
 
     // Setup time: connect and run `true` on the head node, median of 5.

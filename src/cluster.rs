@@ -364,6 +364,7 @@ mod tests {
             description: None,
             vpc_id: None,
             ingress: rules,
+            egress: vec![],
             tags: vec![],
         };
         let proxy = "10.0.0.0/24";

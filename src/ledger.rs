@@ -81,6 +81,10 @@ pub struct LedgerData {
     pub cluster: String,
     pub region: String,
     pub account: String,
+    /// The `up` run that wrote it (its `bastion:run` tag), so a later run can sweep what a
+    /// killed one created but never recorded.
+    #[serde(default)]
+    pub run_id: Option<String>,
     pub resources: Vec<Resource>,
 }
 
@@ -121,6 +125,7 @@ impl Ledger {
                 cluster: cluster.into(),
                 region: region.into(),
                 account: account.into(),
+                run_id: None,
                 resources: Vec::new(),
             },
         }
@@ -146,6 +151,23 @@ impl Ledger {
             path: path.into(),
             data,
         }))
+    }
+
+    /// Moves an unreadable ledger aside (`ledger.json.corrupt-<unix time>`), so the next `up`
+    /// starts clean; returns where it went.
+    pub fn move_aside(path: &Path) -> Result<PathBuf, LedgerError> {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let mut name = path.as_os_str().to_owned();
+        name.push(format!(".corrupt-{stamp}"));
+        let to = PathBuf::from(name);
+        std::fs::rename(path, &to).map_err(|source| LedgerError::Write {
+            path: path.into(),
+            source,
+        })?;
+        Ok(to)
     }
 
     pub fn path(&self) -> &Path {

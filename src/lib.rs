@@ -10,6 +10,7 @@ pub mod commands;
 pub mod dcv;
 pub mod doctor;
 pub mod ledger;
+pub mod link;
 pub mod logging;
 pub mod plan;
 pub mod policy;
@@ -173,7 +174,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
             match e {
                 UpError::Interrupted => return 130,
                 UpError::Failed { error, .. } => return exit_code(error),
-                UpError::Leftovers { .. } => return 1,
+                UpError::Leftovers { .. } | UpError::StaleLedger { .. } => return 1,
             }
         }
         if cause.downcast_ref::<plan::PlanError>().is_some() {

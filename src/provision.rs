@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::aws::fresh::on_fresh;
 use crate::aws::{AwsError, Cloud, LaunchSpec, Source, TAG_CLUSTER, TAG_HEAD_NODE, TAG_OS, Tag};
 use crate::ledger::{Ledger, Resource};
 use crate::policy;
+use crate::proxy::Expected;
 use crate::state::{BastionDir, Names, generate_key};
-use crate::teardown::{Kinds, resource_tags};
+use crate::teardown::{self, Kinds, resource_tags};
 use crate::ui::Progress;
 
 /// How long RunInstances may keep failing on a new instance profile that IAM has not yet
@@ -64,11 +66,21 @@ pub struct Created {
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
     #[error(
-        "another `bastion up` for cluster '{cluster}' is running, or an earlier one was interrupted: \
-         key pair {key_pair} already exists. Wait for the other one, or run \
-         `bastion down --cluster {cluster}` to clear what is left"
+        "another `bastion up` for cluster '{cluster}' is running, or an earlier one (on another \
+         machine) was interrupted: key pair {key_pair} already exists. In AWS now: {}. Wait for \
+         the other one, or run `bastion down --cluster {cluster}` to clear what is left",
+        if found.is_empty() { "nothing else".to_string() } else { found.join(", ") }
     )]
-    InProgress { cluster: String, key_pair: String },
+    InProgress {
+        cluster: String,
+        key_pair: String,
+        found: Vec<String>,
+    },
+    #[error(
+        "the proxy's security group {group} does not hold the egress bastion set (it has: {seen}); \
+         refusing to launch the proxy with it. Retry `bastion up`"
+    )]
+    EgressNotSet { group: String, seen: String },
 }
 
 /// Executes `plan`, recording each resource in `ledger` as soon as it exists.
@@ -106,9 +118,14 @@ pub async fn create(
         .await
     {
         Err(e) if e.is_already_exists() => {
+            let owner = Expected::new(&plan.cluster, &plan.region, &plan.account, None);
+            let found = teardown::inventory(cloud, &owner)
+                .await
+                .unwrap_or_else(|e| vec![format!("(could not list: {e})")]);
             return Err(ProvisionError::InProgress {
                 cluster: plan.cluster.clone(),
                 key_pair: names.key_pair.clone(),
+                found,
             }
             .into());
         }
@@ -142,17 +159,27 @@ pub async fn create(
         egress.push((22, cidr.clone()));
         egress.push((DCV_PORT, cidr.clone()));
     }
-    cloud.set_egress(&sg, &egress).await?;
+    // The new group may not be visible yet (InvalidGroup.NotFound): retried, then read back,
+    // so allow-all egress can never stay behind a "not found" taken for "already revoked".
+    attempted.rules = true;
+    on_fresh(&format!("the new security group {sg}"), || {
+        cloud.set_egress(&sg, &egress)
+    })
+    .await?;
+    verify_egress(cloud, &sg, &egress).await?;
+    let group_tags = tags(&names.security_group);
     for cidr in &plan.allow_cidrs {
-        cloud
-            .authorize_ingress(
+        let source = Source::Cidr(cidr.clone());
+        on_fresh(&format!("the new security group {sg}"), || {
+            cloud.authorize_ingress(
                 &sg,
                 22,
-                &Source::Cidr(cidr.clone()),
+                &source,
                 "bastion: SSH from an allowed CIDR",
-                &tags(&names.security_group),
+                &group_tags,
             )
-            .await?;
+        })
+        .await?;
     }
 
     if let Some(head_group) = &plan.head_node_group {
@@ -160,15 +187,16 @@ pub async fn create(
             progress.phase(format!(
                 "allowing tcp {port} from the proxy on {head_group}"
             ));
-            let rule_ids = cloud
-                .authorize_ingress(
-                    head_group,
-                    port,
-                    &Source::Group(sg.clone()),
-                    &format!("bastion proxy of cluster {}", plan.cluster),
-                    &tags(&format!("bastion-{}-{port}", plan.cluster)),
-                )
-                .await?;
+            // Tagged with this run: a lost response still leaves a rule the run's sweep finds.
+            let (source, description, rule_tags) = (
+                Source::Group(sg.clone()),
+                format!("bastion proxy of cluster {}", plan.cluster),
+                tags(&format!("bastion-{}-{port}", plan.cluster)),
+            );
+            let rule_ids = on_fresh(&format!("the new security group {sg}"), || {
+                cloud.authorize_ingress(head_group, port, &source, &description, &rule_tags)
+            })
+            .await?;
             ledger.record(Resource::IngressRule {
                 group_id: head_group.clone(),
                 rule_ids: rule_ids.clone(),
@@ -196,17 +224,22 @@ pub async fn create(
     ledger.record(Resource::Role {
         name: names.role.clone(),
     })?;
+    let new_role = format!("the new IAM role {}", names.role);
     for p in policy::inline_policies(&target, plan.pcluster_policy)? {
-        cloud
-            .put_role_policy(&names.role, p.name, &p.document)
-            .await?;
+        on_fresh(&new_role, || {
+            cloud.put_role_policy(&names.role, p.name, &p.document)
+        })
+        .await?;
         ledger.record(Resource::InlinePolicy {
             role: names.role.clone(),
             name: p.name.to_string(),
         })?;
     }
     let ssm_core = target.ssm_core_policy_arn();
-    cloud.attach_role_policy(&names.role, &ssm_core).await?;
+    on_fresh(&new_role, || {
+        cloud.attach_role_policy(&names.role, &ssm_core)
+    })
+    .await?;
     ledger.record(Resource::AttachedPolicy {
         role: names.role.clone(),
         arn: ssm_core,
@@ -224,9 +257,11 @@ pub async fn create(
         name: names.instance_profile.clone(),
         arn: profile_arn.clone(),
     })?;
-    cloud
-        .add_role_to_instance_profile(&names.instance_profile, &names.role)
-        .await?;
+    on_fresh(
+        &format!("the new instance profile {}", names.instance_profile),
+        || cloud.add_role_to_instance_profile(&names.instance_profile, &names.role),
+    )
+    .await?;
     ledger.record(Resource::RoleInProfile {
         profile: names.instance_profile.clone(),
         role: names.role.clone(),
@@ -269,6 +304,54 @@ pub async fn create(
         instance_id,
         security_group_id: sg,
     })
+}
+
+/// Reads the group's egress back: exactly `expected` (tcp, one port, one CIDR each), and no
+/// allow-all rule. A describe may lag the writes, so a mismatch is read again a few times.
+async fn verify_egress(
+    cloud: &dyn Cloud,
+    sg: &str,
+    expected: &[(i32, String)],
+) -> anyhow::Result<()> {
+    let mut want: Vec<(String, Option<i32>, Option<i32>, Source)> = expected
+        .iter()
+        .map(|(p, c)| {
+            (
+                "tcp".to_string(),
+                Some(*p),
+                Some(*p),
+                Source::Cidr(c.clone()),
+            )
+        })
+        .collect();
+    want.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    let mut seen = Vec::new();
+    for attempt in 0..6u32 {
+        let ids = [sg.to_string()];
+        let groups = on_fresh(&format!("the new security group {sg}"), || {
+            cloud.security_groups(&ids)
+        })
+        .await?;
+        seen = groups
+            .iter()
+            .flat_map(|g| g.egress.iter())
+            .map(|r| (r.protocol.clone(), r.from_port, r.to_port, r.source.clone()))
+            .collect();
+        seen.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+        if seen == want {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500 * 2u64.pow(attempt))).await;
+    }
+    Err(ProvisionError::EgressNotSet {
+        group: sg.into(),
+        seen: seen
+            .iter()
+            .map(|(p, f, t, s)| format!("{p} {f:?}-{t:?} {s:?}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+    .into())
 }
 
 async fn run_with_propagation_retry(

@@ -29,6 +29,9 @@ pub const LIVE: &[&str] = &["pending", "running", "stopping", "stopped"];
 pub struct Lookalike {
     pub instance: String,
     pub reason: String,
+    /// It would be the proxy but for this machine's ledger, which records another instance.
+    #[serde(skip)]
+    pub stale_ledger: bool,
 }
 
 impl std::fmt::Display for Lookalike {
@@ -87,7 +90,9 @@ impl Expected {
             && *id != i.id
         {
             return Some(format!(
-                "this machine's ledger records the proxy {id}, not this instance"
+                "this machine's ledger records the proxy {id}, not this instance (if the bastion \
+                 was made again from another machine, run `bastion down --cluster {}` and `bastion up` here)",
+                self.cluster
             ));
         }
         None
@@ -124,10 +129,17 @@ impl Search {
         for i in candidates {
             match expected.disqualify(&i) {
                 None => genuine.push(i),
-                Some(reason) => lookalikes.push(Lookalike {
-                    instance: i.id,
-                    reason,
-                }),
+                Some(reason) => {
+                    let unledgered = Expected {
+                        ledger_instance: None,
+                        ..expected.clone()
+                    };
+                    lookalikes.push(Lookalike {
+                        stale_ledger: unledgered.disqualify(&i).is_none(),
+                        instance: i.id,
+                        reason,
+                    })
+                }
             }
         }
         genuine.sort_by_key(|i| i.state != "running");

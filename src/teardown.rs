@@ -381,6 +381,77 @@ pub async fn sweep(
     Ok(report)
 }
 
+/// Removes what one `up` run made: first the rules it added to groups of others (tagged with
+/// its run, recorded or not: a rule that names the proxy's group keeps AWS from deleting that
+/// group), then what its ledger records, newest first, then anything else its run tag carries.
+pub async fn remove_run(
+    cloud: &dyn Cloud,
+    ledger: &mut Ledger,
+    run_id: Option<&str>,
+    owner: &Expected,
+    kinds: Kinds,
+    progress: &Progress,
+) -> Report {
+    let mut report = Report::default();
+    let sweep_by_run = async |kinds: Kinds, report: &mut Report| {
+        let Some(run) = run_id else { return };
+        match sweep(cloud, TAG_RUN, run, owner, kinds, progress).await {
+            Ok(r) => report.merge(r),
+            Err(e) => report
+                .failed
+                .push(format!("the sweep by tag {TAG_RUN}={run}: {e}")),
+        }
+    };
+    if kinds.rules {
+        let rules_only = Kinds {
+            rules: true,
+            ..Kinds::default()
+        };
+        sweep_by_run(rules_only, &mut report).await;
+    }
+    report.merge(teardown_ledger(cloud, ledger, progress).await);
+    sweep_by_run(kinds, &mut report).await;
+    report
+}
+
+/// What bastion made for the cluster and still exists, found by its tag and names (read only):
+/// for the message of an `up` that finds another run's resources in its way.
+pub async fn inventory(cloud: &dyn Cloud, owner: &Expected) -> AwsResult<Vec<String>> {
+    let cluster = owner.cluster.as_str();
+    let names = &owner.names;
+    let mut found = Vec::new();
+    let live = ["pending", "running", "stopping", "stopped", "shutting-down"];
+    for i in cloud
+        .instances_by_tags(&[(TAG_CLUSTER, cluster)], &live)
+        .await?
+    {
+        if owner.disqualify(&i).is_none() {
+            found.push(format!("instance {} ({})", i.id, i.state));
+        }
+    }
+    for g in cloud.security_groups_by_tag(TAG_CLUSTER, cluster).await? {
+        if g.name == names.security_group {
+            found.push(format!("security group {}", g.id));
+        }
+    }
+    for k in cloud.key_pairs_by_tag(TAG_CLUSTER, cluster).await? {
+        if k.name == names.key_pair {
+            found.push(format!("key pair {}", k.name));
+        }
+    }
+    for p in or_missing(cloud.instance_profiles_under(IAM_PATH).await)?.unwrap_or_default() {
+        if p.name == names.instance_profile {
+            found.push(format!("instance profile {}", p.name));
+        }
+    }
+    for r in or_missing(cloud.roles_under(IAM_PATH).await)?.unwrap_or_default() {
+        if r.name == names.role {
+            found.push(format!("IAM role {}", r.name));
+        }
+    }
+    Ok(found)
+}
+
 /// The tags every resource of one `up` run carries.
 pub fn resource_tags(cluster: &str, run_id: &str, region: &str, name: &str) -> Vec<Tag> {
     vec![

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::aws::fresh::FRESH_LIMIT;
 use crate::aws::{AwsError, Cloud, Instance, TAG_DESKTOP, TAG_STATE};
 use crate::ui::Progress;
 
@@ -78,6 +79,7 @@ pub fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// Waits for an existing instance: one that is not found is gone.
 pub async fn wait_for(
     cloud: &dyn Cloud,
     id: &str,
@@ -85,10 +87,47 @@ pub async fn wait_for(
     timeout: Duration,
     progress: &Progress,
 ) -> Result<Instance, WaitError> {
+    wait(cloud, id, goal, timeout, progress, Duration::ZERO).await
+}
+
+/// Waits for the instance this run just launched: for its first [`FRESH_LIMIT`] a describe that
+/// does not find it means "not visible yet" (EC2's eventual consistency), never "gone".
+pub async fn wait_for_new(
+    cloud: &dyn Cloud,
+    id: &str,
+    goal: Goal,
+    timeout: Duration,
+    progress: &Progress,
+) -> Result<Instance, WaitError> {
+    wait(cloud, id, goal, timeout, progress, FRESH_LIMIT).await
+}
+
+/// Call rate: the first poll at once, then every 0.5 s growing by half to at most every 5 s
+/// (about 12 calls a minute once settled).
+async fn wait(
+    cloud: &dyn Cloud,
+    id: &str,
+    goal: Goal,
+    timeout: Duration,
+    progress: &Progress,
+    grace: Duration,
+) -> Result<Instance, WaitError> {
     let start = tokio::time::Instant::now();
     let mut delay = Duration::from_millis(500);
     loop {
-        let Some(i) = cloud.instance(id).await? else {
+        let found = match cloud.instance(id).await {
+            Err(e) if e.is_not_found() => None,
+            other => other?,
+        };
+        let Some(i) = found else {
+            if start.elapsed() < grace {
+                progress.phase(format!(
+                    "{id}: launched, not visible to DescribeInstances yet"
+                ));
+                tokio::time::sleep(delay).await;
+                delay = (delay * 3 / 2).min(Duration::from_secs(5));
+                continue;
+            }
             return Err(WaitError::Gone {
                 id: id.into(),
                 state: "gone".into(),

@@ -694,3 +694,65 @@ async fn pcluster_ssh_goes_through_the_proxy_with_the_installed_config() {
         "{r:?}"
     );
 }
+
+/// Waits until `file` contains `needle`; false after `limit` (no timing assertion: a deadline).
+fn wait_for_text(file: &std::path::Path, needle: &str, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .contains(needle)
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    false
+}
+
+/// The proxy's link cut under `connect -N` (its interface down, so packets vanish as on a
+/// dead Wi-Fi): keepalives find the loss and say so; with the link back, bastion reconnects on
+/// its own and the same local port carries data again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cut_link_is_reported_and_forwards_carry_on_once_it_is_back() {
+    let mut w = world_or_skip!();
+    w.spawn_echo();
+    let (child, log, ports) = forward_to(&w, &[9000], "cut-link.log");
+    assert_eq!(echo_through(ports[0], b"before"), b"before");
+
+    let proxy_if = format!("bst-pr{}", w.lab.n);
+    let link = |state: &str| {
+        let ok = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &w.lab.proxy_ns,
+                "ip",
+                "link",
+                "set",
+                &proxy_if,
+                state,
+            ])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "ip link set {proxy_if} {state}");
+    };
+    link("down");
+    let lost = wait_for_text(&log, "was lost", Duration::from_secs(150));
+    link("up");
+    assert!(
+        lost,
+        "the loss is reported: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(
+        wait_for_text(&log, "reconnected to", Duration::from_secs(150)),
+        "bastion reconnects by itself: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(echo_through(ports[0], b"after"), b"after");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(text.matches("reconnected to").count(), 1, "{text}");
+    drop(child);
+}

@@ -218,6 +218,49 @@ async fn the_one_time_url_works_once_and_enter_mints_a_fresh_one() {
     assert_ne!(second["url"], first["url"]);
     assert_eq!(fetch(second["url"].as_str().unwrap()).await, 200);
     stop(child);
+
+    // Opening the browser: its command line (which /proc shows every local user) names a
+    // local page only this user can read, and the page holds the URL with the token.
+    let seen = w.lab.path("browser-seen");
+    let browser = w.lab.path("browser.sh");
+    std::fs::write(
+        &browser,
+        format!(
+            "#!/bin/bash\nf=\"${{1#file://}}\"\n{{ printf '%s\\n' \"$@\"; stat -c %a \"$f\"; cat \"$f\"; }} > {}.tmp && mv {}.tmp {}\n",
+            seen.display(),
+            seen.display(),
+            seen.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &browser,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut cmd = w.b.command(&w.connect_args(&["--dcv"]));
+    cmd.env("BROWSER", &browser)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = Guard(Some(cmd.spawn().unwrap()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while !seen.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let text = std::fs::read_to_string(&seen).unwrap_or_default();
+    stop(child);
+    let mut lines = text.lines();
+    let arg = lines.next().unwrap_or_default();
+    assert!(
+        arg.starts_with("file://") && !arg.contains("authToken"),
+        "the browser's argument: {text}"
+    );
+    assert_eq!(lines.next(), Some("600"), "{text}");
+    assert!(
+        text.contains("https://127.0.0.1:") && text.contains("authToken="),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -250,8 +250,14 @@ async fn a_failure_at_any_creation_step_leaves_nothing_behind() {
         "create_security_group",
         "set_egress",
         "authorize_ingress",
+        // The second and third: the rules on the head node's group (a group bastion does not
+        // own), tcp 22 then 8443.
+        "authorize_ingress#2",
+        "authorize_ingress#3",
         "create_role",
         "put_role_policy",
+        "put_role_policy#2",
+        "put_role_policy#3",
         "attach_role_policy",
         "create_instance_profile",
         "add_role_to_instance_profile",

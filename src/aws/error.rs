@@ -6,7 +6,12 @@ use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 #[non_exhaustive]
 pub enum AwsError {
     #[error("{action}: not found ({message})")]
-    NotFound { action: String, message: String },
+    NotFound {
+        action: String,
+        /// AWS's code, e.g. `InvalidGroup.NotFound`, `InvalidPermission.NotFound`.
+        code: String,
+        message: String,
+    },
 
     #[error("{action}: already exists ({message})")]
     AlreadyExists { action: String, message: String },
@@ -50,6 +55,11 @@ impl AwsError {
         matches!(self, AwsError::NotFound { .. })
     }
 
+    /// A rule that is not there (revoking it is done), as opposed to a group that is not there.
+    pub fn is_missing_rule(&self) -> bool {
+        matches!(self, AwsError::NotFound { code, .. } if code == "InvalidPermission.NotFound")
+    }
+
     pub fn is_dependency_violation(&self) -> bool {
         matches!(self, AwsError::DependencyViolation { .. })
     }
@@ -67,7 +77,11 @@ impl AwsError {
             || code == "ParameterNotFound"
             || code == "InvalidPermission.NotFound"
         {
-            AwsError::NotFound { action, message }
+            AwsError::NotFound {
+                action,
+                code: code.to_string(),
+                message,
+            }
         } else if code.ends_with(".Duplicate") || code == "EntityAlreadyExists" {
             AwsError::AlreadyExists { action, message }
         } else if code == "DependencyViolation" || code == "DeleteConflict" {

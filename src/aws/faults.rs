@@ -4,8 +4,11 @@
 //! `BASTION_FAILPOINT=<op>` fails `<op>` before it is sent; `<op>:after` sends it, then reports a
 //! failure (a lost response: the resource exists but the caller never learns its id);
 //! `<op>:pause` sleeps 30 s before sending (tests interrupt `up` there). `<op>` is the method
-//! name, e.g. `run_instance`, `create_role`, `authorize_ingress`. Unset, the wrapper is inert.
+//! name, e.g. `run_instance`, `create_role`, `authorize_ingress`; `<op>#N` fires on its Nth
+//! call only (1-based; e.g. `authorize_ingress#2:after`), every call otherwise. Unset, the
+//! wrapper is inert.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,6 +26,8 @@ pub enum Mode {
 pub struct Failpoint {
     pub op: String,
     pub mode: Mode,
+    /// Fire on this call of `op` only (1-based); on every call when None.
+    pub nth: Option<u32>,
 }
 
 impl Failpoint {
@@ -37,9 +42,14 @@ impl Failpoint {
             Some((op, _)) => (op, Mode::Before),
             None => (spec, Mode::Before),
         };
+        let (op, nth) = match op.split_once('#') {
+            Some((op, n)) => (op, Some(n.parse().ok()?)),
+            None => (op, None),
+        };
         Some(Failpoint {
             op: op.to_string(),
             mode,
+            nth,
         })
     }
 
@@ -53,24 +63,30 @@ impl Failpoint {
 pub struct Faulty<C> {
     inner: C,
     failpoint: Option<Failpoint>,
+    calls: AtomicU32,
 }
 
 impl<C: Cloud> Faulty<C> {
     pub fn new(inner: C, failpoint: Option<Failpoint>) -> Self {
-        Faulty { inner, failpoint }
+        Faulty {
+            inner,
+            failpoint,
+            calls: AtomicU32::new(0),
+        }
     }
 
-    fn mode_for(&self, op: &str) -> Option<&Mode> {
-        self.failpoint
-            .as_ref()
-            .filter(|f| f.op == op)
-            .map(|f| &f.mode)
+    /// Counts a call of `op`; the failpoint's mode when this call is the one to fail.
+    fn mode_for(&self, op: &str) -> Option<Mode> {
+        let f = self.failpoint.as_ref().filter(|f| f.op == op)?;
+        let n = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
+        f.nth.is_none_or(|nth| nth == n).then(|| f.mode.clone())
     }
 }
 
 macro_rules! write_op {
     ($self:ident, $op:literal, $call:expr) => {{
-        match $self.mode_for($op) {
+        let mode = $self.mode_for($op);
+        match mode {
             Some(Mode::Before) => {
                 return Err(AwsError::Injected {
                     action: $op.to_string(),
@@ -80,7 +96,7 @@ macro_rules! write_op {
             _ => {}
         }
         let result = $call.await;
-        if $self.mode_for($op) == Some(&Mode::After) {
+        if mode == Some(Mode::After) {
             return Err(AwsError::Injected {
                 action: $op.to_string(),
             });
@@ -338,5 +354,11 @@ mod tests {
         let f = Failpoint::parse("import_key_pair:pause").unwrap();
         assert_eq!(f.mode, Mode::Pause);
         assert!(Failpoint::parse("  ").is_none());
+        let f = Failpoint::parse("authorize_ingress#2:after").unwrap();
+        assert_eq!(
+            (f.op.as_str(), f.mode, f.nth),
+            ("authorize_ingress", Mode::After, Some(2))
+        );
+        assert!(Failpoint::parse("authorize_ingress#x").is_none());
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod faults;
+pub mod fresh;
 pub mod sdk;
 
 use std::net::Ipv4Addr;
@@ -152,6 +153,8 @@ pub struct SecurityGroup {
     pub description: Option<String>,
     pub vpc_id: Option<String>,
     pub ingress: Vec<IngressRule>,
+    /// Egress permissions, flattened the same way.
+    pub egress: Vec<IngressRule>,
     pub tags: Vec<Tag>,
 }
 

@@ -181,13 +181,14 @@ fn to_instance(i: &ec2t::Instance) -> Instance {
     }
 }
 
-fn to_security_group(g: &ec2t::SecurityGroup) -> SecurityGroup {
-    let mut ingress = Vec::new();
-    for p in g.ip_permissions() {
+/// One group's permissions (ingress or egress), flattened to one source each.
+fn flatten(permissions: &[ec2t::IpPermission]) -> Vec<IngressRule> {
+    let mut rules = Vec::new();
+    for p in permissions {
         let protocol = p.ip_protocol().unwrap_or("-1").to_string();
         let (from_port, to_port) = (p.from_port(), p.to_port());
         let mut push = |source| {
-            ingress.push(IngressRule {
+            rules.push(IngressRule {
                 protocol: protocol.clone(),
                 from_port,
                 to_port,
@@ -210,12 +211,17 @@ fn to_security_group(g: &ec2t::SecurityGroup) -> SecurityGroup {
             }
         }
     }
+    rules
+}
+
+fn to_security_group(g: &ec2t::SecurityGroup) -> SecurityGroup {
     SecurityGroup {
         id: g.group_id().unwrap_or_default().to_string(),
         name: g.group_name().unwrap_or_default().to_string(),
         description: g.description().map(str::to_string),
         vpc_id: g.vpc_id().map(str::to_string),
-        ingress,
+        ingress: flatten(g.ip_permissions()),
+        egress: flatten(g.ip_permissions_egress()),
         tags: from_ec2_tags(g.tags()),
     }
 }
@@ -771,15 +777,21 @@ impl Cloud for SdkCloud {
             .ip_protocol("-1")
             .ip_ranges(ec2t::IpRange::builder().cidr_ip("0.0.0.0/0").build())
             .build();
-        // A group whose default egress rule is already gone is fine.
-        or_missing(sdk!(
+        // A default egress rule that is already gone is fine (a retry); a group that is not
+        // there (a new group not visible yet) is an error for the caller to retry.
+        match sdk!(
             "ec2:RevokeSecurityGroupEgress",
             self.ec2
                 .revoke_security_group_egress()
                 .group_id(group_id)
                 .ip_permissions(all)
                 .send()
-        ))?;
+        ) {
+            Err(e) if e.is_missing_rule() => {}
+            other => {
+                other?;
+            }
+        }
         let permissions: Vec<_> = rules
             .iter()
             .map(|(port, cidr)| {
@@ -791,15 +803,19 @@ impl Cloud for SdkCloud {
                     .build()
             })
             .collect();
-        sdk!(
+        // Rules already there (a retry after a lost response) are fine; the caller reads the
+        // group back.
+        match sdk!(
             "ec2:AuthorizeSecurityGroupEgress",
             self.ec2
                 .authorize_security_group_egress()
                 .group_id(group_id)
                 .set_ip_permissions(Some(permissions))
                 .send()
-        )?;
-        Ok(())
+        ) {
+            Err(e) if e.is_already_exists() => Ok(()),
+            other => other.map(drop),
+        }
     }
 
     async fn authorize_ingress(

@@ -1,13 +1,13 @@
 //! `bastion connect`: a shell, a command or port forwards on the head node, through the proxy
 //! (one russh client, a jump like `ssh -J`); or on the proxy itself with `--on-proxy`.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::cli::ConnectArgs;
+use crate::link::{self, Carrier, Link};
 use crate::route::{self, RouteOptions};
-use crate::ssh::client::{CHANNEL_WINDOW, TUNNEL_WINDOW, connect, connect_via};
+use crate::ssh::client::CHANNEL_WINDOW;
 use crate::ssh::forward::{self, Stats};
 use crate::ssh::session;
 use crate::{Context, RemoteExit};
@@ -20,8 +20,6 @@ pub enum ConnectError {
     CommandWithN,
     #[error("{0}")]
     Bind(String),
-    #[error("the connection to {what} dropped")]
-    Dropped { what: String },
 }
 
 pub async fn run(ctx: &Context, args: ConnectArgs) -> anyhow::Result<()> {
@@ -54,34 +52,19 @@ pub async fn run(ctx: &Context, args: ConnectArgs) -> anyhow::Result<()> {
         "connecting to the proxy {} at {}",
         route.proxy.id, route.proxy_address
     ));
-    // With --on-proxy the proxy's channels are the user's connections; in a jump its one busy
-    // channel carries the head node's session.
-    let window = if args.on_proxy {
-        CHANNEL_WINDOW
+    let carrier = if args.on_proxy {
+        Carrier::Proxy {
+            window: CHANNEL_WINDOW,
+        }
     } else {
-        TUNNEL_WINDOW
+        Carrier::Head
     };
-    let proxy = Arc::new(
-        connect(
-            &route.proxy_target,
-            &route.proxy_address,
-            route.proxy_port,
-            window,
-        )
-        .await?,
-    );
-    // With a jump, the head node's session runs inside a channel of the proxy's: `proxy` lives
-    // until this function returns.
-    let (session, what) = if args.on_proxy {
-        (proxy.clone(), route.proxy_target.what.clone())
+    let what = if args.on_proxy {
+        route.proxy_target.what.clone()
     } else {
-        ctx.progress.phase(format!(
-            "connecting to the head node {} through the proxy",
-            route.head_ip
-        ));
-        let head = connect_via(&proxy, &route.head_target, &route.head_ip, 22).await?;
-        (Arc::new(head), route.head_target.what.clone())
+        route.head_target.what.clone()
     };
+    let mut link = Link::new(link::open(&route, carrier).await?, carrier, what.clone());
     ctx.progress.finish();
 
     let stats = Stats::default();
@@ -90,7 +73,7 @@ pub async fn run(ctx: &Context, args: ConnectArgs) -> anyhow::Result<()> {
         if !ctx.opts.quiet {
             eprintln!("bastion: forwarding {f} (as seen from {what})");
         }
-        tokio::spawn(forward::serve(session.clone(), listener, f, stats.clone()));
+        tokio::spawn(forward::serve(link.watch(), listener, f, stats.clone()));
     }
 
     if args.no_command {
@@ -98,15 +81,16 @@ pub async fn run(ctx: &Context, args: ConnectArgs) -> anyhow::Result<()> {
             eprintln!("bastion: press Ctrl-C to stop");
         }
         // One future for the whole wait: a fresh `ctrl_c()` per pass would miss a Ctrl-C that
-        // arrives between passes.
+        // arrives between passes. A lost link is reconnected; the listeners stay.
         let interrupted = tokio::signal::ctrl_c();
         tokio::pin!(interrupted);
         loop {
             tokio::select! {
                 _ = &mut interrupted => return Ok(()),
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {
-                    if session.is_closed() {
-                        return Err(ConnectError::Dropped { what }.into());
+                    tokio::select! {
+                        _ = &mut interrupted => return Ok(()),
+                        _ = link.keep_up(ctx, &args.cluster, &opts) => {}
                     }
                     tracing::debug!(open = stats.open.load(Ordering::Relaxed), "forwarding");
                 }
@@ -114,6 +98,7 @@ pub async fn run(ctx: &Context, args: ConnectArgs) -> anyhow::Result<()> {
         }
     }
 
+    let session = link.carrier();
     let code = if args.command.is_empty() {
         session::shell(&session, &what).await?
     } else {

@@ -20,8 +20,9 @@ use crate::Context;
 use crate::aws::TAG_DESKTOP;
 use crate::cli::{ConnectArgs, OutputFormat};
 use crate::dcv::{self, DcvError, DcvUrl};
+use crate::link::{self, Carrier, Link};
 use crate::route::{self, Route, RouteOptions};
-use crate::ssh::client::{TUNNEL_WINDOW, Verifier, connect, connect_via};
+use crate::ssh::client::{TUNNEL_WINDOW, Verifier};
 use crate::ssh::forward::{self, Forward, Stats};
 use crate::ssh::session;
 use crate::wait::{Goal, wait_for};
@@ -108,31 +109,21 @@ fn show(ctx: &Context, page: &BrowserPage, url: &DcvUrl, open_browser: bool) {
     println!("{url}");
 }
 
-/// The local end of the tunnel (`--local-port`, else a free port) and its port, then the session
-/// with the proxy: listening comes first, so a taken port fails before anything is connected.
+/// The local end of the tunnel (`--local-port`, else a free port) and its port, then the
+/// sessions: listening comes first, so a taken port fails before anything is connected.
 async fn listen_then_connect(
     ctx: &Context,
     args: &ConnectArgs,
     route: &Route,
-) -> anyhow::Result<(
-    tokio::net::TcpListener,
-    u16,
-    Arc<russh::client::Handle<Verifier>>,
-)> {
+    carrier: Carrier,
+    what: String,
+) -> anyhow::Result<(tokio::net::TcpListener, u16, Link)> {
     let listener = listen(args.local_port).await?;
     let local_port = listener.local_addr()?.port();
     ctx.progress
         .phase(format!("connecting to the proxy {}", route.proxy.id));
-    // The tunnel's window: with --dcv this session carries the head node's session, and in
-    // both modes DCV's few connections gain from a large one.
-    let proxy = connect(
-        &route.proxy_target,
-        &route.proxy_address,
-        route.proxy_port,
-        TUNNEL_WINDOW,
-    )
-    .await?;
-    Ok((listener, local_port, Arc::new(proxy)))
+    let sessions = link::open(route, carrier).await?;
+    Ok((listener, local_port, Link::new(sessions, carrier, what)))
 }
 
 async fn listen(port: Option<u16>) -> anyhow::Result<tokio::net::TcpListener> {
@@ -177,16 +168,18 @@ async fn probe(
     }
 }
 
-/// Keeps the tunnel up until Ctrl-C, showing the open connections; each Enter on stdin calls
-/// `fresh` for a new URL.
+/// Keeps the tunnel up until Ctrl-C, showing the open connections and reconnecting a lost link
+/// (the local port stays); each Enter on stdin calls `fresh` with the current session for a
+/// new URL.
 async fn hold<F, Fut>(
     ctx: &Context,
     stats: &Stats,
-    session: &russh::client::Handle<Verifier>,
+    link: &mut Link,
+    (cluster, opts): (&str, &RouteOptions),
     mut fresh: F,
 ) -> anyhow::Result<()>
 where
-    F: FnMut() -> Fut,
+    F: FnMut(Arc<russh::client::Handle<Verifier>>) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
@@ -205,12 +198,16 @@ where
                 return Ok(());
             }
             line = lines.next_line(), if stdin_open => match line {
-                Ok(Some(_)) => fresh().await?,
+                Ok(Some(_)) => fresh(link.carrier()).await?,
                 _ => stdin_open = false,
             },
             _ = tokio::time::sleep(Duration::from_secs(1)) => {
-                if session.is_closed() {
-                    anyhow::bail!("the connection to the proxy dropped; the DCV tunnel is closed");
+                let reconnected = tokio::select! {
+                    _ = &mut interrupted => return Ok(()),
+                    r = link.keep_up(ctx, cluster, opts) => r,
+                };
+                if reconnected && !ctx.opts.quiet {
+                    eprintln!("bastion: press Enter for a fresh URL (the old one's session was cut)");
                 }
                 if status {
                     eprint!(
@@ -226,14 +223,14 @@ where
 pub async fn run(ctx: &Context, args: &ConnectArgs, opts: RouteOptions) -> anyhow::Result<()> {
     let route = route::resolve(ctx, &args.cluster, &opts).await?;
     if args.desktop {
-        return desktop(ctx, args, &route).await;
+        return desktop(ctx, args, &route, &opts).await;
     }
-    let (listener, local_port, proxy) = listen_then_connect(ctx, args, &route).await?;
-    ctx.progress
-        .phase("connecting to the head node through the proxy");
-    let head = Arc::new(connect_via(&proxy, &route.head_target, &route.head_ip, 22).await?);
+    let what = route.head_target.what.clone();
+    let (listener, local_port, mut link) =
+        listen_then_connect(ctx, args, &route, Carrier::Head, what).await?;
     ctx.progress.phase("asking the head node for a DCV session");
     let user = route.head_target.user.clone();
+    let head = link.carrier();
     let first = dcv::request_session(&head, &user).await?;
     // DCV as the head node itself reaches it: from inside its own session.
     probe(&head, &route.head_ip, first.port).await?;
@@ -246,7 +243,7 @@ pub async fn run(ctx: &Context, args: &ConnectArgs, opts: RouteOptions) -> anyho
         host: route.head_ip.clone(),
         host_port: first.port,
     };
-    tokio::spawn(forward::serve(head.clone(), listener, fwd, stats.clone()));
+    tokio::spawn(forward::serve(link.watch(), listener, fwd, stats.clone()));
     ctx.progress.finish();
     let open_browser = !args.show_url;
     let page = BrowserPage::new(ctx);
@@ -257,18 +254,27 @@ pub async fn run(ctx: &Context, args: &ConnectArgs, opts: RouteOptions) -> anyho
         open_browser,
     );
 
-    let head_session = &head;
-    let user = &user;
-    let page = &page;
-    hold(ctx, &stats, &head, || async move {
-        let s = dcv::request_session(head_session, user).await?;
-        show(ctx, page, &DcvUrl::head_node(local_port, &s), open_browser);
-        Ok(())
-    })
+    let (user, page) = (&user, &page);
+    hold(
+        ctx,
+        &stats,
+        &mut link,
+        (&args.cluster, &opts),
+        |head| async move {
+            let s = dcv::request_session(&head, user).await?;
+            show(ctx, page, &DcvUrl::head_node(local_port, &s), open_browser);
+            Ok(())
+        },
+    )
     .await
 }
 
-async fn desktop(ctx: &Context, args: &ConnectArgs, route: &Route) -> anyhow::Result<()> {
+async fn desktop(
+    ctx: &Context,
+    args: &ConnectArgs,
+    route: &Route,
+    opts: &RouteOptions,
+) -> anyhow::Result<()> {
     let cloud = ctx.cloud.as_ref();
     if route.proxy.tag("bastion:dcv") == Some("off") {
         return Err(DesktopError::Disabled {
@@ -276,7 +282,14 @@ async fn desktop(ctx: &Context, args: &ConnectArgs, route: &Route) -> anyhow::Re
         }
         .into());
     }
-    let (listener, local_port, proxy) = listen_then_connect(ctx, args, route).await?;
+    // DCV's few connections gain from the tunnel's large window.
+    let carrier = Carrier::Proxy {
+        window: TUNNEL_WINDOW,
+    };
+    let what = route.proxy_target.what.clone();
+    let (listener, local_port, mut link) =
+        listen_then_connect(ctx, args, route, carrier, what).await?;
+    let proxy = link.carrier();
 
     let failed = match route.proxy.tag(TAG_DESKTOP) {
         Some("ready") => false,
@@ -314,16 +327,22 @@ async fn desktop(ctx: &Context, args: &ConnectArgs, route: &Route) -> anyhow::Re
         host: "127.0.0.1".into(),
         host_port: dcv::PROXY_DCV_PORT,
     };
-    tokio::spawn(forward::serve(proxy.clone(), listener, fwd, stats.clone()));
+    tokio::spawn(forward::serve(link.watch(), listener, fwd, stats.clone()));
     ctx.progress.finish();
     let page = BrowserPage::new(ctx);
     let open_browser = !args.show_url;
     show(ctx, &page, &DcvUrl::proxy(local_port, &token), open_browser);
-    let (page, proxy_session) = (&page, &proxy);
-    hold(ctx, &stats, &proxy, || async move {
-        let token = dcv::proxy_token(proxy_session).await?;
-        show(ctx, page, &DcvUrl::proxy(local_port, &token), open_browser);
-        Ok(())
-    })
+    let page = &page;
+    hold(
+        ctx,
+        &stats,
+        &mut link,
+        (&args.cluster, opts),
+        |proxy| async move {
+            let token = dcv::proxy_token(&proxy).await?;
+            show(ctx, page, &DcvUrl::proxy(local_port, &token), open_browser);
+            Ok(())
+        },
+    )
     .await
 }

@@ -79,10 +79,12 @@ pub async fn run(ctx: &Context, args: DownArgs) -> anyhow::Result<()> {
             None
         }
     };
+    let mut corrupt = false;
     let ledger = match Ledger::load(&dir.ledger()) {
         Ok(l) => l,
         Err(e) => {
             tracing::warn!("{e}");
+            corrupt = matches!(e, crate::ledger::LedgerError::Corrupt { .. });
             None
         }
     };
@@ -109,6 +111,17 @@ pub async fn run(ctx: &Context, args: DownArgs) -> anyhow::Result<()> {
         .await?,
     );
 
+    // An unreadable ledger (a crash, a full disk), after the sweep by tag did its job: moved
+    // aside, so the next `up` starts clean.
+    if corrupt && report.failed.is_empty() && lock.is_some() {
+        match Ledger::move_aside(&dir.ledger()) {
+            Ok(to) => report.removed.push(format!(
+                "the unreadable ledger (moved to {}; the sweep by tag found what it held)",
+                to.display()
+            )),
+            Err(e) => report.failed.push(format!("the unreadable ledger: {e}")),
+        }
+    }
     // The local key of a bastion whose ledger was lost.
     let key = dir.private_key();
     if key.exists() && lock.is_some() {

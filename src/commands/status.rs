@@ -131,6 +131,7 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
             lookalikes.extend(of_cluster.into_iter().map(|i| Lookalike {
                 instance: i.id,
                 reason: "its bastion:cluster tag is not a ParallelCluster cluster name".into(),
+                stale_ledger: false,
             }));
             continue;
         }

@@ -15,22 +15,38 @@ use crate::ledger::Ledger;
 use crate::plan::plan;
 use crate::provision;
 use crate::proxy::{self, Expected};
-use crate::teardown::{self, Kinds, Report, TAG_RUN};
+use crate::teardown::{self, Kinds, Report};
 use crate::ui::{Progress, emit};
-use crate::wait::{Goal, WaitError, wait_for};
+use crate::wait::{Goal, WaitError, wait_for_new};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpError {
     #[error(
-        "a previous `bastion up` for '{cluster}' left resources behind ({ledger}). Run \
-         `bastion down --cluster {cluster}` first"
+        "an interrupted `bastion up` for '{cluster}' left resources that could not be removed ({ledger}):\n  {}\n\
+         Run `bastion down --cluster {cluster}` to retry",
+        failed.join("\n  ")
     )]
-    Leftovers { cluster: String, ledger: String },
+    Leftovers {
+        cluster: String,
+        ledger: String,
+        failed: Vec<String>,
+    },
 
     #[error("{error:#}\n{cleanup}")]
     Failed {
         error: anyhow::Error,
         cleanup: CleanupSummary,
+    },
+
+    #[error(
+        "cluster '{cluster}' has a bastion, {instance}, that this machine's ledger ({ledger}) does not \
+         record: it was made again from another machine. Use it from there, or run \
+         `bastion down --cluster {cluster}` (it removes both) and `bastion up` here"
+    )]
+    StaleLedger {
+        cluster: String,
+        ledger: String,
+        instance: String,
     },
 
     #[error("interrupted")]
@@ -192,18 +208,29 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<()> {
     }
 
     let _lock = dir.lock(&args.cluster)?;
-    if let Some(old) = Ledger::load(&dir.ledger())?
-        && !old.resources().is_empty()
-    {
-        return Err(UpError::Leftovers {
+    let owner = Expected::new(&args.cluster, &region, &plan.account, None);
+    // A bastion made elsewhere since this machine's ledger was written: its resources have the
+    // same names, so cleaning the stale ledger would break it. Say so instead.
+    if let Some(other) = search.lookalikes.iter().find(|l| l.stale_ledger) {
+        return Err(UpError::StaleLedger {
             cluster: args.cluster.clone(),
             ledger: dir.ledger().display().to_string(),
+            instance: other.instance.clone(),
         }
         .into());
     }
-    let mut ledger = Ledger::new(dir.ledger(), &plan.cluster, &plan.region, &plan.account);
-    ledger.save()?;
+    if let Some(old) = Ledger::load(&dir.ledger())?
+        && (!old.resources().is_empty() || old.data.run_id.is_some())
+    {
+        // We hold the lock, and a live run on this machine would: the run that wrote this
+        // ledger died (SIGKILL, a closed laptop), and no proxy of it is running. Finish its
+        // cleanup, then go on.
+        remove_dead_run(cloud, old, &owner, &args.cluster, progress).await?;
+    }
     let run_id = new_run_id();
+    let mut ledger = Ledger::new(dir.ledger(), &plan.cluster, &plan.region, &plan.account);
+    ledger.data.run_id = Some(run_id.clone());
+    ledger.save()?;
     tracing::info!(run_id, "creating the bastion");
 
     let goal = if args.no_wait {
@@ -226,9 +253,9 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<()> {
         )
         .await?;
         let instance = match goal {
-            None => cloud.instance(&created.instance_id).await?,
+            None => Some(crate::aws::fresh::new_instance(cloud, &created.instance_id).await?),
             Some(goal) => {
-                match wait_for(cloud, &created.instance_id, goal, timeout, progress).await {
+                match wait_for_new(cloud, &created.instance_id, goal, timeout, progress).await {
                     // The proxy works for SSH; a failed desktop is reported but the proxy is kept.
                     Err(e @ WaitError::DesktopFailed { .. }) => return Ok(Err(e)),
                     other => Some(other?),
@@ -257,7 +284,6 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<()> {
             Err(desktop_failed.into())
         }
         Err(source) => {
-            let owner = Expected::new(&args.cluster, &region, &plan.account, None);
             let cleanup = cleanup(
                 cloud,
                 &mut ledger,
@@ -275,6 +301,43 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<()> {
             .into())
         }
     }
+}
+
+/// Removes what a dead run left (its ledger, then what carries its run tag), saying so; what
+/// cannot be removed stops this run with the list and `bastion down`.
+async fn remove_dead_run(
+    cloud: &dyn Cloud,
+    mut old: Ledger,
+    owner: &Expected,
+    cluster: &str,
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    progress.phase(format!(
+        "an earlier `bastion up` here was interrupted; removing what {} records",
+        old.path().display()
+    ));
+    let run = old.data.run_id.clone();
+    let report =
+        teardown::remove_run(cloud, &mut old, run.as_deref(), owner, Kinds::ALL, progress).await;
+    if !report.failed.is_empty() {
+        return Err(UpError::Leftovers {
+            cluster: cluster.into(),
+            ledger: old.path().display().to_string(),
+            failed: report.failed,
+        }
+        .into());
+    }
+    let path = old.path().display().to_string();
+    old.remove()?;
+    tracing::warn!(
+        "an earlier `bastion up` here was interrupted; removed what it left ({path}){}",
+        if report.removed.is_empty() {
+            ": nothing was left in AWS".to_string()
+        } else {
+            format!(": {}", report.removed.join(", "))
+        }
+    );
+    Ok(())
 }
 
 /// Removes what this run created: the ledger first, then anything tagged with this run's id
@@ -295,16 +358,7 @@ async fn cleanup(
         };
     }
     progress.phase("failed; removing what this run created");
-    let work = async {
-        let mut report = teardown::teardown_ledger(cloud, ledger, progress).await;
-        match teardown::sweep(cloud, TAG_RUN, run_id, owner, attempted, progress).await {
-            Ok(r) => report.merge(r),
-            Err(e) => report
-                .failed
-                .push(format!("the sweep by tag {TAG_RUN}={run_id}: {e}")),
-        }
-        report
-    };
+    let work = teardown::remove_run(cloud, ledger, Some(run_id), owner, attempted, progress);
     let report = tokio::select! {
         r = work => r,
         _ = tokio::signal::ctrl_c() => Report {

@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use russh::ChannelMsg;
@@ -107,25 +108,84 @@ pub async fn bind(fwd: &Forward) -> Result<TcpListener, String> {
         })
 }
 
-/// Accepts connections forever, each carried by its own channel.
-pub async fn serve(
-    handle: Arc<Handle<Verifier>>,
-    listener: TcpListener,
-    fwd: Forward,
-    stats: Stats,
-) {
+/// The session that carries a listener's connections, as it changes (`None` while the link
+/// reconnects; see `link.rs`).
+pub type Sessions = watch::Receiver<Option<Arc<Handle<Verifier>>>>;
+
+/// A session that never changes, for a listener that lives and dies with it.
+pub fn fixed(handle: Arc<Handle<Verifier>>) -> Sessions {
+    watch::channel(Some(handle)).1
+}
+
+/// How long a new connection waits for a reconnecting link before it is closed.
+const RECONNECT_WAIT: Duration = Duration::from_secs(120);
+
+/// Connections one listener carries at once; past it, new ones wait in the kernel's backlog
+/// until one ends (each costs a channel, two tasks and up to [`CONNECTION_BUDGET`] of buffer).
+pub const MAX_CONNECTIONS: usize = 512;
+
+/// Accepts connections forever, each carried by its own channel, at most [`MAX_CONNECTIONS`] at
+/// once. A failing accept (out of file descriptors, say) backs off from 10 ms to 1 s instead of
+/// spinning, with one warning per streak.
+pub async fn serve(sessions: Sessions, listener: TcpListener, fwd: Forward, stats: Stats) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = Duration::ZERO;
+    let mut at_cap = false;
     loop {
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(s) => {
+                at_cap = false;
+                s
+            }
+            Err(_) => {
+                if !at_cap {
+                    tracing::warn!(
+                        "-L {fwd}: {MAX_CONNECTIONS} connections open; new ones wait until one ends"
+                    );
+                    at_cap = true;
+                }
+                match slots.clone().acquire_owned().await {
+                    Ok(s) => s,
+                    Err(_) => return,
+                }
+            }
+        };
         let (sock, peer) = match listener.accept().await {
-            Ok(x) => x,
+            Ok(x) => {
+                backoff = Duration::ZERO;
+                x
+            }
             Err(e) => {
-                tracing::warn!("accept on {fwd}: {e}");
+                if backoff.is_zero() {
+                    tracing::warn!("-L {fwd}: accept failed ({e}); backing off");
+                    backoff = Duration::from_millis(10);
+                } else {
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                drop(slot);
+                tokio::time::sleep(backoff).await;
                 continue;
             }
         };
-        let handle = handle.clone();
+        let mut sessions = sessions.clone();
         let fwd = fwd.clone();
         let stats = stats.clone();
         tokio::spawn(async move {
+            let _slot = slot;
+            // While the link reconnects, a new connection waits for it (a while).
+            let handle = match tokio::time::timeout(
+                RECONNECT_WAIT,
+                sessions.wait_for(|s| s.is_some()),
+            )
+            .await
+            {
+                Ok(Ok(h)) => h.clone(),
+                _ => None,
+            };
+            let Some(handle) = handle else {
+                tracing::warn!("-L {fwd}: no session to carry a connection from {peer}; closed it");
+                return;
+            };
             stats.open.fetch_add(1, Ordering::Relaxed);
             stats.total.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = carry(&handle, sock, peer, &fwd).await {

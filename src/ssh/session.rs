@@ -110,6 +110,9 @@ pub async fn exec(
     stdin_task.abort();
     stdout.flush().await.ok();
     stderr.flush().await.ok();
+    if code.is_none() && handle.is_closed() {
+        eprintln!("bastion: the connection to {what} was lost");
+    }
     Ok(code.map(|c| c.min(255) as u8).unwrap_or(255))
 }
 
@@ -169,6 +172,10 @@ pub async fn shell(handle: &Handle<Verifier>, what: &str) -> Result<ExitCode, Se
                 }
             }
         }
+    }
+    if code.is_none() && handle.is_closed() {
+        // A shell cannot outlive its link; say so, and exit 255 as ssh does.
+        eprint!("\r\nbastion: the connection to {what} was lost\r\n");
     }
     Ok(code.map(|c| c.min(255) as u8).unwrap_or(255))
 }

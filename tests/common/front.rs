@@ -9,7 +9,7 @@
 
 #![allow(dead_code)]
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -111,6 +111,8 @@ struct Shared {
     counts: Mutex<Vec<(String, usize)>>,
     injected: AtomicUsize,
     calls: Mutex<Vec<Call>>,
+    /// While set, the endpoint answers nothing: every connection is closed unread.
+    dark: Arc<AtomicBool>,
 }
 
 pub struct Front {
@@ -136,6 +138,7 @@ impl Front {
             counts: Mutex::new(Vec::new()),
             injected: AtomicUsize::new(0),
             calls: Mutex::new(Vec::new()),
+            dark: Arc::new(AtomicBool::new(false)),
         });
         let s = shared.clone();
         let task = tokio::spawn(async move {
@@ -150,6 +153,11 @@ impl Front {
     /// Adds a rule; the first rule that answers a call wins.
     pub fn rule(&self, f: impl FnMut(&Call) -> Option<Reply> + Send + 'static) {
         self.shared.rules.lock().unwrap().push(Box::new(f));
+    }
+
+    /// The switch that makes AWS unreachable (set) or back (cleared); rules may hold it too.
+    pub fn dark(&self) -> Arc<AtomicBool> {
+        self.shared.dark.clone()
     }
 
     /// How many answers the front gave instead of moto.
@@ -191,6 +199,9 @@ fn service_of(authorization: &str) -> String {
 async fn serve(mut conn: tokio::net::TcpStream, shared: Arc<Shared>, client: reqwest::Client) {
     let mut buf = Vec::new();
     loop {
+        if shared.dark.load(Ordering::Relaxed) {
+            return;
+        }
         // Headers.
         let head_end = loop {
             if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -270,6 +281,9 @@ async fn serve(mut conn: tokio::net::TcpStream, shared: Arc<Shared>, client: req
             params,
             nth,
         };
+        if shared.dark.load(Ordering::Relaxed) {
+            return;
+        }
         shared.calls.lock().unwrap().push(call.clone());
         let injected = {
             let mut rules = shared.rules.lock().unwrap();

@@ -1,0 +1,140 @@
+//! A tunnel's SSH sessions, kept up across a blip: the session that carries the user's
+//! connections (the head node's, inside the proxy's; or the proxy's own with `--on-proxy`),
+//! watched; when keepalives find it dead, the loss is said on stderr and the route is resolved
+//! again (the proxy's address changes after a stop and start, and a proxy the idle timer stopped
+//! is started) and reconnected with backoff, one line per reconnect. Local listeners are not
+//! touched, so `connect -N` and `connect --dcv` keep their ports.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::client::Handle;
+use tokio::sync::watch;
+
+use crate::Context;
+use crate::route::{self, Route, RouteOptions};
+use crate::ssh::client::{SshError, TUNNEL_WINDOW, Verifier, connect, connect_via};
+
+/// Which session carries the user's connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carrier {
+    /// The head node's session, inside the proxy's (a jump).
+    Head,
+    /// The proxy's own session (`--on-proxy`, `--dcv --desktop`), with this receive window.
+    Proxy { window: u32 },
+}
+
+/// The live sessions: `carrier` carries the connections; `proxy` must live as long (in a jump,
+/// the head node's session runs inside one of its channels).
+pub struct Sessions {
+    pub proxy: Arc<Handle<Verifier>>,
+    pub carrier: Arc<Handle<Verifier>>,
+}
+
+/// The first wait before a reconnect, doubling to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Opens the sessions of `route` for `carrier`.
+pub async fn open(route: &Route, carrier: Carrier) -> Result<Sessions, SshError> {
+    // With a jump the proxy's one busy channel carries the head node's whole session; otherwise
+    // its channels are the user's connections.
+    let window = match carrier {
+        Carrier::Head => TUNNEL_WINDOW,
+        Carrier::Proxy { window } => window,
+    };
+    let proxy = Arc::new(
+        connect(
+            &route.proxy_target,
+            &route.proxy_address,
+            route.proxy_port,
+            window,
+        )
+        .await?,
+    );
+    let carrier = match carrier {
+        Carrier::Proxy { .. } => proxy.clone(),
+        Carrier::Head => {
+            Arc::new(connect_via(&proxy, &route.head_target, &route.head_ip, 22).await?)
+        }
+    };
+    Ok(Sessions { proxy, carrier })
+}
+
+/// Keeps a tunnel's sessions up.
+pub struct Link {
+    tx: watch::Sender<Option<Arc<Handle<Verifier>>>>,
+    current: Sessions,
+    carrier: Carrier,
+    what: String,
+}
+
+impl Link {
+    pub fn new(sessions: Sessions, carrier: Carrier, what: String) -> Link {
+        let (tx, _) = watch::channel(Some(sessions.carrier.clone()));
+        Link {
+            tx,
+            current: sessions,
+            carrier,
+            what,
+        }
+    }
+
+    /// The carrier session as it changes: `None` while reconnecting.
+    pub fn watch(&self) -> watch::Receiver<Option<Arc<Handle<Verifier>>>> {
+        self.tx.subscribe()
+    }
+
+    /// The carrier session now.
+    pub fn carrier(&self) -> Arc<Handle<Verifier>> {
+        self.current.carrier.clone()
+    }
+
+    fn lost(&self) -> bool {
+        self.current.carrier.is_closed() || self.current.proxy.is_closed()
+    }
+
+    /// Checks the sessions; when they are gone, reconnects (retrying with backoff until it
+    /// works). Returns true when it reconnected. Call it about once a second.
+    pub async fn keep_up(&mut self, ctx: &Context, cluster: &str, opts: &RouteOptions) -> bool {
+        if !self.lost() {
+            return false;
+        }
+        self.tx.send_replace(None);
+        eprintln!(
+            "bastion: the connection to {} was lost; reconnecting (local ports stay open)",
+            self.what
+        );
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 1u32;
+        loop {
+            match reconnect(ctx, cluster, opts, self.carrier).await {
+                Ok(sessions) => {
+                    self.tx.send_replace(Some(sessions.carrier.clone()));
+                    self.current = sessions;
+                    eprintln!("bastion: reconnected to {} (attempt {attempt})", self.what);
+                    return true;
+                }
+                Err(e) => {
+                    eprintln!(
+                        "bastion: reconnect attempt {attempt} failed ({e:#}); next in {} s",
+                        backoff.as_secs()
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    attempt += 1;
+                }
+            }
+        }
+    }
+}
+
+async fn reconnect(
+    ctx: &Context,
+    cluster: &str,
+    opts: &RouteOptions,
+    carrier: Carrier,
+) -> anyhow::Result<Sessions> {
+    let route = route::resolve(ctx, cluster, opts).await?;
+    Ok(open(&route, carrier).await?)
+}

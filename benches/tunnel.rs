@@ -294,6 +294,81 @@ fn vm_hwm_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+fn vm_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// One connection through `port`: `n` bytes out and back, checksummed; false on any mismatch.
+fn echo_checked(port: u16, n: usize, seed: u8) -> bool {
+    let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(60)));
+    let data: Vec<u8> = (0..n).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect();
+    let Ok(mut w) = c.try_clone() else {
+        return false;
+    };
+    let out = data.clone();
+    let writer = std::thread::spawn(move || w.write_all(&out).is_ok());
+    let mut back = vec![0u8; n];
+    let read = c.read_exact(&mut back).is_ok();
+    writer.join().unwrap_or(false) && read && back == data
+}
+
+/// The soak: 10,000 sequential and 200 concurrent connections through one `connect -N`, each
+/// checksummed, with the forwarder's open file descriptors and RSS before and after.
+fn soak(s: &Setup, address: &str) {
+    let (t, port) = s.forward("bastion", address, 9000);
+    let pid = t.child.id();
+    assert!(echo_checked(port, 4096, 0), "the soak's first echo");
+    let (fds0, rss0) = (open_fds(pid), vm_rss_kib(pid));
+    let start = Instant::now();
+    let mut failed = 0;
+    for i in 0..10_000u32 {
+        if !echo_checked(port, 4096, i as u8) {
+            failed += 1;
+        }
+    }
+    let sequential = start.elapsed();
+    let (fds1, rss1) = (open_fds(pid), vm_rss_kib(pid));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..200u32)
+        .map(|i| std::thread::spawn(move || echo_checked(port, 256 * 1024, i as u8)))
+        .collect();
+    let concurrent_failed = workers
+        .into_iter()
+        .map(|w| w.join())
+        .filter(|r| !matches!(r, Ok(true)))
+        .count();
+    let concurrent = start.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
+    let (fds2, rss2) = (open_fds(pid), vm_rss_kib(pid));
+    println!(
+        "soak       10,000 sequential (4 KiB each): {:.1} s, {failed} failed; 200 concurrent (256 KiB each): {:.1} s, {concurrent_failed} failed",
+        sequential.as_secs_f64(),
+        concurrent.as_secs_f64()
+    );
+    println!(
+        "soak       bastion's open fds {fds0} -> {fds1} -> {fds2}; RSS {:.1} -> {:.1} -> {:.1} MiB (before, after the sequential, after the concurrent)",
+        rss0 as f64 / 1024.0,
+        rss1 as f64 / 1024.0,
+        rss2 as f64 / 1024.0
+    );
+    drop(t);
+}
+
 /// `BASTION_BENCH_CASES="loopback/download,..."` runs only those throughput cases.
 fn wanted(net: &str, case: &str) -> bool {
     match std::env::var("BASTION_BENCH_CASES") {
@@ -472,6 +547,10 @@ fn main() {
                 range(&figures[1])
             );
         }
+    }
+
+    if wanted("soak", "") {
+        soak(&s, &direct);
     }
 
     // Setup time: connect and run `true` on the head node, median of 5.

@@ -37,9 +37,9 @@ pub enum ClusterError {
     },
 
     #[error(
-        "cluster '{cluster}' has more than one head node candidate ({}), each tagged as its head node \
-         by the stack {stack}; bastion will not pick one. Terminate the stale one, or check CloudTrail \
-         for who launched the other",
+        "cluster '{cluster}' has more than one head node candidate ({}), each tagged as a head node \
+         by a stack of that cluster's name ({stack}, or parallelcluster-{cluster}); bastion will not \
+         pick one. Terminate the stale one, or check CloudTrail for who launched the other",
         instances.join(", ")
     )]
     AmbiguousHeadNode {
@@ -134,8 +134,9 @@ pub const TAG_STACK: &str = "aws:cloudformation:stack-name";
 /// cluster, ParallelCluster 2 `parallelcluster-NAME`). Several such instances are refused, never
 /// picked from.
 pub async fn find_head_node(cloud: &dyn Cloud, cluster: &str) -> Result<HeadNode, ClusterError> {
-    let mut stack = cluster.to_string();
-    let mut found = cloud
+    // Both ParallelCluster generations, always: a cluster of one must not be shadowed by a
+    // look-alike of the other (a stack named after a ParallelCluster 2 cluster is free to make).
+    let v3 = cloud
         .instances_by_tags(
             &[
                 ("parallelcluster:cluster-name", cluster),
@@ -144,28 +145,41 @@ pub async fn find_head_node(cloud: &dyn Cloud, cluster: &str) -> Result<HeadNode
             HEAD_NODE_STATES,
         )
         .await?;
-    if found.is_empty() {
-        // ParallelCluster 2 tagged its head node differently.
-        stack = format!("parallelcluster-{cluster}");
-        found = cloud
-            .instances_by_tags(
-                &[
-                    ("parallelcluster:cluster-name", cluster),
-                    ("aws-parallelcluster-node-type", "Master"),
-                ],
-                HEAD_NODE_STATES,
-            )
-            .await?;
-    }
-    if found.is_empty() {
+    let v2 = cloud
+        .instances_by_tags(
+            &[
+                ("parallelcluster:cluster-name", cluster),
+                ("aws-parallelcluster-node-type", "Master"),
+            ],
+            HEAD_NODE_STATES,
+        )
+        .await?;
+    if v3.is_empty() && v2.is_empty() {
         return Err(ClusterError::UnknownCluster {
             cluster: cluster.into(),
             region: cloud.region().into(),
         });
     }
-    let (mut proven, unproven): (Vec<Instance>, Vec<Instance>) = found
-        .into_iter()
-        .partition(|i| i.tag(TAG_STACK) == Some(stack.as_str()));
+    let v2_stack = format!("parallelcluster-{cluster}");
+    let stack = if v3.is_empty() {
+        v2_stack.clone()
+    } else {
+        cluster.to_string()
+    };
+    let mut proven: Vec<Instance> = Vec::new();
+    let mut unproven: Vec<Instance> = Vec::new();
+    for (found, want) in [(v3, cluster.to_string()), (v2, v2_stack)] {
+        for i in found {
+            if proven.iter().any(|p| p.id == i.id) {
+                continue;
+            }
+            if i.tag(TAG_STACK) == Some(want.as_str()) {
+                proven.push(i);
+            } else {
+                unproven.push(i);
+            }
+        }
+    }
     if proven.len() > 1 {
         return Err(ClusterError::AmbiguousHeadNode {
             cluster: cluster.into(),

@@ -417,14 +417,14 @@ fn config_checks(f: &Facts, c: &ClusterConfig) -> Vec<Check> {
 
 fn bastion_checks(b: &BastionFacts, route_tables: &[RouteTable]) -> Vec<Check> {
     let mut out = Vec::new();
-    let missing: Vec<i32> = [22, crate::provision::DCV_PORT]
+    let missing: Vec<i32> = [22]
         .into_iter()
         .filter(|&p| {
             !crate::cluster::admits_from(&b.head_groups, p, &b.subnet.cidr, Some(&b.group.id))
         })
         .collect();
     out.push(if missing.is_empty() {
-        check("bastion.head-node-ingress", Status::Ok, "the head node admits tcp 22 and 8443 from the proxy", "")
+        check("bastion.head-node-ingress", Status::Ok, "the head node admits tcp 22 from the proxy", "")
     } else {
         check(
             "bastion.head-node-ingress",

@@ -85,6 +85,10 @@ pub struct LedgerData {
     /// killed one created but never recorded.
     #[serde(default)]
     pub run_id: Option<String>,
+    /// Set when the run finished (or kept its resources on purpose): the next `up` never takes
+    /// it for a dead run.
+    #[serde(default)]
+    pub complete: bool,
     pub resources: Vec<Resource>,
 }
 
@@ -126,6 +130,7 @@ impl Ledger {
                 region: region.into(),
                 account: account.into(),
                 run_id: None,
+                complete: false,
                 resources: Vec::new(),
             },
         }

@@ -174,7 +174,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
             match e {
                 UpError::Interrupted => return 130,
                 UpError::Failed { error, .. } => return exit_code(error),
-                UpError::Leftovers { .. } | UpError::StaleLedger { .. } => return 1,
+                UpError::Leftovers { .. }
+                | UpError::StaleLedger { .. }
+                | UpError::Orphaned { .. } => return 1,
             }
         }
         if cause.downcast_ref::<plan::PlanError>().is_some() {

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use crate::Context;
 use crate::route::{self, Route, RouteOptions};
 use crate::ssh::client::{SshError, TUNNEL_WINDOW, Verifier, connect, connect_via};
+use crate::ssh::known_hosts::HostKeyError;
 
 /// Which session carries the user's connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,10 +96,17 @@ impl Link {
     }
 
     /// Checks the sessions; when they are gone, reconnects (retrying with backoff until it
-    /// works). Returns true when it reconnected. Call it about once a second.
-    pub async fn keep_up(&mut self, ctx: &Context, cluster: &str, opts: &RouteOptions) -> bool {
+    /// works). Returns true when it reconnected. A host key that is refused on the way back
+    /// (someone may be in the middle) ends the tunnel instead: that is never retried. Call it
+    /// about once a second.
+    pub async fn keep_up(
+        &mut self,
+        ctx: &Context,
+        cluster: &str,
+        opts: &RouteOptions,
+    ) -> anyhow::Result<bool> {
         if !self.lost() {
-            return false;
+            return Ok(false);
         }
         self.tx.send_replace(None);
         eprintln!(
@@ -113,8 +121,9 @@ impl Link {
                     self.tx.send_replace(Some(sessions.carrier.clone()));
                     self.current = sessions;
                     eprintln!("bastion: reconnected to {} (attempt {attempt})", self.what);
-                    return true;
+                    return Ok(true);
                 }
+                Err(e) if refused_host_key(&e) => return Err(e),
                 Err(e) => {
                     eprintln!(
                         "bastion: reconnect attempt {attempt} failed ({e:#}); next in {} s",
@@ -127,6 +136,20 @@ impl Link {
             }
         }
     }
+}
+
+/// A host key that did not pass (changed, not the tag's, not the console's, revoked): the one
+/// failure a reconnect must never retry past.
+fn refused_host_key(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        let key = c
+            .downcast_ref::<HostKeyError>()
+            .or(match c.downcast_ref::<SshError>() {
+                Some(SshError::HostKey(k)) => Some(k),
+                _ => None,
+            });
+        key.is_some_and(|k| !matches!(k, HostKeyError::Io { .. }))
+    })
 }
 
 async fn reconnect(

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::Context;
 use crate::cli::UpArgs;
 use crate::cluster::{HeadNode, admits_from, choose_public_subnet};
-use crate::provision::{DCV_PORT, Plan};
+use crate::provision::Plan;
 use crate::state::Names;
 use crate::teardown::resource_tags;
 use crate::userdata::{self, ProxyOs};
@@ -229,11 +229,9 @@ pub async fn plan(ctx: &Context, args: &UpArgs, head: &HeadNode) -> anyhow::Resu
     let head_groups = cloud
         .security_groups(&head.instance.security_group_ids)
         .await?;
-    let mut ports = vec![22];
-    if !args.no_dcv {
-        ports.push(DCV_PORT);
-    }
-    let head_node_ports: Vec<i32> = ports
+    // SSH only: DCV travels inside the head node's own session, so the proxy never needs to
+    // reach the head node's DCV port.
+    let head_node_ports: Vec<i32> = [22]
         .into_iter()
         .filter(|&p| !admits_from(&head_groups, p, &subnet.cidr, None))
         .collect();

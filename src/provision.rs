@@ -18,9 +18,6 @@ use crate::ui::Progress;
 /// propagated to EC2 (seconds on AWS, occasionally a minute or two).
 const PROFILE_PROPAGATION_LIMIT: Duration = Duration::from_secs(180);
 
-/// DCV's port on a ParallelCluster head node (`HeadNode/Dcv/Port` default).
-pub const DCV_PORT: i32 = 8443;
-
 /// Everything `up` decided before creating anything. Printed by `--dry-run`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
@@ -150,14 +147,14 @@ pub async fn create(
     ledger.record(Resource::SecurityGroup { id: sg.clone() })?;
     progress.note(format!("created security group {sg}"));
 
-    // Egress: HTTPS and HTTP for packages and AWS APIs; SSH and DCV only into the VPC.
+    // Egress: HTTPS and HTTP for packages and AWS APIs; SSH only into the VPC (DCV rides the
+    // head node's SSH session).
     let mut egress = vec![
         (443, "0.0.0.0/0".to_string()),
         (80, "0.0.0.0/0".to_string()),
     ];
     for cidr in &plan.vpc_cidrs {
         egress.push((22, cidr.clone()));
-        egress.push((DCV_PORT, cidr.clone()));
     }
     // The new group may not be visible yet (InvalidGroup.NotFound): retried, then read back,
     // so allow-all egress can never stay behind a "not found" taken for "already revoked".

@@ -738,6 +738,15 @@ async fn a_cut_link_is_reported_and_forwards_carry_on_once_it_is_back() {
             .success();
         assert!(ok, "ip link set {proxy_if} {state}");
     };
+    // The idle timer stops the proxy (as AWS records it; the lab's host stays up), and the link
+    // dies: the reconnect finds it stopped and starts it again.
+    w.aws
+        .ec2
+        .stop_instances()
+        .instance_ids(&w.proxy_id)
+        .send()
+        .await
+        .unwrap();
     link("down");
     let lost = wait_for_text(&log, "was lost", Duration::from_secs(150));
     link("up");
@@ -754,5 +763,6 @@ async fn a_cut_link_is_reported_and_forwards_carry_on_once_it_is_back() {
     assert_eq!(echo_through(ports[0], b"after"), b"after");
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(text.matches("reconnected to").count(), 1, "{text}");
+    assert!(text.contains("starting the stopped bastion"), "{text}");
     drop(child);
 }

@@ -367,3 +367,75 @@ async fn desktop_reaches_the_proxys_own_dcv_on_its_loopback_with_a_token_per_url
     assert_eq!(fetch(second["url"].as_str().unwrap()).await, 200);
     stop(child);
 }
+
+/// The proxy's link cut under `connect --dcv`: the loss is said, bastion reconnects by itself,
+/// and Enter then gives a URL that works through the same local port.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dcv_tunnel_outlives_a_cut_link() {
+    if require_tool("openssl", &[]).is_none() {
+        return;
+    }
+    let mut w = world_or_skip!();
+    let token_file = w.lab.path("dcv-token");
+    w.lab
+        .set_head_scripts(&[("pcluster_dcv_connect.sh", &dcv_script(&token_file))]);
+    let head_ip = w.lab.head_ip.clone();
+    start_dcv_server(&mut w, "head", &head_ip, true);
+    let (mut child, out) = start_dcv(&w, &[]);
+    let first = next_url(&out, &mut child);
+    assert_eq!(fetch(first["url"].as_str().unwrap()).await, 200);
+
+    // stderr, read by a thread, for the loss and reconnect lines.
+    let err = child.child().stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_line = |needle: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(150);
+        while std::time::Instant::now() < deadline {
+            if let Ok(l) = rx.recv_timeout(Duration::from_secs(1))
+                && l.contains(needle)
+            {
+                return true;
+            }
+        }
+        false
+    };
+    let proxy_if = format!("bst-pr{}", w.lab.n);
+    let link = |state: &str| {
+        let ok = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &w.lab.proxy_ns,
+                "ip",
+                "link",
+                "set",
+                &proxy_if,
+                state,
+            ])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "ip link set {proxy_if} {state}");
+    };
+    link("down");
+    let lost = wait_line("was lost");
+    link("up");
+    assert!(lost, "the loss is reported");
+    assert!(wait_line("reconnected to"), "bastion reconnects by itself");
+    std::io::Write::write_all(child.child().stdin.as_mut().unwrap(), b"\n").unwrap();
+    let second = next_url(&out, &mut child);
+    assert_eq!(
+        second["local_port"], first["local_port"],
+        "the same local port"
+    );
+    assert_eq!(fetch(second["url"].as_str().unwrap()).await, 200);
+    let status = child.interrupt(Duration::from_secs(30));
+    assert!(status.success());
+}

@@ -123,10 +123,10 @@ async fn up_creates_a_hardened_proxy_and_down_removes_all_of_it() {
         .unwrap()
         .to_string();
     assert_eq!(aws.ingress(&sg).await, vec![(22, ALLOW.to_string())]);
-    // The head node's group now admits the proxy's group on 22 and 8443, and nothing else changed.
+    // The head node's group now admits the proxy's group on 22 (DCV rides the head node's SSH
+    // session, so not 8443), and nothing else changed.
     let mut expected = head_rules_before.clone();
     expected.push((22, sg.clone()));
-    expected.push((8443, sg.clone()));
     expected.sort();
     assert_eq!(aws.ingress(&lab.head_sg).await, expected);
 
@@ -250,10 +250,8 @@ async fn a_failure_at_any_creation_step_leaves_nothing_behind() {
         "create_security_group",
         "set_egress",
         "authorize_ingress",
-        // The second and third: the rules on the head node's group (a group bastion does not
-        // own), tcp 22 then 8443.
+        // The second: the rule on the head node's group (a group bastion does not own).
         "authorize_ingress#2",
-        "authorize_ingress#3",
         "create_role",
         "put_role_policy",
         "put_role_policy#2",
@@ -630,7 +628,7 @@ async fn dry_run_prints_the_plan_and_creates_nothing() {
     let plan = r.json();
     assert_eq!(plan["subnet_id"], lab.public_subnet.as_str());
     assert_eq!(plan["head_node_group"], lab.head_sg.as_str());
-    assert_eq!(plan["head_node_ports"], serde_json::json!([22, 8443]));
+    assert_eq!(plan["head_node_ports"], serde_json::json!([22]));
     assert_eq!(plan["allow_cidrs"], serde_json::json!(["0.0.0.0/0"]));
     assert!(
         plan["tags"]

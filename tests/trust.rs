@@ -412,6 +412,65 @@ async fn the_head_node_is_the_one_its_stack_made_and_never_a_guess() {
         "{r:?}"
     );
     assert!(aws.leftovers(CLUSTER).await.is_empty());
+
+    // A ParallelCluster 2 cluster `old` (stack parallelcluster-old) and a look-alike in the
+    // ParallelCluster 3 form whose own stack is named `old`: neither generation shadows the other.
+    let v2 = launch_decoy(
+        &aws,
+        &lab,
+        vec![
+            tag("parallelcluster:cluster-name", "old"),
+            tag("aws-parallelcluster-node-type", "Master"),
+            tag("aws:cloudformation:stack-name", "parallelcluster-old"),
+        ],
+    )
+    .await;
+    let shadow = launch_decoy(&aws, &lab, head_tags("old", Some("old"))).await;
+    let r = b.run(&["up", "--cluster", "old", "--allow-cidr", ALLOW, "--dry-run"]);
+    assert_eq!(r.status, 2, "{r:?}");
+    assert!(
+        r.stderr.contains(&v2) && r.stderr.contains(&shadow),
+        "{r:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_finished_bastion_whose_proxy_vanished_is_never_cleaned_on_a_guess() {
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    aws.build_lab(LabOptions::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Bastion::new(&moto, tmp.path());
+    let key = key_line(tmp.path(), "proxy-host");
+    let id = proxy(&aws, &b, &key).await;
+    // The proxy is terminated outside bastion (or not visible to this describe yet).
+    aws.ec2
+        .terminate_instances()
+        .instance_ids(&id)
+        .send()
+        .await
+        .unwrap();
+    let before = aws.leftovers(CLUSTER).await;
+    let up = b.run(&[
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--allow-cidr",
+        ALLOW,
+        "--no-wait",
+    ]);
+    assert_eq!(up.status, 1, "{up:?}");
+    assert!(
+        up.stderr.contains("does not list") && up.stderr.contains("bastion down"),
+        "{up:?}"
+    );
+    assert_eq!(
+        aws.leftovers(CLUSTER).await,
+        before,
+        "nothing removed, nothing made"
+    );
+    assert_eq!(b.run(&["down", "--cluster", CLUSTER]).status, 0);
+    assert!(aws.leftovers(CLUSTER).await.is_empty());
 }
 
 fn decode(s: &str) -> serde_json::Value {

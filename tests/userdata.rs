@@ -321,7 +321,7 @@ fn al2023_publishes_ready_first_then_installs_the_desktop_and_is_idempotent() {
         "{dcv_conf}"
     );
     assert!(
-        dcv_conf.contains("auth-token-verifier = \"http://127.0.0.1:8444\""),
+        dcv_conf.contains("auth-token-verifier = \"https://127.0.0.1:8444\""),
         "{dcv_conf}"
     );
     assert!(
@@ -348,7 +348,7 @@ fn al2023_publishes_ready_first_then_installs_the_desktop_and_is_idempotent() {
     );
     assert_eq!(
         helper_calls,
-        vec!["dcvsimpleextauth add-user --append --session bastion --user ec2-user".to_string()]
+        vec!["dcvsimpleextauth add-user --append --session bastion --user ec2-user --auth-dir /var/run/dcvsimpleextauth".to_string()]
     );
     assert_eq!(
         std::fs::read_to_string(sb.state.join("dcvsimpleextauth.stdin")).unwrap(),

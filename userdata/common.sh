@@ -138,16 +138,15 @@ web-listen-endpoints = ['127.0.0.1:8443']
 enable-quic-frontend = false
 
 [security]
-auth-token-verifier = "http://127.0.0.1:8444"
+auth-token-verifier = "https://127.0.0.1:8444"
 DCV
     cat >"$ROOT/usr/local/sbin/bastion-dcv-token" <<TOKEN
 #!/bin/bash
 # Written by bastion: a fresh token for the proxy's DCV session (owned by $DEFAULT_USER), given
 # to DCV's simple external authenticator on stdin and printed for \`bastion connect --dcv --desktop\`.
 set -euo pipefail
-umask 077
 token=\$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n')
-printf '%s' "\$token" | dcvsimpleextauth add-user --append --session bastion --user $DEFAULT_USER
+printf '%s' "\$token" | dcvsimpleextauth add-user --append --session bastion --user $DEFAULT_USER --auth-dir /var/run/dcvsimpleextauth
 echo "BastionDcvToken=\$token"
 TOKEN
     chmod 0755 "$ROOT/usr/local/sbin/bastion-dcv-token"

@@ -181,8 +181,9 @@ fn to_instance(i: &ec2t::Instance) -> Instance {
     }
 }
 
-/// One group's permissions (ingress or egress), flattened to one source each.
-fn flatten(permissions: &[ec2t::IpPermission]) -> Vec<IngressRule> {
+/// One group's permissions (ingress or egress), flattened to one source each; IPv6 ranges only
+/// with `ipv6` (egress, where an allow-all `::/0` must be seen).
+fn flatten(permissions: &[ec2t::IpPermission], ipv6: bool) -> Vec<IngressRule> {
     let mut rules = Vec::new();
     for p in permissions {
         let protocol = p.ip_protocol().unwrap_or("-1").to_string();
@@ -198,6 +199,13 @@ fn flatten(permissions: &[ec2t::IpPermission]) -> Vec<IngressRule> {
         for r in p.ip_ranges() {
             if let Some(c) = r.cidr_ip() {
                 push(Source::Cidr(c.to_string()));
+            }
+        }
+        if ipv6 {
+            for r in p.ipv6_ranges() {
+                if let Some(c) = r.cidr_ipv6() {
+                    push(Source::Cidr(c.to_string()));
+                }
             }
         }
         for g in p.user_id_group_pairs() {
@@ -220,8 +228,8 @@ fn to_security_group(g: &ec2t::SecurityGroup) -> SecurityGroup {
         name: g.group_name().unwrap_or_default().to_string(),
         description: g.description().map(str::to_string),
         vpc_id: g.vpc_id().map(str::to_string),
-        ingress: flatten(g.ip_permissions()),
-        egress: flatten(g.ip_permissions_egress()),
+        ingress: flatten(g.ip_permissions(), false),
+        egress: flatten(g.ip_permissions_egress(), true),
         tags: from_ec2_tags(g.tags()),
     }
 }
@@ -773,23 +781,31 @@ impl Cloud for SdkCloud {
     }
 
     async fn set_egress(&self, group_id: &str, rules: &[(i32, String)]) -> AwsResult<()> {
-        let all = ec2t::IpPermission::builder()
+        // A new group's default egress allows everything, to 0.0.0.0/0 and, in a VPC with IPv6,
+        // to ::/0. A default rule that is already gone (or never was) is fine; a group that is
+        // not there (a new group not visible yet) is an error for the caller to retry.
+        let v4 = ec2t::IpPermission::builder()
             .ip_protocol("-1")
             .ip_ranges(ec2t::IpRange::builder().cidr_ip("0.0.0.0/0").build())
             .build();
-        // A default egress rule that is already gone is fine (a retry); a group that is not
-        // there (a new group not visible yet) is an error for the caller to retry.
-        match sdk!(
-            "ec2:RevokeSecurityGroupEgress",
-            self.ec2
-                .revoke_security_group_egress()
-                .group_id(group_id)
-                .ip_permissions(all)
-                .send()
-        ) {
-            Err(e) if e.is_missing_rule() => {}
-            other => {
-                other?;
+        let v6 = ec2t::IpPermission::builder()
+            .ip_protocol("-1")
+            .ipv6_ranges(ec2t::Ipv6Range::builder().cidr_ipv6("::/0").build())
+            .build();
+        for all in [v4, v6] {
+            match sdk!(
+                "ec2:RevokeSecurityGroupEgress",
+                self.ec2
+                    .revoke_security_group_egress()
+                    .group_id(group_id)
+                    .ip_permissions(all)
+                    .send()
+            ) {
+                Err(e) if e.is_missing_rule() => {}
+                Ok(out) if out.r#return() == Some(false) => {}
+                other => {
+                    other?;
+                }
             }
         }
         let permissions: Vec<_> = rules

@@ -90,7 +90,7 @@ pub async fn run(ctx: &Context, args: ConnectArgs) -> anyhow::Result<()> {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {
                     tokio::select! {
                         _ = &mut interrupted => return Ok(()),
-                        _ = link.keep_up(ctx, &args.cluster, &opts) => {}
+                        r = link.keep_up(ctx, &args.cluster, &opts) => { r?; }
                     }
                     tracing::debug!(open = stats.open.load(Ordering::Relaxed), "forwarding");
                 }

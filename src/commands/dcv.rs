@@ -204,7 +204,7 @@ where
             _ = tokio::time::sleep(Duration::from_secs(1)) => {
                 let reconnected = tokio::select! {
                     _ = &mut interrupted => return Ok(()),
-                    r = link.keep_up(ctx, cluster, opts) => r,
+                    r = link.keep_up(ctx, cluster, opts) => r?,
                 };
                 if reconnected && !ctx.opts.quiet {
                     eprintln!("bastion: press Enter for a fresh URL (the old one's session was cut)");

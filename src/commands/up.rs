@@ -49,6 +49,13 @@ pub enum UpError {
         instance: String,
     },
 
+    #[error(
+        "this machine's ledger ({ledger}) records a bastion for '{cluster}' whose proxy AWS does not \
+         list (terminated outside bastion?). Run `bastion down --cluster {cluster}` to remove the rest, \
+         then `bastion up`"
+    )]
+    Orphaned { cluster: String, ledger: String },
+
     #[error("interrupted")]
     Interrupted,
 }
@@ -187,7 +194,7 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<()> {
     let search = proxy::find(cloud, &expected).await?;
     // A look-alike is never adopted or started: a proxy of bastion's own is made beside it.
     search.warn_lookalikes();
-    if let Some(existing) = search.proxy {
+    let report_existing = async |existing: Instance| -> anyhow::Result<()> {
         if args.dry_run {
             progress.finish();
             let r = UpResult::from_instance(&args.cluster, &region, &existing, None, false, false);
@@ -198,7 +205,10 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<()> {
         let key = key.exists().then(|| key.display().to_string());
         progress.finish();
         let r = UpResult::from_instance(&args.cluster, &region, &instance, key, false, started);
-        return emit(ctx.opts.output, &r);
+        emit(ctx.opts.output, &r)
+    };
+    if let Some(existing) = search.proxy {
+        return report_existing(existing).await;
     }
 
     let plan = plan(ctx, &args, &head).await?;
@@ -208,6 +218,11 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<()> {
     }
 
     let _lock = dir.lock(&args.cluster)?;
+    // Another `up` here may have finished between the search and the lock: look again.
+    let search = proxy::find(cloud, &expected).await?;
+    if let Some(existing) = search.proxy {
+        return report_existing(existing).await;
+    }
     let owner = Expected::new(&args.cluster, &region, &plan.account, None);
     // A bastion made elsewhere since this machine's ledger was written: its resources have the
     // same names, so cleaning the stale ledger would break it. Say so instead.
@@ -222,6 +237,15 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<()> {
     if let Some(old) = Ledger::load(&dir.ledger())?
         && (!old.resources().is_empty() || old.data.run_id.is_some())
     {
+        // A finished run whose proxy AWS no longer lists (terminated outside bastion, or not
+        // visible yet): never cleaned on a guess.
+        if old.data.complete {
+            return Err(UpError::Orphaned {
+                cluster: args.cluster.clone(),
+                ledger: dir.ledger().display().to_string(),
+            }
+            .into());
+        }
         // We hold the lock, and a live run on this machine would: the run that wrote this
         // ledger died (SIGKILL, a closed laptop), and no proxy of it is running. Finish its
         // cleanup, then go on.
@@ -269,6 +293,14 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => Err(UpError::Interrupted.into()),
     };
 
+    // A finished run (or one kept on purpose) is never taken for a dead one by the next `up`.
+    let finished = outcome.is_ok() || args.keep_on_failure;
+    if finished {
+        ledger.data.complete = true;
+        if let Err(e) = ledger.save() {
+            tracing::warn!("{e}");
+        }
+    }
     match outcome {
         Ok(Ok(instance)) => {
             progress.finish();

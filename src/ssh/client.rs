@@ -81,7 +81,21 @@ impl Trust {
     fn host_key_algorithms(&self) -> Vec<Algorithm> {
         let mut first = match self {
             Trust::Expect { key, .. } => vec![key.algorithm()],
-            Trust::Pin { file, alias, .. } => known_hosts::pinned_algorithms(file, alias),
+            Trust::Pin {
+                file,
+                alias,
+                first_use,
+                ..
+            } => {
+                let pinned = known_hosts::pinned_algorithms(file, alias);
+                match first_use {
+                    // A first use checked against the console: ask for a key it listed.
+                    FirstUse::Anchored(keys) if pinned.is_empty() => {
+                        keys.iter().map(|k| k.algorithm()).collect()
+                    }
+                    _ => pinned,
+                }
+            }
         };
         for a in russh::Preferred::DEFAULT.key.iter() {
             if !first.contains(a) {

@@ -182,12 +182,48 @@ fn read_or_empty(file: &Path) -> std::io::Result<String> {
     }
 }
 
-/// Does a known_hosts host field (`a,b`, `[a]:2222`, or hashed `|1|salt|hash`) name `alias`?
+/// Does a known_hosts host field name `alias`? As OpenSSH reads it: hashed `|1|salt|hash`, or
+/// comma-separated patterns with `*` and `?`, where a matching `!pattern` excludes the host.
 fn names(hosts: &str, alias: &str) -> bool {
     if let Some(hashed) = hosts.strip_prefix("|1|") {
         return hashed_matches(hashed, alias);
     }
-    hosts.split(',').any(|h| h == alias)
+    let mut positive = false;
+    for p in hosts.split(',') {
+        match p.strip_prefix('!') {
+            Some(neg) if glob(neg, alias) => return false,
+            Some(_) => {}
+            None => positive |= glob(p, alias),
+        }
+    }
+    positive
+}
+
+/// OpenSSH's host pattern: `*` any run of characters, `?` one character, the rest literal.
+fn glob(pattern: &str, s: &str) -> bool {
+    let (p, s): (Vec<char>, Vec<char>) = (pattern.chars().collect(), s.chars().collect());
+    let (mut pi, mut si) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while si < s.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == s[si]) {
+            pi += 1;
+            si += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = si;
+            pi += 1;
+        } else if let Some(st) = star {
+            pi = st + 1;
+            mark += 1;
+            si = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
 }
 
 /// OpenSSH's `HashKnownHosts` form: base64(salt) `|` base64(HMAC-SHA1(salt, host)).
@@ -486,13 +522,13 @@ fn rewrite(
     Ok(dropped.iter().map(|l| l.to_string()).collect())
 }
 
+/// Whether `line` pins a key for `alias` (what `replace` and `forget` remove): marked lines
+/// (`@revoked`, `@cert-authority`) are the user's and stay.
 fn line_names(line: &str, alias: &str) -> bool {
-    let mut parts = line.split_whitespace();
-    let hosts = match parts.next() {
-        Some("@revoked") | Some("@cert-authority") => parts.next(),
-        other => other,
-    };
-    hosts.is_some_and(|h| names(h, alias))
+    match line.split_whitespace().next() {
+        Some(h) if !h.starts_with('@') && !h.starts_with('#') => names(h, alias),
+        _ => false,
+    }
 }
 
 /// Replaces the lines of `alias` in `file` with `key` (for the proxy, whose key AWS vouches for).
@@ -660,15 +696,31 @@ mod tests {
     }
 
     #[test]
-    fn revoked_keys_are_refused() {
+    fn revoked_keys_are_refused_and_kept_by_forget() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("known_hosts");
-        std::fs::write(&file, format!("@revoked i-1 {A}\n")).unwrap();
-        let a = parse_public_key(A).unwrap();
+        std::fs::write(&file, format!("@revoked * {A}\ni-1 {B}\n")).unwrap();
+        let (a, b) = (parse_public_key(A).unwrap(), parse_public_key(B).unwrap());
         assert!(matches!(
             check_or_pin(&file, "i-1", None, &a, &tofu()),
             Err(HostKeyError::Revoked { .. })
         ));
+        assert_eq!(forget(&file, "i-1").unwrap(), vec![fingerprint(&b)]);
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            format!("@revoked * {A}\n"),
+            "the user's revocation stays"
+        );
+    }
+
+    #[test]
+    fn host_patterns_match_as_openssh_reads_them() {
+        assert!(names("i-0ab*", "i-0abc"));
+        assert!(names("x,i-0ab?", "i-0abc"));
+        assert!(!names("i-0ab?", "i-0abcd"));
+        assert!(!names("*,!i-0abc", "i-0abc"));
+        assert!(names("*,!i-0abd", "i-0abc"));
+        assert!(!names("i-0abcd", "i-0abc"));
     }
 
     #[test]

@@ -766,3 +766,54 @@ async fn a_cut_link_is_reported_and_forwards_carry_on_once_it_is_back() {
     assert!(text.contains("starting the stopped bastion"), "{text}");
     drop(child);
 }
+
+/// A reconnect that meets a changed head node key stops there: the tunnel ends with the
+/// refusal (someone may be in the middle) instead of retrying past it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reconnect_that_meets_a_changed_host_key_ends_the_tunnel() {
+    let mut w = world_or_skip!();
+    w.spawn_echo();
+    let (mut child, log, ports) = forward_to(&w, &[9000], "rekeyed.log");
+    assert_eq!(echo_through(ports[0], b"pinned"), b"pinned");
+
+    let proxy_if = format!("bst-pr{}", w.lab.n);
+    let proxy_ns = w.lab.proxy_ns.clone();
+    let link = |state: &str| {
+        let ok = Command::new("ip")
+            .args([
+                "netns", "exec", &proxy_ns, "ip", "link", "set", &proxy_if, state,
+            ])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "ip link set {proxy_if} {state}");
+    };
+    link("down");
+    assert!(
+        wait_for_text(&log, "was lost", Duration::from_secs(150)),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    // Meanwhile something else answers at the head node's address with another key.
+    let (other, _) = NetLab::key_pair(w.lab.dir.path(), "impostor_host_ed25519");
+    w.lab
+        .add_sshd_config("head", &format!("HostKey {}", other.display()));
+    w.lab.start_sshd("head");
+    link("up");
+    let deadline = std::time::Instant::now() + Duration::from_secs(150);
+    let status = loop {
+        if let Some(s) = child.child().try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "connect -N kept retrying: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!status.success(), "{text}");
+    assert!(text.contains("host key changed"), "{text}");
+    assert!(!text.contains("reconnected to"), "{text}");
+}

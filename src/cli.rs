@@ -6,10 +6,23 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::userdata::ProxyOs;
 
+/// The heading global options are listed under, after each command's own.
+const GLOBAL: &str = "Global options";
+
+/// `bastion VERSION (COMMIT DATE)`, the commit and its date from build.rs.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("BASTION_COMMIT"),
+    " ",
+    env!("BASTION_COMMIT_DATE"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "bastion",
-    version,
+    version = VERSION,
     about = "Reach an AWS ParallelCluster head node in a subnet with no internet access",
     long_about = "Reach an AWS ParallelCluster head node in a subnet with no internet access.\n\n\
                   `bastion up` launches a hardened proxy in a public subnet of the cluster's VPC; \
@@ -33,35 +46,35 @@ pub enum OutputFormat {
 #[derive(Debug, Clone, Args)]
 pub struct GlobalOpts {
     /// AWS profile from ~/.aws/config (SSO profiles work after `aws sso login`)
-    #[arg(long, global = true, value_name = "NAME")]
+    #[arg(long, global = true, value_name = "NAME", help_heading = GLOBAL)]
     pub profile: Option<String>,
 
     /// AWS region (default: the profile's, or AWS_REGION)
-    #[arg(long, global = true, value_name = "REGION")]
+    #[arg(long, global = true, value_name = "REGION", help_heading = GLOBAL)]
     pub region: Option<String>,
 
     /// Send every AWS call to this endpoint (also AWS_ENDPOINT_URL)
-    #[arg(long, global = true, value_name = "URL")]
+    #[arg(long, global = true, value_name = "URL", help_heading = GLOBAL)]
     pub endpoint_url: Option<String>,
 
     /// Result format on stdout
-    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text, help_heading = GLOBAL)]
     pub output: OutputFormat,
 
     /// More log detail on stderr (-v info, -vv debug, -vvv trace)
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = GLOBAL)]
     pub verbose: u8,
 
     /// Only errors on stderr
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(short, long, global = true, conflicts_with = "verbose", help_heading = GLOBAL)]
     pub quiet: bool,
 
     /// No progress display (plain log lines instead)
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub no_progress: bool,
 
     /// Where ledgers and keys are kept [default: ~/.local/state/bastion]
-    #[arg(long, global = true, env = "BASTION_STATE_DIR", value_name = "DIR")]
+    #[arg(long, global = true, env = "BASTION_STATE_DIR", value_name = "DIR", help_heading = GLOBAL)]
     pub state_dir: Option<PathBuf>,
 }
 
@@ -81,6 +94,29 @@ pub enum Command {
     Forget(ForgetArgs),
     /// Check a cluster's no-internet subnet against what ParallelCluster needs; --fix what can be
     Doctor(DoctorArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell)
+    Completions(CompletionsArgs),
+    /// Print the manual page of bastion or of one command, or write them all with --dir
+    Man(ManArgs),
+    /// The clusters this machine knows (its state dir), for shell completion: no AWS call
+    #[command(name = "__clusters", hide = true)]
+    Clusters,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ManArgs {
+    /// The command whose page to print (default: bastion's own)
+    pub command: Option<String>,
+    /// Write every page (bastion.1, bastion-up.1, ...) into this directory instead
+    #[arg(long, value_name = "DIR", conflicts_with = "command")]
+    pub dir: Option<PathBuf>,
 }
 
 /// A ParallelCluster cluster name: a letter, then letters, digits and hyphens (max 60).

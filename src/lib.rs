@@ -106,6 +106,19 @@ async fn sdk_config(opts: &GlobalOpts) -> aws_config::SdkConfig {
 
 /// Runs one command line. Errors come back typed inside `anyhow`, for `exit_code`.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    // What needs no AWS at all: completion scripts and manual pages.
+    match cli.command {
+        Command::Completions(args) => return commands::shell::completions(args),
+        Command::Man(args) => return commands::shell::man(args),
+        Command::Clusters => {
+            let root = match &cli.global.state_dir {
+                Some(d) => d.clone(),
+                None => state::default_state_dir()?,
+            };
+            return commands::shell::clusters(&root);
+        }
+        _ => {}
+    }
     let config = sdk_config(&cli.global).await;
     if config.region().is_none() {
         return Err(SetupError::NoRegion.into());
@@ -126,6 +139,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Connect(args) => commands::connect::run(&ctx, args).await,
         Command::SshConfig(args) => commands::ssh_config::run(&ctx, args).await,
         Command::Forget(args) => commands::forget::run(&ctx, args).await,
+        Command::Completions(_) | Command::Man(_) | Command::Clusters => Ok(()),
         Command::Doctor(args) => commands::doctor::run(&ctx, args).await,
     };
     ctx.progress.finish();

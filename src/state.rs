@@ -45,6 +45,30 @@ pub fn default_state_dir() -> Result<PathBuf, StateError> {
         .ok_or(StateError::NoDefault)
 }
 
+/// The clusters with a folder in the state dir (`<root>/<account>/<region>/<cluster>`), sorted,
+/// only names that are cluster names.
+pub fn known_clusters(root: &Path) -> Vec<String> {
+    let dirs = |p: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(p)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect()
+    };
+    let mut names: Vec<String> = dirs(root)
+        .iter()
+        .flat_map(|account| dirs(account))
+        .flat_map(|region| dirs(&region))
+        .filter_map(|c| c.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .filter(|n| crate::cli::parse_cluster_name(n).is_ok())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// Where one cluster's bastion keeps its local files.
 #[derive(Debug, Clone)]
 pub struct BastionDir {

@@ -5,6 +5,7 @@ pub mod dcv;
 pub mod doctor;
 pub mod down;
 pub mod forget;
+pub mod shell;
 pub mod ssh_config;
 pub mod status;
 pub mod up;

@@ -720,24 +720,6 @@ async fn a_cut_link_is_reported_and_forwards_carry_on_once_it_is_back() {
     let (child, log, ports) = forward_to(&w, &[9000], "cut-link.log");
     assert_eq!(echo_through(ports[0], b"before"), b"before");
 
-    let proxy_if = format!("bst-pr{}", w.lab.n);
-    let link = |state: &str| {
-        let ok = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &w.lab.proxy_ns,
-                "ip",
-                "link",
-                "set",
-                &proxy_if,
-                state,
-            ])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "ip link set {proxy_if} {state}");
-    };
     // The idle timer stops the proxy (as AWS records it; the lab's host stays up), and the link
     // dies: the reconnect finds it stopped and starts it again.
     w.aws
@@ -747,9 +729,9 @@ async fn a_cut_link_is_reported_and_forwards_carry_on_once_it_is_back() {
         .send()
         .await
         .unwrap();
-    link("down");
+    w.lab.set_proxy_link(false);
     let lost = wait_for_text(&log, "was lost", Duration::from_secs(150));
-    link("up");
+    w.lab.set_proxy_link(true);
     assert!(
         lost,
         "the loss is reported: {}",
@@ -776,19 +758,7 @@ async fn a_reconnect_that_meets_a_changed_host_key_ends_the_tunnel() {
     let (mut child, log, ports) = forward_to(&w, &[9000], "rekeyed.log");
     assert_eq!(echo_through(ports[0], b"pinned"), b"pinned");
 
-    let proxy_if = format!("bst-pr{}", w.lab.n);
-    let proxy_ns = w.lab.proxy_ns.clone();
-    let link = |state: &str| {
-        let ok = Command::new("ip")
-            .args([
-                "netns", "exec", &proxy_ns, "ip", "link", "set", &proxy_if, state,
-            ])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "ip link set {proxy_if} {state}");
-    };
-    link("down");
+    w.lab.set_proxy_link(false);
     assert!(
         wait_for_text(&log, "was lost", Duration::from_secs(150)),
         "{}",
@@ -799,7 +769,7 @@ async fn a_reconnect_that_meets_a_changed_host_key_ends_the_tunnel() {
     w.lab
         .add_sshd_config("head", &format!("HostKey {}", other.display()));
     w.lab.start_sshd("head");
-    link("up");
+    w.lab.set_proxy_link(true);
     let deadline = std::time::Instant::now() + Duration::from_secs(150);
     let status = loop {
         if let Some(s) = child.child().try_wait().unwrap() {

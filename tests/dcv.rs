@@ -406,27 +406,9 @@ async fn the_dcv_tunnel_outlives_a_cut_link() {
         }
         false
     };
-    let proxy_if = format!("bst-pr{}", w.lab.n);
-    let link = |state: &str| {
-        let ok = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &w.lab.proxy_ns,
-                "ip",
-                "link",
-                "set",
-                &proxy_if,
-                state,
-            ])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "ip link set {proxy_if} {state}");
-    };
-    link("down");
+    w.lab.set_proxy_link(false);
     let lost = wait_line("was lost");
-    link("up");
+    w.lab.set_proxy_link(true);
     assert!(lost, "the loss is reported");
     assert!(wait_line("reconnected to"), "bastion reconnects by itself");
     std::io::Write::write_all(child.child().stdin.as_mut().unwrap(), b"\n").unwrap();

@@ -248,6 +248,24 @@ impl NetLab {
         writeln!(f, "{}", public_key.trim()).unwrap();
     }
 
+    /// Sets the proxy's side of the link from the test machine down or up: packets vanish as on
+    /// a dead Wi-Fi (no reset, no error), the way keepalives must find out.
+    pub fn set_proxy_link(&self, up: bool) {
+        let dev = format!("bst-pr{}", self.n);
+        let state = if up { "up" } else { "down" };
+        must(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.proxy_ns,
+            "ip",
+            "link",
+            "set",
+            &dev,
+            state,
+        ]);
+    }
+
     /// Adds lines to `host`'s sshd_config; they apply from its next (re)start.
     pub fn add_sshd_config(&mut self, host: &str, lines: &str) {
         self.sshd_extra.push((host.to_string(), lines.to_string()));

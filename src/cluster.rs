@@ -129,8 +129,8 @@ const HEAD_NODE_STATES: &[&str] = &["pending", "running", "stopping", "stopped"]
 /// written through `ec2:CreateTags`, so unlike ParallelCluster's own tags it cannot be forged.
 pub const TAG_STACK: &str = "aws:cloudformation:stack-name";
 
-/// Finds the cluster's head node: one `DescribeInstances` by ParallelCluster's tags, then only
-/// the instances its CloudFormation stack made (ParallelCluster 3 names the stack after the
+/// Finds the cluster's head node: a `DescribeInstances` by ParallelCluster's tags of each
+/// generation, then only the instances its CloudFormation stack made (ParallelCluster 3 names the stack after the
 /// cluster, ParallelCluster 2 `parallelcluster-NAME`). Several such instances are refused, never
 /// picked from.
 pub async fn find_head_node(cloud: &dyn Cloud, cluster: &str) -> Result<HeadNode, ClusterError> {

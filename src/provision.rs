@@ -6,7 +6,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::aws::fresh::on_fresh;
-use crate::aws::{AwsError, Cloud, LaunchSpec, Source, TAG_CLUSTER, TAG_HEAD_NODE, TAG_OS, Tag};
+use crate::aws::{
+    AwsError, Cloud, IngressRule, LaunchSpec, Source, TAG_CLUSTER, TAG_HEAD_NODE, TAG_OS, Tag,
+};
 use crate::ledger::{Ledger, Resource};
 use crate::policy;
 use crate::proxy::Expected;
@@ -159,15 +161,13 @@ pub async fn create(
     // The new group may not be visible yet (InvalidGroup.NotFound): retried, then read back,
     // so allow-all egress can never stay behind a "not found" taken for "already revoked".
     attempted.rules = true;
-    on_fresh(&format!("the new security group {sg}"), || {
-        cloud.set_egress(&sg, &egress)
-    })
-    .await?;
+    let new_group = format!("the new security group {sg}");
+    on_fresh(&new_group, || cloud.set_egress(&sg, &egress)).await?;
     verify_egress(cloud, &sg, &egress).await?;
     let group_tags = tags(&names.security_group);
     for cidr in &plan.allow_cidrs {
         let source = Source::Cidr(cidr.clone());
-        on_fresh(&format!("the new security group {sg}"), || {
+        on_fresh(&new_group, || {
             cloud.authorize_ingress(
                 &sg,
                 22,
@@ -190,7 +190,7 @@ pub async fn create(
                 format!("bastion proxy of cluster {}", plan.cluster),
                 tags(&format!("bastion-{}-{port}", plan.cluster)),
             );
-            let rule_ids = on_fresh(&format!("the new security group {sg}"), || {
+            let rule_ids = on_fresh(&new_group, || {
                 cloud.authorize_ingress(head_group, port, &source, &description, &rule_tags)
             })
             .await?;
@@ -304,39 +304,38 @@ pub async fn create(
 }
 
 /// Reads the group's egress back: exactly `expected` (tcp, one port, one CIDR each), and no
-/// allow-all rule. A describe may lag the writes, so a mismatch is read again a few times.
+/// other rule (an allow-all one above all). A describe may lag the writes, so a mismatch is read
+/// again a few times.
 async fn verify_egress(
     cloud: &dyn Cloud,
     sg: &str,
     expected: &[(i32, String)],
 ) -> anyhow::Result<()> {
-    let mut want: Vec<(String, Option<i32>, Option<i32>, Source)> = expected
-        .iter()
-        .map(|(p, c)| {
-            (
-                "tcp".to_string(),
-                Some(*p),
-                Some(*p),
-                Source::Cidr(c.clone()),
-            )
-        })
-        .collect();
-    want.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    let mut want = expected.to_vec();
+    want.sort();
+    // A rule of that shape as (port, cidr); any other rule is None, and so a mismatch.
+    let as_expected =
+        |r: &IngressRule| match (r.protocol.as_str(), r.from_port, r.to_port, &r.source) {
+            ("tcp", Some(from), Some(to), Source::Cidr(c)) if from == to => Some((from, c.clone())),
+            _ => None,
+        };
+    let ids = [sg.to_string()];
     let mut seen = Vec::new();
     for attempt in 0..6u32 {
-        let ids = [sg.to_string()];
         let groups = on_fresh(&format!("the new security group {sg}"), || {
             cloud.security_groups(&ids)
         })
         .await?;
         seen = groups
-            .iter()
-            .flat_map(|g| g.egress.iter())
-            .map(|r| (r.protocol.clone(), r.from_port, r.to_port, r.source.clone()))
-            .collect();
-        seen.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
-        if seen == want {
-            return Ok(());
+            .into_iter()
+            .flat_map(|g| g.egress)
+            .collect::<Vec<_>>();
+        let pairs: Option<Vec<(i32, String)>> = seen.iter().map(as_expected).collect();
+        if let Some(mut pairs) = pairs {
+            pairs.sort();
+            if pairs == want {
+                return Ok(());
+            }
         }
         tokio::time::sleep(Duration::from_millis(500 * 2u64.pow(attempt))).await;
     }
@@ -344,7 +343,12 @@ async fn verify_egress(
         group: sg.into(),
         seen: seen
             .iter()
-            .map(|(p, f, t, s)| format!("{p} {f:?}-{t:?} {s:?}"))
+            .map(|r| {
+                format!(
+                    "{} {:?}-{:?} {:?}",
+                    r.protocol, r.from_port, r.to_port, r.source
+                )
+            })
             .collect::<Vec<_>>()
             .join(", "),
     }

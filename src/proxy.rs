@@ -14,7 +14,11 @@ use std::time::Duration;
 use russh::keys::PublicKey;
 use serde::Serialize;
 
-use crate::aws::{Cloud, IAM_PATH, Instance, TAG_CLUSTER, TAG_HOST_KEY, TAG_STATE};
+use crate::Context;
+use crate::aws::{
+    Cloud, IAM_PATH, Instance, KeyPair, SecurityGroup, TAG_CLUSTER, TAG_HOST_KEY, TAG_STATE,
+    tag_value,
+};
 use crate::ledger::{Ledger, Resource};
 use crate::ssh::known_hosts::{self, HostKeyError};
 use crate::state::{BastionDir, Names};
@@ -23,6 +27,9 @@ use crate::wait::{Goal, wait_for};
 
 /// The states in which an instance may still be (or become) a proxy.
 pub const LIVE: &[&str] = &["pending", "running", "stopping", "stopped"];
+
+/// The states of an instance that is not gone yet: what a teardown still has to terminate.
+pub const NOT_TERMINATED: &[&str] = &["pending", "running", "stopping", "stopped", "shutting-down"];
 
 /// A tagged instance that is not the proxy bastion made, and why.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -60,8 +67,48 @@ impl Expected {
         }
     }
 
+    /// The proxy of `cluster` as this machine knows it: its names, the caller's account, and the
+    /// instance its ledger records.
+    pub async fn of(ctx: &Context, cluster: &str) -> anyhow::Result<Expected> {
+        let dir = ctx.bastion_dir(cluster).await?;
+        let account = ctx.identity().await?.account.clone();
+        Ok(Expected::new(
+            cluster,
+            ctx.cloud.region(),
+            &account,
+            Some(&dir),
+        ))
+    }
+
+    /// The same without this machine's ledger: a proxy bastion made from any machine.
+    pub fn any_machine(&self) -> Expected {
+        Expected {
+            ledger_instance: None,
+            ..self.clone()
+        }
+    }
+
+    /// Whether `g` is the security group bastion made for the cluster: its tag, its name and
+    /// its description (what only bastion writes together).
+    pub fn owns_group(&self, g: &SecurityGroup) -> bool {
+        tag_value(&g.tags, TAG_CLUSTER) == Some(self.cluster.as_str())
+            && g.name == self.names.security_group
+            && g.description.as_deref() == Some(self.names.security_group_description.as_str())
+    }
+
+    /// Whether `k` is the key pair bastion made for the cluster: its tag and its name.
+    pub fn owns_key_pair(&self, k: &KeyPair) -> bool {
+        tag_value(&k.tags, TAG_CLUSTER) == Some(self.cluster.as_str())
+            && k.name == self.names.key_pair
+    }
+
     /// Why `i` is not this cluster's proxy, or None when it is.
     pub fn disqualify(&self, i: &Instance) -> Option<String> {
+        self.not_bastions(i).or_else(|| self.not_the_ledgers(i))
+    }
+
+    /// Why `i` is not a proxy bastion made for the cluster (from any machine).
+    fn not_bastions(&self, i: &Instance) -> Option<String> {
         if i.tag(TAG_CLUSTER) != Some(self.cluster.as_str()) {
             return Some(format!("it is not tagged {TAG_CLUSTER}={}", self.cluster));
         }
@@ -86,6 +133,11 @@ impl Expected {
                 i.key_name.as_deref().unwrap_or("none")
             ));
         }
+        None
+    }
+
+    /// Why `i`, a proxy bastion made, is not the one this machine's ledger records.
+    fn not_the_ledgers(&self, i: &Instance) -> Option<String> {
         if let Some(id) = &self.ledger_instance
             && *id != i.id
         {
@@ -118,6 +170,8 @@ fn ledger_instance(dir: &BastionDir) -> Option<String> {
 #[derive(Debug, Clone, Default)]
 pub struct Search {
     pub proxy: Option<Instance>,
+    /// Other proxies bastion made, should there be more (a stopping one beside a pending one).
+    pub more: Vec<Instance>,
     pub lookalikes: Vec<Lookalike>,
 }
 
@@ -127,24 +181,27 @@ impl Search {
         let mut genuine = Vec::new();
         let mut lookalikes = Vec::new();
         for i in candidates {
-            match expected.disqualify(&i) {
-                None => genuine.push(i),
-                Some(reason) => {
-                    let unledgered = Expected {
-                        ledger_instance: None,
-                        ..expected.clone()
-                    };
-                    lookalikes.push(Lookalike {
-                        stale_ledger: unledgered.disqualify(&i).is_none(),
-                        instance: i.id,
-                        reason,
-                    })
-                }
-            }
+            let (reason, stale_ledger) = match expected.not_bastions(&i) {
+                Some(r) => (r, false),
+                None => match expected.not_the_ledgers(&i) {
+                    Some(r) => (r, true),
+                    None => {
+                        genuine.push(i);
+                        continue;
+                    }
+                },
+            };
+            lookalikes.push(Lookalike {
+                instance: i.id,
+                reason,
+                stale_ledger,
+            });
         }
         genuine.sort_by_key(|i| i.state != "running");
+        let mut genuine = genuine.into_iter();
         Search {
-            proxy: genuine.into_iter().next(),
+            proxy: genuine.next(),
+            more: genuine.collect(),
             lookalikes,
         }
     }

@@ -85,9 +85,7 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
     let cloud = ctx.cloud.as_ref();
     let progress = &ctx.progress;
     progress.phase(format!("finding the bastion of cluster {cluster}"));
-    let dir = ctx.bastion_dir(cluster).await?;
-    let account = ctx.identity().await?.account.clone();
-    let expected = Expected::new(cluster, cloud.region(), &account, Some(&dir));
+    let expected = Expected::of(ctx, cluster).await?;
     let search = proxy::find(cloud, &expected).await?;
     search.warn_lookalikes();
     let Some(mut proxy) = search.proxy else {
@@ -121,7 +119,7 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
         (None, Some(ip)) => (ip.clone(), 22),
         (None, None) => return Err(RouteError::NoAddress { instance: proxy.id }.into()),
     };
-    let proxy_key_file = dir.private_key();
+    let proxy_key_file = ctx.bastion_dir(cluster).await?.private_key();
     if !proxy_key_file.exists() {
         return Err(RouteError::NoProxyKey {
             path: proxy_key_file,

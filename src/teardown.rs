@@ -11,7 +11,7 @@ use crate::aws::{
     AwsError, AwsResult, Cloud, IAM_PATH, IamEntity, TAG_CLUSTER, Tag, or_missing, tag_value,
 };
 use crate::ledger::{Ledger, Resource};
-use crate::proxy::Expected;
+use crate::proxy::{Expected, NOT_TERMINATED};
 use crate::ui::Progress;
 
 /// The tag that names the `up` run that created a resource; `up` sweeps by it after a failure.
@@ -243,9 +243,10 @@ pub async fn sweep(
     let names = &owner.names;
     progress.phase(format!("looking for resources tagged {key}={value}"));
 
-    let live = ["pending", "running", "stopping", "stopped", "shutting-down"];
     let found = if kinds.instances {
-        cloud.instances_by_tags(&[(key, value)], &live).await?
+        cloud
+            .instances_by_tags(&[(key, value)], NOT_TERMINATED)
+            .await?
     } else {
         Vec::new()
     };
@@ -281,10 +282,7 @@ pub async fn sweep(
     };
     let mut groups = Vec::new();
     for g in tagged_groups {
-        let ours = tag_value(&g.tags, TAG_CLUSTER) == Some(owner.cluster.as_str())
-            && g.name == names.security_group
-            && g.description.as_deref() == Some(names.security_group_description.as_str());
-        if ours {
+        if owner.owns_group(&g) {
             groups.push(g);
         } else {
             report.spare(
@@ -339,9 +337,7 @@ pub async fn sweep(
     };
     for k in key_pairs {
         let what = format!("key pair {}", k.name);
-        if tag_value(&k.tags, TAG_CLUSTER) != Some(owner.cluster.as_str())
-            || k.name != names.key_pair
-        {
+        if !owner.owns_key_pair(&k) {
             report.spare(what, &format!("not named {}", names.key_pair));
             continue;
         }
@@ -420,9 +416,8 @@ pub async fn inventory(cloud: &dyn Cloud, owner: &Expected) -> AwsResult<Vec<Str
     let cluster = owner.cluster.as_str();
     let names = &owner.names;
     let mut found = Vec::new();
-    let live = ["pending", "running", "stopping", "stopped", "shutting-down"];
     for i in cloud
-        .instances_by_tags(&[(TAG_CLUSTER, cluster)], &live)
+        .instances_by_tags(&[(TAG_CLUSTER, cluster)], NOT_TERMINATED)
         .await?
     {
         if owner.disqualify(&i).is_none() {
@@ -430,12 +425,12 @@ pub async fn inventory(cloud: &dyn Cloud, owner: &Expected) -> AwsResult<Vec<Str
         }
     }
     for g in cloud.security_groups_by_tag(TAG_CLUSTER, cluster).await? {
-        if g.name == names.security_group {
+        if owner.owns_group(&g) {
             found.push(format!("security group {}", g.id));
         }
     }
     for k in cloud.key_pairs_by_tag(TAG_CLUSTER, cluster).await? {
-        if k.name == names.key_pair {
+        if owner.owns_key_pair(&k) {
             found.push(format!("key pair {}", k.name));
         }
     }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::aws::fresh::FRESH_LIMIT;
-use crate::aws::{AwsError, Cloud, Instance, TAG_DESKTOP, TAG_STATE};
+use crate::aws::{AwsError, Cloud, Instance, TAG_DESKTOP, TAG_STATE, or_missing};
 use crate::ui::Progress;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -115,10 +115,7 @@ async fn wait(
     let start = tokio::time::Instant::now();
     let mut delay = Duration::from_millis(500);
     loop {
-        let found = match cloud.instance(id).await {
-            Err(e) if e.is_not_found() => None,
-            other => other?,
-        };
+        let found = or_missing(cloud.instance(id).await)?.flatten();
         let Some(i) = found else {
             if start.elapsed() < grace {
                 progress.phase(format!(

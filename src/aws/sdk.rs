@@ -802,7 +802,6 @@ impl Cloud for SdkCloud {
                     .send()
             ) {
                 Err(e) if e.is_missing_rule() => {}
-                Ok(out) if out.r#return() == Some(false) => {}
                 other => {
                     other?;
                 }

@@ -109,10 +109,7 @@ async fn gather(ctx: &Context, args: &DoctorArgs) -> anyhow::Result<Facts> {
     let mut bastion = None;
     let proxy = match &args.cluster {
         Some(cluster) => {
-            let dir = ctx.bastion_dir(cluster).await?;
-            let account = ctx.identity().await?.account.clone();
-            let expected = Expected::new(cluster, cloud.region(), &account, Some(&dir));
-            let search = proxy::find(cloud, &expected).await?;
+            let search = proxy::find(cloud, &Expected::of(ctx, cluster).await?).await?;
             search.warn_lookalikes();
             search.proxy
         }

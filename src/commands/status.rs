@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::Context;
 use crate::aws::{TAG_CLUSTER, TAG_DESKTOP, TAG_STATE};
 use crate::cli::{StatusArgs, parse_cluster_name};
-use crate::proxy::{Expected, Lookalike, Search};
+use crate::proxy::{Expected, Lookalike, NOT_TERMINATED, Search};
 use crate::ui::emit;
 
 #[derive(Debug, Serialize)]
@@ -107,12 +107,10 @@ impl StatusResult {
 pub async fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
     let cloud = ctx.cloud.as_ref();
     let value = args.cluster.as_deref().unwrap_or("*");
-    let live = ["pending", "running", "stopping", "stopped", "shutting-down"];
     let mut instances = cloud
-        .instances_by_tags(&[(TAG_CLUSTER, value)], &live)
+        .instances_by_tags(&[(TAG_CLUSTER, value)], NOT_TERMINATED)
         .await?;
     instances.sort_by(|a, b| (a.tag(TAG_CLUSTER), &a.id).cmp(&(b.tag(TAG_CLUSTER), &b.id)));
-    let account = ctx.identity().await?.account.clone();
     let mut genuine = Vec::new();
     let mut lookalikes = Vec::new();
     let mut clusters: Vec<String> = instances
@@ -135,17 +133,12 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
             }));
             continue;
         }
-        let dir = ctx.bastion_dir(&cluster).await?;
-        let expected = Expected::new(&cluster, cloud.region(), &account, Some(&dir));
-        let search = Search::sort(&expected, of_cluster.clone());
+        let search = Search::sort(&Expected::of(ctx, &cluster).await?, of_cluster);
         // Every genuine one is listed (a stopping and a pending proxy may overlap).
-        genuine.extend(
-            of_cluster
-                .into_iter()
-                .filter(|i| expected.disqualify(i).is_none()),
-        );
+        genuine.extend(search.proxy.into_iter().chain(search.more));
         lookalikes.extend(search.lookalikes);
     }
+    genuine.sort_by(|a, b| (a.tag(TAG_CLUSTER), &a.id).cmp(&(b.tag(TAG_CLUSTER), &b.id)));
     let bastions = genuine
         .into_iter()
         .map(|i| BastionRow {

@@ -189,8 +189,7 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<()> {
     tracing::info!(head_node = %head.instance.id, vpc = %head.vpc_id, "found the head node");
 
     let dir = ctx.bastion_dir(&args.cluster).await?;
-    let account = ctx.identity().await?.account.clone();
-    let expected = Expected::new(&args.cluster, &region, &account, Some(&dir));
+    let expected = Expected::of(ctx, &args.cluster).await?;
     let search = proxy::find(cloud, &expected).await?;
     // A look-alike is never adopted or started: a proxy of bastion's own is made beside it.
     search.warn_lookalikes();
@@ -223,7 +222,7 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<()> {
     if let Some(existing) = search.proxy {
         return report_existing(existing).await;
     }
-    let owner = Expected::new(&args.cluster, &region, &plan.account, None);
+    let owner = expected.any_machine();
     // A bastion made elsewhere since this machine's ledger was written: its resources have the
     // same names, so cleaning the stale ledger would break it. Say so instead.
     if let Some(other) = search.lookalikes.iter().find(|l| l.stale_ledger) {

@@ -379,13 +379,7 @@ pub fn pin_all(file: &Path, alias: &str, keys: &[PublicKey]) -> Result<(), HostK
     if new.is_empty() {
         return Ok(());
     }
-    let mut lines = new.into_iter();
-    let first = lines.next();
-    rewrite(file, |_| true, first)?;
-    for line in lines {
-        rewrite(file, |_| true, Some(line))?;
-    }
-    Ok(())
+    rewrite(file, |_| true, new)
 }
 
 /// Holds `<file>.lock` while a writer reads and rewrites `file`.
@@ -492,19 +486,18 @@ pub fn check_or_pin(
 
 /// Rewrites `file` under its lock with the lines `keep` returns true for, plus `add`, through a
 /// unique temporary file in the same directory.
-fn rewrite(
-    file: &Path,
-    keep: impl Fn(&str) -> bool,
-    add: Option<String>,
-) -> Result<Vec<String>, HostKeyError> {
+fn rewrite(file: &Path, keep: impl Fn(&str) -> bool, add: Vec<String>) -> Result<(), HostKeyError> {
     let io = |source| HostKeyError::Io {
         file: file.to_path_buf(),
         source,
     };
     let _lock = FileLock::take(file).map_err(io)?;
     let text = read_or_empty(file).map_err(io)?;
-    let (kept, dropped): (Vec<&str>, Vec<&str>) = text.lines().partition(|l| keep(l));
-    let mut out: Vec<String> = kept.iter().map(|l| l.to_string()).collect();
+    let mut out: Vec<String> = text
+        .lines()
+        .filter(|l| keep(l))
+        .map(str::to_string)
+        .collect();
     out.extend(add);
     let dir = file.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
@@ -519,7 +512,7 @@ fn rewrite(
     tmp.write_all(body.as_bytes()).map_err(io)?;
     tmp.as_file().sync_all().map_err(io)?;
     tmp.persist(file).map_err(|e| io(e.error))?;
-    Ok(dropped.iter().map(|l| l.to_string()).collect())
+    Ok(())
 }
 
 /// Whether `line` pins a key for `alias` (what `replace` and `forget` remove): marked lines
@@ -536,9 +529,8 @@ pub fn replace(file: &Path, alias: &str, key: &PublicKey) -> Result<(), HostKeyE
     rewrite(
         file,
         |l| !line_names(l, alias),
-        Some(format!("{alias} {}", encode(key))),
+        vec![format!("{alias} {}", encode(key))],
     )
-    .map(drop)
 }
 
 /// Removes every line of `alias` (plain or hashed) from `file`; returns the fingerprints of the
@@ -556,7 +548,7 @@ pub fn forget(file: &Path, alias: &str) -> Result<Vec<String>, HostKeyError> {
     if fingerprints.is_empty() {
         return Ok(fingerprints);
     }
-    rewrite(file, |l| !line_names(l, alias), None)?;
+    rewrite(file, |l| !line_names(l, alias), Vec::new())?;
     Ok(fingerprints)
 }
 

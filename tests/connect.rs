@@ -173,13 +173,7 @@ async fn errors_say_what_to_do() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stopped_proxy_is_started_before_connecting() {
     let w = world_or_skip!();
-    w.aws
-        .ec2
-        .stop_instances()
-        .instance_ids(&w.proxy_id)
-        .send()
-        .await
-        .unwrap();
+    w.aws.stop_instance(&w.proxy_id).await;
     let r = w.connect(&["--", "true"]);
     assert_eq!(r.status, 0, "{r:?}");
     let i = w.aws.bastion_instances(CLUSTER).await;
@@ -722,13 +716,7 @@ async fn a_cut_link_is_reported_and_forwards_carry_on_once_it_is_back() {
 
     // The idle timer stops the proxy (as AWS records it; the lab's host stays up), and the link
     // dies: the reconnect finds it stopped and starts it again.
-    w.aws
-        .ec2
-        .stop_instances()
-        .instance_ids(&w.proxy_id)
-        .send()
-        .await
-        .unwrap();
+    w.aws.stop_instance(&w.proxy_id).await;
     w.lab.set_proxy_link(false);
     let lost = wait_for_text(&log, "was lost", Duration::from_secs(150));
     w.lab.set_proxy_link(true);

@@ -112,6 +112,16 @@ fn start_dcv_server(w: &mut World, host: &str, bind: &str, check: bool) {
     assert!(up.success(), "the DCV stand-in did not start on {host}");
 }
 
+/// The head node's DCV as a test sees it: the script stand-in in its /opt and the HTTPS stand-in
+/// on its address, checking the script's last token.
+fn start_head_dcv(w: &mut World) {
+    let token_file = w.lab.path("dcv-token");
+    w.lab
+        .set_head_scripts(&[("pcluster_dcv_connect.sh", &dcv_script(&token_file))]);
+    let head_ip = w.lab.head_ip.clone();
+    start_dcv_server(w, "head", &head_ip, true);
+}
+
 /// Starts `connect --dcv ... --show-url --output json`, with stdin piped (Enter = fresh URL).
 /// The child's stdout lines, read by a thread, so a test can wait for one with a deadline.
 type Lines = std::sync::mpsc::Receiver<String>;
@@ -180,15 +190,11 @@ async fn the_one_time_url_works_once_and_enter_mints_a_fresh_one() {
         return;
     }
     let mut w = world_or_skip!();
-    let token_file = w.lab.path("dcv-token");
-    w.lab
-        .set_head_scripts(&[("pcluster_dcv_connect.sh", &dcv_script(&token_file))]);
-    let head_ip = w.lab.head_ip.clone();
-    start_dcv_server(&mut w, "head", &head_ip, true);
+    start_head_dcv(&mut w);
     // The proxy forwards nothing but SSH to the head node: DCV must travel inside the head
     // node's own session, where root on the proxy cannot read it.
-    w.lab
-        .add_sshd_config("proxy", &format!("PermitOpen {head_ip}:22"));
+    let permit = format!("PermitOpen {}:22", w.lab.head_ip);
+    w.lab.add_sshd_config("proxy", &permit);
     w.lab.start_sshd("proxy");
 
     let (mut child, out) = start_dcv(&w, &[]);
@@ -376,11 +382,7 @@ async fn the_dcv_tunnel_outlives_a_cut_link() {
         return;
     }
     let mut w = world_or_skip!();
-    let token_file = w.lab.path("dcv-token");
-    w.lab
-        .set_head_scripts(&[("pcluster_dcv_connect.sh", &dcv_script(&token_file))]);
-    let head_ip = w.lab.head_ip.clone();
-    start_dcv_server(&mut w, "head", &head_ip, true);
+    start_head_dcv(&mut w);
     let (mut child, out) = start_dcv(&w, &[]);
     let first = next_url(&out, &mut child);
     assert_eq!(fetch(first["url"].as_str().unwrap()).await, 200);

@@ -6,15 +6,6 @@ mod common;
 use aws_sdk_ec2::types as ec2t;
 use common::*;
 
-macro_rules! moto_or_skip {
-    () => {
-        match Moto::start() {
-            Some(m) => m,
-            None => return,
-        }
-    };
-}
-
 fn statuses(r: &Run) -> Vec<(String, String, String)> {
     r.json()
         .as_array()

@@ -7,15 +7,6 @@ use std::os::unix::fs::PermissionsExt;
 use base64::Engine;
 use common::*;
 
-macro_rules! moto_or_skip {
-    () => {
-        match Moto::start() {
-            Some(m) => m,
-            None => return,
-        }
-    };
-}
-
 const ALLOW: &str = "198.51.100.7/32";
 
 #[tokio::test(flavor = "multi_thread")]
@@ -993,12 +984,7 @@ async fn up_starts_a_stopped_bastion_instead_of_creating_one() {
     // The idle timer powered it off; its bootstrap had reported ready.
     aws.set_instance_tags(&id, &[("bastion:state", "ready")])
         .await;
-    aws.ec2
-        .stop_instances()
-        .instance_ids(&id)
-        .send()
-        .await
-        .unwrap();
+    aws.stop_instance(&id).await;
     let st = b.run(&["status", "--output", "json", "--cluster", CLUSTER]);
     assert_eq!(st.json()["bastions"][0]["state"], "stopped", "{st:?}");
 

@@ -13,15 +13,6 @@ use std::time::{Duration, Instant};
 use common::front::{Front, Reply};
 use common::*;
 
-macro_rules! moto_or_skip {
-    () => {
-        match Moto::start() {
-            Some(m) => m,
-            None => return,
-        }
-    };
-}
-
 const ALLOW: &str = "198.51.100.7/32";
 
 #[derive(Default)]

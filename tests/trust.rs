@@ -10,15 +10,6 @@ use std::os::unix::fs::PermissionsExt;
 use aws_sdk_ec2::types as ec2t;
 use common::*;
 
-macro_rules! moto_or_skip {
-    () => {
-        match Moto::start() {
-            Some(m) => m,
-            None => return,
-        }
-    };
-}
-
 const ALLOW: &str = "198.51.100.7/32";
 const ADDRESS: &str = "192.0.2.10";
 
@@ -226,12 +217,7 @@ async fn an_instance_that_only_carries_the_tag_is_a_lookalike() {
 
     // The real proxy stopped by its idle timer, the decoy running: the route is still the real
     // one, and its key is what goes into known_hosts.
-    aws.ec2
-        .stop_instances()
-        .instance_ids(&real)
-        .send()
-        .await
-        .unwrap();
+    aws.stop_instance(&real).await;
     let r = b.run(&[
         "ssh-config",
         "--cluster",
@@ -250,12 +236,7 @@ async fn an_instance_that_only_carries_the_tag_is_a_lookalike() {
     assert_eq!(up.json()["instance_id"], real.as_str(), "{up:?}");
 
     // `down` removes bastion's proxy and leaves the decoy alone, saying so.
-    aws.ec2
-        .stop_instances()
-        .instance_ids(&decoy)
-        .send()
-        .await
-        .unwrap();
+    aws.stop_instance(&decoy).await;
     let down = b.run(&["down", "--cluster", CLUSTER, "--output", "json"]);
     assert_eq!(down.status, 0, "{down:?}");
     let spared = down.json()["spared"].to_string();

@@ -490,6 +490,16 @@ impl Clients {
         left
     }
 
+    /// Stops an instance, as the proxy's idle timer does (moto: at once).
+    pub async fn stop_instance(&self, id: &str) {
+        self.ec2
+            .stop_instances()
+            .instance_ids(id)
+            .send()
+            .await
+            .unwrap();
+    }
+
     pub async fn set_instance_tags(&self, id: &str, kv: &[(&str, &str)]) {
         self.ec2
             .create_tags()
@@ -524,6 +534,18 @@ impl Clients {
         rules.sort();
         rules
     }
+}
+
+/// A moto server for this test, or a return where moto is not installed (outside CI only:
+/// `Moto::start` fails the test under `CI=true`).
+#[macro_export]
+macro_rules! moto_or_skip {
+    () => {
+        match $crate::common::Moto::start() {
+            Some(m) => m,
+            None => return,
+        }
+    };
 }
 
 pub fn filter(name: &str, value: &str) -> ec2t::Filter {

@@ -90,6 +90,10 @@ pub enum Command {
     Connect(ConnectArgs),
     /// OpenSSH configuration for ssh, scp, rsync, VS Code and `pcluster ssh`
     SshConfig(SshConfigArgs),
+    /// Admit an address to the proxy's SSH port (default: yours), revoke one, or list them
+    Allow(AllowArgs),
+    /// Print the IAM policy a teammate (user) or an operator needs, for your partition and account
+    Policy(PolicyArgs),
     /// Forget the head node's pinned host key (re-pin on purpose, after a rebuild or re-key)
     Forget(ForgetArgs),
     /// Check a cluster's no-internet subnet against what ParallelCluster needs; --fix what can be
@@ -238,6 +242,42 @@ pub struct DownArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("change").args(["cidr", "revoke", "list"])))]
+pub struct AllowArgs {
+    /// The cluster whose proxy to admit the address to
+    #[arg(long, value_parser = parse_cluster_name)]
+    pub cluster: String,
+
+    /// The IPv4 address or block to admit [default: your public address /32]
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    pub cidr: Option<ipnet::Ipv4Net>,
+
+    /// Remove the rule for CIDR instead [default: your public address /32]
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr, num_args = 0..=1)]
+    pub revoke: Option<Option<ipnet::Ipv4Net>>,
+
+    /// List the addresses the proxy admits, with who added each and when
+    #[arg(long)]
+    pub list: bool,
+}
+
+/// Whose policy `bastion policy` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PolicyRole {
+    /// A teammate: connect (Instance Connect), allow, ssh-config, status
+    User,
+    /// Who runs up, down and doctor --fix
+    Operator,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PolicyArgs {
+    /// Whose policy to print
+    #[arg(value_enum)]
+    pub role: PolicyRole,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct ForgetArgs {
     /// The cluster whose head node's pinned host key to remove
     #[arg(long, value_parser = parse_cluster_name)]
@@ -291,6 +331,16 @@ pub struct ConnectArgs {
     /// Connect to the proxy itself instead of the head node
     #[arg(long)]
     pub on_proxy: bool,
+
+    /// Pipe stdin and stdout to HOST:PORT through the proxy, like `ssh -W` (an OpenSSH
+    /// ProxyCommand) [default: the head node's private IP, port 22]
+    #[arg(long, value_name = "HOST:PORT", num_args = 0..=1,
+          conflicts_with_all = ["forwards", "no_command", "on_proxy", "command", "dcv"])]
+    pub stdio: Option<Option<String>>,
+
+    /// Admit your public address to the proxy's SSH port when it is not (see `bastion allow`)
+    #[arg(long)]
+    pub allow_me: bool,
 
     /// Minutes to wait for a stopped proxy to start (or its desktop to install, with --desktop)
     #[arg(long, value_name = "MINUTES", default_value_t = 10)]

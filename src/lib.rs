@@ -3,6 +3,7 @@
 //! `run` builds the AWS client from the standard chain, dispatches to one module per command,
 //! and `exit_code` maps the error that comes back to the documented exit status.
 
+pub mod access;
 pub mod aws;
 pub mod cli;
 pub mod cluster;
@@ -139,6 +140,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Connect(args) => commands::connect::run(&ctx, args).await,
         Command::SshConfig(args) => commands::ssh_config::run(&ctx, args).await,
         Command::Forget(args) => commands::forget::run(&ctx, args).await,
+        Command::Allow(args) => commands::allow::run(&ctx, args).await,
+        Command::Policy(args) => commands::policy::run(&ctx, args).await,
         Command::Completions(_) | Command::Man(_) | Command::Clusters => Ok(()),
         Command::Doctor(args) => commands::doctor::run(&ctx, args).await,
     };
@@ -208,6 +211,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         }
         if let Some(route::RouteError::NoBastion { .. }) = cause.downcast_ref::<route::RouteError>()
         {
+            return 2;
+        }
+        if cause.downcast_ref::<access::AccessError>().is_some() {
             return 2;
         }
         if cause.downcast_ref::<SetupError>().is_some() {

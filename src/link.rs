@@ -12,6 +12,7 @@ use russh::client::Handle;
 use tokio::sync::watch;
 
 use crate::Context;
+use crate::proxy;
 use crate::route::{self, Route, RouteOptions};
 use crate::ssh::client::{SshError, TUNNEL_WINDOW, Verifier, connect, connect_via};
 use crate::ssh::known_hosts::HostKeyError;
@@ -36,23 +37,10 @@ pub struct Sessions {
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Opens the sessions of `route` for `carrier`.
-pub async fn open(route: &Route, carrier: Carrier) -> Result<Sessions, SshError> {
-    // With a jump the proxy's one busy channel carries the head node's whole session; otherwise
-    // its channels are the user's connections.
-    let window = match carrier {
-        Carrier::Head => TUNNEL_WINDOW,
-        Carrier::Proxy { window } => window,
-    };
-    let proxy = Arc::new(
-        connect(
-            &route.proxy_target,
-            &route.proxy_address,
-            route.proxy_port,
-            window,
-        )
-        .await?,
-    );
+/// Opens the sessions of `route` for `carrier`, logging in to the proxy with a key pushed for
+/// this session (see [`proxy::login`]).
+pub async fn open(ctx: &Context, route: &Route, carrier: Carrier) -> anyhow::Result<Sessions> {
+    let proxy = open_proxy(ctx, route, carrier).await?;
     let carrier = match carrier {
         Carrier::Proxy { .. } => proxy.clone(),
         Carrier::Head => {
@@ -60,6 +48,31 @@ pub async fn open(route: &Route, carrier: Carrier) -> Result<Sessions, SshError>
         }
     };
     Ok(Sessions { proxy, carrier })
+}
+
+/// The proxy's session alone, with the window `carrier` needs.
+pub async fn open_proxy(
+    ctx: &Context,
+    route: &Route,
+    carrier: Carrier,
+) -> anyhow::Result<Arc<Handle<Verifier>>> {
+    // With a jump the proxy's one busy channel carries the head node's whole session; otherwise
+    // its channels are the user's connections.
+    let window = match carrier {
+        Carrier::Head => TUNNEL_WINDOW,
+        Carrier::Proxy { window } => window,
+    };
+    let mut target = route.proxy_target.clone();
+    target.credentials = proxy::login(
+        ctx.cloud.as_ref(),
+        &route.proxy,
+        &target.user,
+        &route.proxy_key_file,
+    )
+    .await?;
+    Ok(Arc::new(
+        connect(&target, &route.proxy_address, route.proxy_port, window).await?,
+    ))
 }
 
 /// Keeps a tunnel's sessions up.
@@ -159,5 +172,5 @@ async fn reconnect(
     carrier: Carrier,
 ) -> anyhow::Result<Sessions> {
     let route = route::resolve(ctx, cluster, opts).await?;
-    Ok(open(&route, carrier).await?)
+    open(ctx, &route, carrier).await
 }

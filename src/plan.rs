@@ -3,7 +3,6 @@
 //! Every bad input is caught here. Reads only (and one public-IP look-up).
 
 use std::fmt;
-use std::time::Duration;
 
 use crate::Context;
 use crate::cli::UpArgs;
@@ -12,9 +11,6 @@ use crate::provision::Plan;
 use crate::state::Names;
 use crate::teardown::resource_tags;
 use crate::userdata::{self, ProxyOs};
-
-/// The default public-IP lookup; `BASTION_IP_LOOKUP_URL` overrides it (tests point it at loopback).
-const IP_LOOKUP_URL: &str = "https://checkip.amazonaws.com";
 
 /// Bad input found while planning: nothing has been created.
 #[derive(Debug, thiserror::Error)]
@@ -117,31 +113,18 @@ impl fmt::Display for Plan {
 }
 
 async fn public_ip() -> Result<ipnet::Ipv4Net, PlanError> {
-    let url = std::env::var("BASTION_IP_LOOKUP_URL").unwrap_or_else(|_| IP_LOOKUP_URL.to_string());
-    let fail = |reason: String| PlanError::NoPublicIp {
-        url: url.clone(),
-        reason,
-    };
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .map_err(|e| fail(e.to_string()))?;
-    let text = client
-        .get(&url)
-        .send()
+    crate::access::my_address()
         .await
-        .and_then(|r| r.error_for_status())
-        .map_err(|e| fail(e.to_string()))?
-        .text()
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    let ip: std::net::Ipv4Addr = text.trim().parse().map_err(|_| {
-        fail(format!(
-            "the answer was not an IPv4 address: {:?}",
-            text.trim()
-        ))
-    })?;
-    Ok(ipnet::Ipv4Net::from(ip))
+        .map(ipnet::Ipv4Net::from)
+        .map_err(|e| match e {
+            crate::access::AccessError::NoAddress { url, reason } => {
+                PlanError::NoPublicIp { url, reason }
+            }
+            other => PlanError::NoPublicIp {
+                url: String::new(),
+                reason: other.to_string(),
+            },
+        })
 }
 
 fn ami_parameter(os: ProxyOs, arch: &str) -> String {

@@ -7,6 +7,8 @@ const PCLUSTER_USER: &str = include_str!("../policies/pcluster-user.json");
 const DCV_LICENSE: &str = include_str!("../policies/dcv-license.json");
 const EC2_TRUST: &str = include_str!("../policies/ec2-trust.json");
 const PROXY_TAGS: &str = include_str!("../policies/proxy-tags.json");
+const BASTION_USER: &str = include_str!("../policies/bastion-user.json");
+const BASTION_OPERATOR: &str = include_str!("../policies/bastion-operator.json");
 
 /// IAM policy variables a document may keep: IAM fills them in per request. Every other `${...}`
 /// is a placeholder of ours and must be rendered. `ec2:InstanceID` is documented for EC2's
@@ -80,6 +82,26 @@ fn render(name: &'static str, template: &str, t: &Target) -> Result<String, Poli
         serde_json::from_str(&text).map_err(|source| PolicyError::Invalid { name, source })?;
     // Minified: IAM counts characters, and the role's inline total is capped.
     Ok(value.to_string())
+}
+
+/// A readable rendering, for an administrator to read and attach.
+fn pretty(name: &'static str, template: &str, t: &Target) -> Result<String, PolicyError> {
+    let minified = render(name, template, t)?;
+    let value: Value =
+        serde_json::from_str(&minified).map_err(|source| PolicyError::Invalid { name, source })?;
+    serde_json::to_string_pretty(&value).map_err(|source| PolicyError::Invalid { name, source })
+}
+
+/// What a teammate needs: find the proxy and the head node, push a one-time key to the proxy
+/// (EC2 Instance Connect, its login users only), start it, and admit or revoke addresses on its
+/// group. Nothing that creates or removes a resource.
+pub fn user_policy(t: &Target) -> Result<String, PolicyError> {
+    pretty("bastion-user", BASTION_USER, t)
+}
+
+/// What `up`, `down` and `doctor --fix` need.
+pub fn operator_policy(t: &Target) -> Result<String, PolicyError> {
+    pretty("bastion-operator", BASTION_OPERATOR, t)
 }
 
 pub fn trust_policy(t: &Target) -> Result<String, PolicyError> {

@@ -9,6 +9,8 @@
 //! starts a stopped proxy; never creates or removes anything. `up`, `connect`, `ssh-config`,
 //! `status` and `down` all call down into it.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use russh::keys::PublicKey;
@@ -16,10 +18,11 @@ use serde::Serialize;
 
 use crate::Context;
 use crate::aws::{
-    Cloud, IAM_PATH, Instance, KeyPair, SecurityGroup, TAG_CLUSTER, TAG_HOST_KEY, TAG_STATE,
+    AwsError, Cloud, IAM_PATH, Instance, KeyPair, SecurityGroup, TAG_CLUSTER, TAG_HOST_KEY, TAG_STATE,
     tag_value,
 };
 use crate::ledger::{Ledger, Resource};
+use crate::ssh::client::{Credentials, MemoryKey, new_ed25519_key};
 use crate::ssh::known_hosts::{self, HostKeyError};
 use crate::state::{BastionDir, Names};
 use crate::ui::Progress;
@@ -266,6 +269,96 @@ pub async fn ensure_running(
     };
     let running = wait_for(cloud, &current.id, goal, timeout, progress).await?;
     Ok((running, started))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error(
+        "cannot log in to the proxy {instance}: EC2 Instance Connect did not take a key for \
+         '{user}' ({cause}), and this machine has no proxy key ({key_file}). Ask an \
+         administrator for the teammate policy (`bastion policy user` prints \
+         policies/bastion-user.json), which allows ec2-instance-connect:SendSSHPublicKey on the \
+         proxy for its login user"
+    )]
+    NoWay {
+        instance: String,
+        user: String,
+        key_file: PathBuf,
+        #[source]
+        cause: AwsError,
+    },
+    #[error("the proxy {instance}'s security group (bastion's, {name}) is not attached to it")]
+    NoGroup { instance: String, name: String },
+}
+
+/// How a session logs in to the proxy: a fresh ed25519 key, pushed with EC2 Instance Connect
+/// for `user` just before connecting (AWS lets it in for 60 s; the session outlives it), then
+/// the state dir's key where this machine has one (a proxy whose OS lacks the Instance Connect
+/// agent). Each call makes a new key, so a reconnect pushes a fresh one. The key is held in
+/// memory only. Neither way: the denied action and the policy that grants it are named.
+pub async fn login(
+    cloud: &dyn Cloud,
+    proxy: &Instance,
+    user: &str,
+    key_file: &Path,
+) -> Result<Credentials, LoginError> {
+    let mut credentials = Credentials {
+        hint: Some(format!(
+            "The proxy refused the Instance Connect key and the state dir's key: is its Instance \
+             Connect agent running, and is '{user}' its login user (--bastion-user)?"
+        )),
+        ..Credentials::default()
+    };
+    let key = new_ed25519_key();
+    let line = key
+        .public_key()
+        .to_openssh()
+        .expect("an ed25519 public key always encodes");
+    let pushed = cloud.send_ssh_public_key(&proxy.id, user, &line).await;
+    match &pushed {
+        Ok(()) => {
+            tracing::info!(
+                "pushed a one-time key for {user} to {} with EC2 Instance Connect",
+                proxy.id
+            );
+            credentials.keys.push(MemoryKey {
+                label: "a one-time key pushed with EC2 Instance Connect".into(),
+                key: Arc::new(key),
+            });
+        }
+        Err(e) => tracing::info!("EC2 Instance Connect did not take a key: {e}"),
+    }
+    if key_file.exists() {
+        credentials.files.push(key_file.to_path_buf());
+    }
+    match pushed {
+        Err(cause) if credentials.files.is_empty() => Err(LoginError::NoWay {
+            instance: proxy.id.clone(),
+            user: user.into(),
+            key_file: key_file.to_path_buf(),
+            cause,
+        }),
+        _ => Ok(credentials),
+    }
+}
+
+/// The security group bastion made for the cluster, among those the proxy runs with.
+pub async fn group(
+    cloud: &dyn Cloud,
+    expected: &Expected,
+    proxy: &Instance,
+) -> anyhow::Result<SecurityGroup> {
+    let groups = cloud.security_groups(&proxy.security_group_ids).await?;
+    groups
+        .into_iter()
+        .find(|g| expected.owns_group(g))
+        .ok_or_else(|| {
+            LoginError::NoGroup {
+                instance: proxy.id.clone(),
+                name: expected.names.security_group.clone(),
+            }
+            .into()
+        })
 }
 
 /// The proxy's host key from its `bastion:host-key` tag: missing is "not published yet", and

@@ -4,7 +4,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ipnet::Ipv4Net;
+
 use crate::Context;
+use crate::access::{self, AccessError};
 use crate::aws::{Instance, TAG_OS, TAG_STATE};
 use crate::cluster::{HeadNode, find_head_node};
 use crate::proxy::{self, Expected, Lookalike};
@@ -29,11 +32,6 @@ pub enum RouteError {
     )]
     NoAddress { instance: String },
     #[error(
-        "the proxy's SSH key is not on this machine ({path}): it was made by `bastion up` on the \
-         machine that ran it. Copy it here (same path, mode 0600), or run `bastion down` and `bastion up` here"
-    )]
-    NoProxyKey { path: PathBuf },
-    #[error(
         "the proxy {instance}'s bootstrap failed (bastion:state=failed); run `bastion down` and `bastion up`"
     )]
     ProxyFailed { instance: String },
@@ -42,12 +40,15 @@ pub enum RouteError {
 }
 
 /// How `resolve` goes about it: the user's route flags, whether to start a stopped proxy
-/// (connect does; ssh-config does not), and how long to wait for it.
+/// (connect does; ssh-config does not), how long to wait for it, and whether to check this
+/// machine's public address against the proxy's group first (admitting it with `allow_me`).
 #[derive(Debug, Clone, Default)]
 pub struct RouteOptions {
     pub args: crate::cli::RouteArgs,
     pub start: bool,
     pub timeout: Duration,
+    pub check_address: bool,
+    pub allow_me: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -119,13 +120,11 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
         (None, Some(ip)) => (ip.clone(), 22),
         (None, None) => return Err(RouteError::NoAddress { instance: proxy.id }.into()),
     };
-    let proxy_key_file = ctx.bastion_dir(cluster).await?.private_key();
-    if !proxy_key_file.exists() {
-        return Err(RouteError::NoProxyKey {
-            path: proxy_key_file,
-        }
-        .into());
+    if opts.check_address {
+        gate(ctx, &expected, &proxy, opts).await?;
     }
+    // A fallback for proxies without the Instance Connect agent: link::open pushes a key first.
+    let proxy_key_file = ctx.bastion_dir(cluster).await?.private_key();
     let proxy_user = opts.args.bastion_user.clone().unwrap_or_else(|| {
         proxy
             .tag(TAG_OS)
@@ -169,6 +168,7 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
         Some(path) => Credentials {
             files: vec![path.clone()],
             agent: true,
+            ..Credentials::default()
         },
         None => Credentials::openssh_defaults(),
     };
@@ -183,7 +183,7 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
             },
             credentials: Credentials {
                 files: vec![proxy_key_file.clone()],
-                agent: false,
+                ..Credentials::default()
             },
         },
         head_target: Target {
@@ -205,6 +205,56 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
         head,
         known_hosts,
     })
+}
+
+/// Checks this machine's public address against the proxy's SSH rules before dialling: not
+/// admitted is one line with the command to run (or, with `allow_me`, the rule added). Where the
+/// address cannot be learned, or the proxy is reached at another address (`--bastion-address`:
+/// a VPN or a private IP, where the public address says nothing), it goes on, and says so.
+async fn gate(
+    ctx: &Context,
+    expected: &Expected,
+    proxy: &Instance,
+    opts: &RouteOptions,
+) -> anyhow::Result<()> {
+    let ip = match access::my_address().await {
+        Ok(ip) => ip,
+        Err(e) => {
+            tracing::info!("not checking your address against the proxy's security group: {e}");
+            return Ok(());
+        }
+    };
+    let group = proxy::group(ctx.cloud.as_ref(), expected, proxy).await?;
+    if access::admits(&group.ingress, ip) {
+        tracing::info!("your address {ip} is admitted by the proxy's group {}", group.id);
+        return Ok(());
+    }
+    if opts.allow_me {
+        let who = ctx.identity().await?.arn.clone();
+        let description = access::description(&who, &access::today());
+        access::admit(
+            ctx.cloud.as_ref(),
+            &group,
+            &expected.cluster,
+            Ipv4Net::from(ip),
+            &description,
+        )
+        .await?;
+        ctx.progress.note(format!(
+            "admitted your address {ip}/32 to the proxy's SSH port ({description})"
+        ));
+        return Ok(());
+    }
+    let refusal = AccessError::NotAdmitted {
+        ip,
+        cluster: expected.cluster.clone(),
+        group: group.id,
+    };
+    if opts.args.bastion_address.is_some() {
+        tracing::warn!("{refusal} (going on: --bastion-address may reach it another way)");
+        return Ok(());
+    }
+    Err(refusal.into())
 }
 
 /// What a first connection to the head node can check its key against: the host keys it

@@ -9,8 +9,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use rand::RngCore;
-use russh::keys::ssh_key::{LineEnding, PrivateKey, private::Ed25519Keypair};
+use russh::keys::ssh_key::LineEnding;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -224,10 +223,7 @@ pub fn generate_key(private: &Path, public: &Path, comment: &str) -> Result<Stri
         let path = path.to_path_buf();
         move |source| StateError::Key { path, source }
     };
-    let mut seed = [0u8; 32];
-    rand::rng().fill_bytes(&mut seed);
-    let mut key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
-    seed.fill(0);
+    let mut key = crate::ssh::client::new_ed25519_key();
     key.set_comment(comment);
     let private_text = key
         .to_openssh(LineEnding::LF)

@@ -76,6 +76,7 @@ impl AwsError {
             || code == "NoSuchEntity"
             || code == "ParameterNotFound"
             || code == "InvalidPermission.NotFound"
+            || code == "EC2InstanceNotFoundException"
         {
             AwsError::NotFound {
                 action,
@@ -89,6 +90,8 @@ impl AwsError {
         } else if code == "UnauthorizedOperation"
             || code == "AccessDenied"
             || code == "AccessDeniedException"
+            // EC2 Instance Connect's word for it.
+            || code == "AuthException"
         {
             AwsError::AccessDenied { action, message }
         } else if matches!(

@@ -145,6 +145,9 @@ impl<C: Cloud> Cloud for Faulty<C> {
     ) -> AwsResult<Vec<SecurityGroup>> {
         self.inner.security_groups_by_tag(key, value).await
     }
+    async fn ingress_rules(&self, group_id: &str) -> AwsResult<Vec<GroupRule>> {
+        self.inner.ingress_rules(group_id).await
+    }
     async fn rules_by_tag(&self, key: &str, value: &str) -> AwsResult<Vec<TaggedRule>> {
         self.inner.rules_by_tag(key, value).await
     }
@@ -324,6 +327,19 @@ impl<C: Cloud> Cloud for Faulty<C> {
     }
     async fn start_instance(&self, id: &str) -> AwsResult<()> {
         write_op!(self, "start_instance", self.inner.start_instance(id))
+    }
+    async fn send_ssh_public_key(
+        &self,
+        instance_id: &str,
+        os_user: &str,
+        public_key: &str,
+    ) -> AwsResult<()> {
+        write_op!(
+            self,
+            "send_ssh_public_key",
+            self.inner
+                .send_ssh_public_key(instance_id, os_user, public_key)
+        )
     }
     async fn create_vpc_endpoint(&self, spec: &EndpointSpec) -> AwsResult<String> {
         write_op!(

@@ -158,6 +158,19 @@ pub struct SecurityGroup {
     pub tags: Vec<Tag>,
 }
 
+/// One ingress rule of a group, as `allow --list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRule {
+    pub rule_id: String,
+    /// `tcp`, `udp`, `icmp` or `-1` (all)
+    pub protocol: String,
+    pub from_port: Option<i32>,
+    pub to_port: Option<i32>,
+    /// The IPv4 block it admits, when it names one.
+    pub cidr: Option<String>,
+    pub description: Option<String>,
+}
+
 /// A rule that bastion added, found again by its tag.
 #[derive(Debug, Clone)]
 pub struct TaggedRule {
@@ -256,6 +269,8 @@ pub trait Cloud: Send + Sync {
     async fn security_groups_by_tag(&self, key: &str, value: &str)
     -> AwsResult<Vec<SecurityGroup>>;
     async fn rules_by_tag(&self, key: &str, value: &str) -> AwsResult<Vec<TaggedRule>>;
+    /// The ingress rules of one group, with their ids and descriptions.
+    async fn ingress_rules(&self, group_id: &str) -> AwsResult<Vec<GroupRule>>;
     async fn key_pairs_by_tag(&self, key: &str, value: &str) -> AwsResult<Vec<KeyPair>>;
     async fn ssm_parameter(&self, name: &str) -> AwsResult<Option<String>>;
     async fn image(&self, id: &str) -> AwsResult<Option<Image>>;
@@ -320,6 +335,13 @@ pub trait Cloud: Send + Sync {
     async fn run_instance(&self, spec: &LaunchSpec) -> AwsResult<String>;
     async fn create_vpc_endpoint(&self, spec: &EndpointSpec) -> AwsResult<String>;
     async fn start_instance(&self, id: &str) -> AwsResult<()>;
+    /// EC2 Instance Connect: lets `public_key` log in as `os_user` on the instance for 60 s.
+    async fn send_ssh_public_key(
+        &self,
+        instance_id: &str,
+        os_user: &str,
+        public_key: &str,
+    ) -> AwsResult<()>;
     async fn terminate_instance(&self, id: &str) -> AwsResult<()>;
 }
 

@@ -55,6 +55,7 @@ pub struct SdkCloud {
     iam: aws_sdk_iam::Client,
     ssm: aws_sdk_ssm::Client,
     sts: aws_sdk_sts::Client,
+    eic: aws_sdk_ec2instanceconnect::Client,
     pub calls: CallCounter,
 }
 
@@ -85,12 +86,19 @@ impl SdkCloud {
                 .interceptor(calls.clone())
                 .build(),
         );
+        // Its own endpoint variable (AWS_ENDPOINT_URL_EC2_INSTANCE_CONNECT) is read by the SDK.
+        let eic = aws_sdk_ec2instanceconnect::Client::from_conf(
+            aws_sdk_ec2instanceconnect::config::Builder::from(config)
+                .interceptor(calls.clone())
+                .build(),
+        );
         SdkCloud {
             region,
             ec2,
             iam,
             ssm,
             sts,
+            eic,
             calls,
         }
     }
@@ -452,6 +460,41 @@ impl Cloud for SdkCloud {
                 })
             })
             .collect())
+    }
+
+    async fn ingress_rules(&self, group_id: &str) -> AwsResult<Vec<GroupRule>> {
+        let mut rules = Vec::new();
+        let mut token = None;
+        loop {
+            let out = sdk!(
+                "ec2:DescribeSecurityGroupRules",
+                self.ec2
+                    .describe_security_group_rules()
+                    .filters(filter("group-id", &[group_id]))
+                    .set_next_token(token)
+                    .send()
+            )?;
+            for r in out.security_group_rules() {
+                if r.is_egress() == Some(true) || r.group_id() != Some(group_id) {
+                    continue;
+                }
+                let Some(id) = r.security_group_rule_id() else {
+                    continue;
+                };
+                rules.push(GroupRule {
+                    rule_id: id.to_string(),
+                    protocol: r.ip_protocol().unwrap_or("-1").to_string(),
+                    from_port: r.from_port(),
+                    to_port: r.to_port(),
+                    cidr: r.cidr_ipv4().map(str::to_string),
+                    description: r.description().map(str::to_string),
+                });
+            }
+            token = out.next_token().map(str::to_string);
+            if token.is_none() {
+                return Ok(rules);
+            }
+        }
     }
 
     async fn key_pairs_by_tag(&self, key: &str, value: &str) -> AwsResult<Vec<KeyPair>> {
@@ -1088,6 +1131,32 @@ impl Cloud for SdkCloud {
                 code: "NoInstance".into(),
                 message: "the response named no instance".into(),
             })
+    }
+
+    async fn send_ssh_public_key(
+        &self,
+        instance_id: &str,
+        os_user: &str,
+        public_key: &str,
+    ) -> AwsResult<()> {
+        let out = sdk!(
+            "ec2-instance-connect:SendSSHPublicKey",
+            self.eic
+                .send_ssh_public_key()
+                .instance_id(instance_id)
+                .instance_os_user(os_user)
+                .ssh_public_key(public_key)
+                .send()
+        )?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err(AwsError::Service {
+                action: "ec2-instance-connect:SendSSHPublicKey".into(),
+                code: "NotSuccessful".into(),
+                message: "the answer did not report success".into(),
+            })
+        }
     }
 
     async fn start_instance(&self, id: &str) -> AwsResult<()> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::cli::ConnectArgs;
 use crate::link::{self, Carrier, Link};
 use crate::route::{self, RouteOptions};
-use crate::ssh::client::CHANNEL_WINDOW;
+use crate::ssh::client::{CHANNEL_WINDOW, SshError};
 use crate::ssh::forward::{self, Stats};
 use crate::ssh::session;
 use crate::{Context, RemoteExit};
@@ -20,6 +20,8 @@ pub enum ConnectError {
     CommandWithN,
     #[error("{0}")]
     Bind(String),
+    #[error("the piped connection failed: {0}")]
+    Pipe(String),
 }
 
 pub async fn run(ctx: &Context, args: ConnectArgs) -> anyhow::Result<()> {
@@ -33,7 +35,12 @@ pub async fn run(ctx: &Context, args: ConnectArgs) -> anyhow::Result<()> {
         args: args.route.clone(),
         start: true,
         timeout: Duration::from_secs(args.timeout * 60),
+        check_address: true,
+        allow_me: args.allow_me,
     };
+    if let Some(to) = &args.stdio {
+        return stdio(ctx, &args.cluster, &opts, to.as_deref()).await;
+    }
     if args.dcv {
         return crate::commands::dcv::run(ctx, &args, opts).await;
     }
@@ -64,7 +71,7 @@ pub async fn run(ctx: &Context, args: ConnectArgs) -> anyhow::Result<()> {
     } else {
         route.head_target.what.clone()
     };
-    let mut link = Link::new(link::open(&route, carrier).await?, carrier, what.clone());
+    let mut link = Link::new(link::open(ctx, &route, carrier).await?, carrier, what.clone());
     ctx.progress.finish();
 
     let stats = Stats::default();
@@ -108,5 +115,45 @@ pub async fn run(ctx: &Context, args: ConnectArgs) -> anyhow::Result<()> {
         Ok(())
     } else {
         Err(RemoteExit(code).into())
+    }
+}
+
+/// `--stdio [HOST:PORT]`: stdin and stdout piped to HOST:PORT through the proxy (the head node's
+/// SSH port by default), for OpenSSH's ProxyCommand. Nothing else is written to stdout.
+async fn stdio(
+    ctx: &Context,
+    cluster: &str,
+    opts: &RouteOptions,
+    to: Option<&str>,
+) -> anyhow::Result<()> {
+    let route = route::resolve(ctx, cluster, opts).await?;
+    let (host, port) = match to {
+        Some(a) => route::split_address(a),
+        None => (route.head_ip.clone(), 22),
+    };
+    let carrier = Carrier::Proxy {
+        window: CHANNEL_WINDOW,
+    };
+    let proxy = link::open_proxy(ctx, &route, carrier).await?;
+    ctx.progress.finish();
+    let channel = proxy
+        .channel_open_direct_tcpip(host.as_str(), u32::from(port), "127.0.0.1", 0)
+        .await
+        .map_err(|e| SshError::HeadUnreachable {
+            addr: format!("{host}:{port}"),
+            port,
+            reason: e.to_string(),
+        })?;
+    tracing::info!("piping stdin and stdout to {host}:{port} through the proxy");
+    let mut remote = channel.into_stream();
+    let mut local = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
+    match tokio::io::copy_bidirectional_with_sizes(&mut local, &mut remote, 1 << 18, 1 << 18).await
+    {
+        Ok((up, down)) => {
+            tracing::info!(up, down, "the piped connection ended");
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(ConnectError::Pipe(e.to_string()).into()),
     }
 }

@@ -122,7 +122,7 @@ async fn listen_then_connect(
     let local_port = listener.local_addr()?.port();
     ctx.progress
         .phase(format!("connecting to the proxy {}", route.proxy.id));
-    let sessions = link::open(route, carrier).await?;
+    let sessions = link::open(ctx, route, carrier).await?;
     Ok((listener, local_port, Link::new(sessions, carrier, what)))
 }
 

@@ -136,6 +136,7 @@ pub async fn run(ctx: &Context, args: SshConfigArgs) -> anyhow::Result<()> {
         args: args.route.clone(),
         start: false,
         timeout: std::time::Duration::from_secs(600),
+        ..RouteOptions::default()
     };
     let route = route::resolve(ctx, &args.cluster, &opts).await?;
     // OpenSSH checks the proxy against bastion's known_hosts: put its tag-vouched key there.

@@ -269,10 +269,27 @@ pub fn config(window_size: u32, host_key_algorithms: Vec<Algorithm>) -> Arc<clie
 /// What a session authenticates with.
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
+    /// Keys held in memory only (an ephemeral key pushed with EC2 Instance Connect), tried first.
+    pub keys: Vec<MemoryKey>,
     /// Key files, tried in order.
     pub files: Vec<PathBuf>,
     /// Also try ssh-agent's identities (through `SSH_AUTH_SOCK`).
     pub agent: bool,
+    /// What to advise when every credential is refused (the default speaks of the head node's key).
+    pub hint: Option<String>,
+}
+
+/// A private key that never touches the disk, and what to call it in messages.
+#[derive(Clone)]
+pub struct MemoryKey {
+    pub label: String,
+    pub key: Arc<PrivateKey>,
+}
+
+impl std::fmt::Debug for MemoryKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MemoryKey({})", self.label)
+    }
 }
 
 impl Credentials {
@@ -287,8 +304,22 @@ impl Credentials {
                     .collect()
             })
             .unwrap_or_default();
-        Credentials { files, agent: true }
+        Credentials {
+            files,
+            agent: true,
+            ..Credentials::default()
+        }
     }
+}
+
+/// A fresh ed25519 key from the OS's random source; the seed is wiped once the key holds it.
+pub fn new_ed25519_key() -> PrivateKey {
+    use rand::RngCore;
+    let mut seed = [0u8; 32];
+    rand::rng().fill_bytes(&mut seed);
+    let key = PrivateKey::from(russh::keys::ssh_key::private::Ed25519Keypair::from_seed(&seed));
+    seed.fill(0);
+    key
 }
 
 /// Loads a private key, asking for its passphrase on a terminal.
@@ -467,6 +498,24 @@ async fn authenticate(handle: &mut Handle<Verifier>, target: &Target) -> Result<
         source: e,
     };
     let mut tried = Vec::new();
+    let logged_in = |how: &str| {
+        tracing::info!("logged in to {} as {} with {how}", target.what, target.user);
+    };
+    for k in &target.credentials.keys {
+        tried.push(k.label.clone());
+        let result = handle
+            .authenticate_publickey(
+                &target.user,
+                PrivateKeyWithHashAlg::new(k.key.clone(), None),
+            )
+            .await
+            .map_err(protocol)?;
+        if matches!(result, AuthResult::Success) {
+            logged_in(&k.label);
+            return Ok(());
+        }
+        tracing::info!("{} refused {} for {}", target.what, k.label, target.user);
+    }
     for path in &target.credentials.files {
         let key = match load_key(path) {
             Ok(k) => Arc::new(k),
@@ -487,6 +536,7 @@ async fn authenticate(handle: &mut Handle<Verifier>, target: &Target) -> Result<
             .await
             .map_err(protocol)?;
         if matches!(result, AuthResult::Success) {
+            logged_in(&format!("the key {}", path.display()));
             return Ok(());
         }
     }
@@ -506,7 +556,10 @@ async fn authenticate(handle: &mut Handle<Verifier>, target: &Target) -> Result<
                         .authenticate_publickey_with(&target.user, key, hash, &mut agent)
                         .await
                     {
-                        Ok(AuthResult::Success) => return Ok(()),
+                        Ok(AuthResult::Success) => {
+                            logged_in(&format!("ssh-agent's key {comment}"));
+                            return Ok(());
+                        }
                         Ok(_) => {}
                         Err(e) => tracing::debug!("agent signing failed: {e:?}"),
                     }
@@ -523,9 +576,10 @@ async fn authenticate(handle: &mut Handle<Verifier>, target: &Target) -> Result<
         } else {
             tried.join(", ")
         },
-        hint:
+        hint: target.credentials.hint.clone().unwrap_or_else(|| {
             "Pass the cluster's key with -i FILE (the EC2 key pair the cluster was created with), \
-               load it into ssh-agent, or set the login with --user"
-                .into(),
+             load it into ssh-agent, or set the login with --user"
+                .into()
+        }),
     })
 }

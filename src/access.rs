@@ -10,7 +10,9 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
-use crate::aws::{AwsError, Cloud, GroupRule, IngressRule, SecurityGroup, Source, TAG_CLUSTER, Tag};
+use crate::aws::{
+    AwsError, Cloud, GroupRule, IngressRule, SecurityGroup, Source, TAG_CLUSTER, Tag,
+};
 
 /// The default public-address service; `BASTION_IP_LOOKUP_URL` overrides it (tests point it at
 /// loopback).

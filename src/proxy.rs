@@ -18,8 +18,8 @@ use serde::Serialize;
 
 use crate::Context;
 use crate::aws::{
-    AwsError, Cloud, IAM_PATH, Instance, KeyPair, SecurityGroup, TAG_CLUSTER, TAG_HOST_KEY, TAG_STATE,
-    tag_value,
+    AwsError, Cloud, IAM_PATH, Instance, KeyPair, SecurityGroup, TAG_CLUSTER, TAG_HOST_KEY,
+    TAG_STATE, tag_value,
 };
 use crate::ledger::{Ledger, Resource};
 use crate::ssh::client::{Credentials, MemoryKey, new_ed25519_key};

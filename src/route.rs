@@ -114,15 +114,15 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
         }
         _ => {}
     }
+    if opts.check_address {
+        gate(ctx, &expected, &proxy, opts).await?;
+    }
     let host_key = proxy::host_key(&proxy)?;
     let (proxy_address, proxy_port) = match (&opts.args.bastion_address, &proxy.public_ip) {
         (Some(a), _) => split_address(a),
         (None, Some(ip)) => (ip.clone(), 22),
         (None, None) => return Err(RouteError::NoAddress { instance: proxy.id }.into()),
     };
-    if opts.check_address {
-        gate(ctx, &expected, &proxy, opts).await?;
-    }
     // A fallback for proxies without the Instance Connect agent: link::open pushes a key first.
     let proxy_key_file = ctx.bastion_dir(cluster).await?.private_key();
     let proxy_user = opts.args.bastion_user.clone().unwrap_or_else(|| {
@@ -226,7 +226,10 @@ async fn gate(
     };
     let group = proxy::group(ctx.cloud.as_ref(), expected, proxy).await?;
     if access::admits(&group.ingress, ip) {
-        tracing::info!("your address {ip} is admitted by the proxy's group {}", group.id);
+        tracing::info!(
+            "your address {ip} is admitted by the proxy's group {}",
+            group.id
+        );
         return Ok(());
     }
     if opts.allow_me {

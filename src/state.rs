@@ -271,7 +271,7 @@ mod tests {
         assert!(line.starts_with("ssh-ed25519 AAAA"), "{line}");
         let mode = std::fs::metadata(&private).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let parsed = PrivateKey::read_openssh_file(&private).unwrap();
+        let parsed = russh::keys::PrivateKey::read_openssh_file(&private).unwrap();
         assert_eq!(parsed.public_key().to_openssh().unwrap(), line);
         // A second generation replaces the first.
         let again = generate_key(&private, &public, "bastion:test").unwrap();

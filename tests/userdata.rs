@@ -91,6 +91,7 @@ esac"#,
       *nice-dcv-server*) mark nice-dcv-server ;; *nice-dcv-web-viewer*) mark nice-dcv-web-viewer ;;
       *nice-xdcv*) mark nice-xdcv ;;
       *nice-dcv-simple-external-authenticator*) mark nice-dcv-simple-external-authenticator ;;
+      ec2-instance-connect) mark ec2-instance-connect ;;
       nodejs) printf '#!/bin/bash\necho v18.20.0\n' >"$STUB_DIR/node"; chmod +x "$STUB_DIR/node" ;;
     esac; done ;;
 esac"#,
@@ -495,6 +496,9 @@ fn ubuntu_installs_with_apt_and_debs() {
     let (ok, calls) = sb.run("");
     assert!(ok, "{}\n{}", calls.join("\n"), sb.bootstrap_log());
     let desktop = position(&calls, "apt-get install -y -q ubuntu-desktop gdm3");
+    // The Instance Connect agent, before the proxy is said to be ready (teammates log in with it).
+    let agent = position(&calls, "apt-get install -y -q ec2-instance-connect");
+    assert!(agent < position(&calls, r#""Key":"bastion:state","Value":"ready""#));
     let dcv = position(&calls, "nice-dcv-server_1_amd64.deb");
     let venv = position(&calls, "apt-get install -y -q python3-venv");
     assert!(

@@ -4,6 +4,11 @@ ensure_awscli() {
     command -v aws >/dev/null || dnf install -y awscli-2
 }
 
+# The agent that lets a key pushed with EC2 Instance Connect log in (AL2023 AMIs ship it).
+ensure_instance_connect() {
+    rpm -q ec2-instance-connect >/dev/null || dnf install -y ec2-instance-connect
+}
+
 dcv_arch() {
     case "$(uname -m)" in aarch64 | arm64) echo aarch64 ;; *) echo x86_64 ;; esac
 }

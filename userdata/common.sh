@@ -223,6 +223,9 @@ main() {
     ensure_awscli
     tag bastion:state bootstrapping
     harden_sshd
+    # Teammates log in with keys pushed through EC2 Instance Connect; without the agent, only
+    # the key of whoever ran `bastion up` works, so a failure here is said, not fatal.
+    ensure_instance_connect || log "the EC2 Instance Connect agent could not be installed: only the proxy key logs in"
     publish_host_key
     # Before the slow part: a proxy whose desktop install fails must still stop when idle.
     install_idle_timer

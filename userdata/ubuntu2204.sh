@@ -11,6 +11,11 @@ ensure_awscli() {
     command -v aws >/dev/null || snap install aws-cli --classic || apt_install awscli
 }
 
+# The agent that lets a key pushed with EC2 Instance Connect log in.
+ensure_instance_connect() {
+    dpkg -s ec2-instance-connect >/dev/null 2>&1 || apt_install ec2-instance-connect
+}
+
 dcv_arch() {
     case "$(uname -m)" in aarch64 | arm64) echo aarch64 ;; *) echo x86_64 ;; esac
 }

@@ -40,7 +40,11 @@ impl fmt::Display for AllowResult {
             ),
             "already-admitted" => write!(f, "{} was already admitted to {on}", self.cidr),
             "revoked" => write!(f, "revoked {} from {on}", self.cidr),
-            _ => write!(f, "{} was not admitted to {on}; nothing to revoke", self.cidr),
+            _ => write!(
+                f,
+                "{} was not admitted to {on}; nothing to revoke",
+                self.cidr
+            ),
         }
     }
 }
@@ -69,9 +73,9 @@ impl Serialize for Listing {
 }
 
 async fn mine() -> anyhow::Result<Ipv4Net> {
-    let ip = access::my_address().await.map_err(|e| {
-        anyhow::anyhow!("{e}; name the address with --cidr (or --revoke CIDR)")
-    })?;
+    let ip = access::my_address()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}; name the address with --cidr (or --revoke CIDR)"))?;
     Ok(Ipv4Net::from(ip))
 }
 
@@ -112,7 +116,11 @@ pub async fn run(ctx: &Context, args: AllowArgs) -> anyhow::Result<()> {
         ctx.progress.phase(format!("revoking {cidr}"));
         let removed = access::revoke(cloud, &group, cidr).await?;
         result(
-            if removed > 0 { "revoked" } else { "not-admitted" },
+            if removed > 0 {
+                "revoked"
+            } else {
+                "not-admitted"
+            },
             cidr,
             None,
         )

@@ -71,7 +71,11 @@ pub async fn run(ctx: &Context, args: ConnectArgs) -> anyhow::Result<()> {
     } else {
         route.head_target.what.clone()
     };
-    let mut link = Link::new(link::open(ctx, &route, carrier).await?, carrier, what.clone());
+    let mut link = Link::new(
+        link::open(ctx, &route, carrier).await?,
+        carrier,
+        what.clone(),
+    );
     ctx.progress.finish();
 
     let stats = Stats::default();

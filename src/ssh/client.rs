@@ -317,7 +317,9 @@ pub fn new_ed25519_key() -> PrivateKey {
     use rand::RngCore;
     let mut seed = [0u8; 32];
     rand::rng().fill_bytes(&mut seed);
-    let key = PrivateKey::from(russh::keys::ssh_key::private::Ed25519Keypair::from_seed(&seed));
+    let key = PrivateKey::from(russh::keys::ssh_key::private::Ed25519Keypair::from_seed(
+        &seed,
+    ));
     seed.fill(0);
     key
 }

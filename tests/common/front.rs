@@ -196,56 +196,123 @@ fn service_of(authorization: &str) -> String {
         .to_string()
 }
 
+/// One HTTP/1.1 request as a stand-in reads it.
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    }
+
+    /// The signing service from the SigV4 credential scope (`ec2`, `ec2-instance-connect`, ...).
+    pub fn service(&self) -> String {
+        service_of(&self.header("authorization").unwrap_or_default())
+    }
+}
+
+/// Reads the next request of a keep-alive connection (`buf` holds what was read past the last
+/// one); None when the peer is gone.
+pub async fn read_request(conn: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<Request> {
+    let head_end = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        let mut chunk = [0u8; 8192];
+        match conn.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let request_line = lines.next().unwrap_or_default().to_string();
+    let mut parts = request_line.split(' ');
+    let (method, path) = (
+        parts.next().unwrap_or("GET").to_string(),
+        parts.next().unwrap_or("/").to_string(),
+    );
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            Some((k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect();
+    let mut request = Request {
+        method,
+        path,
+        headers,
+        body: Vec::new(),
+    };
+    let length: usize = request
+        .header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        let mut chunk = [0u8; 65536];
+        match conn.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    request.body = buf[head_end..head_end + length].to_vec();
+    buf.drain(..head_end + length);
+    Some(request)
+}
+
+/// Writes one response, as AWS frames it (a request id header, keep-alive).
+pub async fn write_response(
+    conn: &mut tokio::net::TcpStream,
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+) -> bool {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Status",
+    };
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         x-amzn-RequestId: {}\r\nConnection: keep-alive\r\n\r\n",
+        body.len(),
+        request_id()
+    );
+    conn.write_all(head.as_bytes()).await.is_ok() && conn.write_all(body).await.is_ok()
+}
+
 async fn serve(mut conn: tokio::net::TcpStream, shared: Arc<Shared>, client: reqwest::Client) {
     let mut buf = Vec::new();
     loop {
         if shared.dark.load(Ordering::Relaxed) {
             return;
         }
-        // Headers.
-        let head_end = loop {
-            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break p + 4;
-            }
-            let mut chunk = [0u8; 8192];
-            match conn.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
+        let Some(request) = read_request(&mut conn, &mut buf).await else {
+            return;
         };
-        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        let mut lines = head.split("\r\n");
-        let request_line = lines.next().unwrap_or_default().to_string();
-        let mut parts = request_line.split(' ');
-        let (method, path) = (
-            parts.next().unwrap_or("GET").to_string(),
-            parts.next().unwrap_or("/").to_string(),
-        );
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                Some((k.trim().to_string(), v.trim().to_string()))
-            })
-            .collect();
+        let Request {
+            method,
+            path,
+            headers,
+            body,
+        } = request;
         let header = |name: &str| {
             headers
                 .iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case(name))
                 .map(|(_, v)| v.clone())
         };
-        let length: usize = header("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        while buf.len() < head_end + length {
-            let mut chunk = [0u8; 65536];
-            match conn.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-        let body = buf[head_end..head_end + length].to_vec();
-        buf.drain(..head_end + length);
-
         let service = service_of(&header("authorization").unwrap_or_default());
         let (action, params) = match header("x-amz-target") {
             Some(t) => (
@@ -321,22 +388,7 @@ async fn serve(mut conn: tokio::net::TcpStream, shared: Arc<Shared>, client: req
                 }
             }
         };
-        let reason = match status {
-            200 => "OK",
-            400 => "Bad Request",
-            403 => "Forbidden",
-            404 => "Not Found",
-            500 => "Internal Server Error",
-            503 => "Service Unavailable",
-            _ => "Status",
-        };
-        let head = format!(
-            "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-             x-amzn-RequestId: {}\r\nConnection: keep-alive\r\n\r\n",
-            body.len(),
-            request_id()
-        );
-        if conn.write_all(head.as_bytes()).await.is_err() || conn.write_all(&body).await.is_err() {
+        if !write_response(&mut conn, status, &content_type, &body).await {
             return;
         }
     }

@@ -4,6 +4,7 @@
 //! moto server on loopback, with dummy keys and no profile files.
 #![allow(dead_code)]
 
+pub mod eic;
 pub mod front;
 pub mod netlab;
 pub mod world;
@@ -605,13 +606,7 @@ impl Bastion {
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = self.aws_command(env!("CARGO_BIN_EXE_bastion"));
-        cmd.args(args)
-            .env("BASTION_STATE_DIR", &self.state_dir)
-            // Never look up the real public IP: a closed loopback port.
-            .env("BASTION_IP_LOOKUP_URL", "http://127.0.0.1:9/");
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
+        cmd.args(args);
         cmd
     }
 
@@ -632,7 +627,14 @@ impl Bastion {
                 self.home.join("no-aws-credentials"),
             )
             .env("AWS_EC2_METADATA_DISABLED", "true")
+            // bastion's own settings, also for a bastion that OpenSSH runs as a ProxyCommand.
+            .env("BASTION_STATE_DIR", &self.state_dir)
+            // Never look up the real public IP: a closed loopback port.
+            .env("BASTION_IP_LOOKUP_URL", "http://127.0.0.1:9/")
             .stdin(Stdio::null());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
         cmd
     }
 

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use super::require_tool;
 
-/// The login user of the head node's OS in the moto fixture (`alinux2023`).
+/// The login user of the head node's OS in the moto fixture (`alinux2023`), and of the proxy's
+/// (`al2023`): both hosts have it.
 pub const HEAD_LOGIN_USER: &str = "ec2-user";
 
 pub struct NetLab {
@@ -317,40 +318,40 @@ impl NetLab {
         // Each sshd has a mount namespace of its own, so what is mounted here is seen by that
         // sshd and its sessions only, and is gone with them; the test machine's files are never
         // written.
-        let script = if host == "head" {
-            // The head node knows the cluster OS's login user (alinux2023: `ec2-user`, the name
-            // `pcluster ssh` and `connect`'s default log in as): a copy of /etc/passwd with that
-            // name added, over /etc/passwd. It is an alias of root (uid 0), because sshd reads
-            // the lab's authorized_keys file as the user, and the lab directory is root's.
-            let passwd = self.path("head_passwd");
-            let mut text = std::fs::read_to_string("/etc/passwd").unwrap();
-            if !text.ends_with('\n') {
-                text.push('\n');
-            }
-            text.push_str(&format!(
-                "{HEAD_LOGIN_USER}:x:0:0:{HEAD_LOGIN_USER}:/root:/bin/sh\n"
-            ));
-            std::fs::write(&passwd, text).unwrap();
-            let mut s = format!("mount --bind {} /etc/passwd && ", passwd.display());
+        // Both hosts know the login user of their OS (alinux2023: `ec2-user`, the name
+        // `pcluster ssh` and `connect`'s default log in as, on the head node and on the proxy):
+        // a copy of /etc/passwd with that name added, over /etc/passwd. It is an alias of root
+        // (uid 0), because sshd reads the lab's authorized_keys file as the user, and the lab
+        // directory is root's.
+        let passwd = self.path(&format!("{host}_passwd"));
+        let mut text = std::fs::read_to_string("/etc/passwd").unwrap();
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&format!(
+            "{HEAD_LOGIN_USER}:x:0:0:{HEAD_LOGIN_USER}:/root:/bin/sh\n"
+        ));
+        std::fs::write(&passwd, text).unwrap();
+        let mut script = format!("mount --bind {} /etc/passwd && ", passwd.display());
+        if host == "head" {
             if let Some(dir) = &self.head_opt_scripts {
                 // A tmpfs over /opt holding the ParallelCluster scripts.
-                s.push_str(&format!(
+                script.push_str(&format!(
                     "mount -t tmpfs tmpfs /opt && mkdir -p /opt/parallelcluster/scripts && \
                      cp -r {}/. /opt/parallelcluster/scripts/ && chmod -R a+rx /opt/parallelcluster && ",
                     dir.display()
                 ));
             }
-            s + &sshd
         } else if let Some(dir) = &self.proxy_sbin {
-            // A tmpfs over /usr/local/sbin holding what the proxy's user-data would install.
-            format!(
-                "mount -t tmpfs tmpfs /usr/local/sbin && cp -r {}/. /usr/local/sbin/ && \
-                 chmod -R a+rx /usr/local/sbin && {sshd}",
+            // A tmpfs over /usr/local/sbin holding what the proxy's user-data would install,
+            // root's and not writable by others, as sshd requires of an AuthorizedKeysCommand.
+            script.push_str(&format!(
+                "mount -t tmpfs -o mode=0755 tmpfs /usr/local/sbin && cp -r {}/. /usr/local/sbin/ && \
+                 chmod -R 0755 /usr/local/sbin && ",
                 dir.display()
-            )
-        } else {
-            sshd
-        };
+            ));
+        }
+        let script = script + &sshd;
         let child = Command::new("ip")
             .args([
                 "netns",

@@ -130,6 +130,67 @@ impl World {
     }
 }
 
+/// A teammate of the world's operator: a state dir and HOME of their own (no proxy key), the
+/// EC2 Instance Connect stand-in as their endpoint for it (the SDK's service-specific variable),
+/// a public address of their own, and the proxy's sshd reading the keys pushed for it.
+pub struct Teammate {
+    pub b: Bastion,
+    pub eic: eic::InstanceConnect,
+    pub address: eic::AddressService,
+    _tmp: tempfile::TempDir,
+}
+
+impl World {
+    /// Makes the proxy's sshd take keys pushed through Instance Connect (as the agent on a real
+    /// proxy does) and returns a teammate whose public address is `address`.
+    pub async fn teammate(&mut self, address: &str) -> Teammate {
+        let eic = eic::InstanceConnect::start(self.aws.ec2.clone(), &self.lab.path("eic")).await;
+        self.lab.add_sshd_config(
+            "proxy",
+            &format!(
+                "AuthorizedKeysCommand {} %u\nAuthorizedKeysCommandUser root",
+                eic::KEYS_COMMAND
+            ),
+        );
+        let name = eic::KEYS_COMMAND.rsplit('/').next().unwrap();
+        self.lab
+            .set_proxy_sbin(&[(name, &eic.keys_command(&self.proxy_id))]);
+        let address = eic::AddressService::start(address).await;
+        let tmp = tempfile::tempdir().unwrap();
+        let mut b = Bastion::new(&self.moto, tmp.path());
+        b.env.push((
+            "AWS_ENDPOINT_URL_EC2_INSTANCE_CONNECT".into(),
+            eic.url.clone(),
+        ));
+        b.env
+            .push(("BASTION_IP_LOOKUP_URL".into(), address.url.clone()));
+        Teammate {
+            b,
+            eic,
+            address,
+            _tmp: tmp,
+        }
+    }
+
+    /// `connect` as a teammate runs it: the proxy's login user left to bastion (its OS's,
+    /// `ec2-user`), root on the head node with the cluster's key.
+    pub fn teammate_args<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut v = vec![
+            "connect",
+            "--cluster",
+            CLUSTER,
+            "--bastion-address",
+            &self.lab.proxy_ip,
+            "--user",
+            "root",
+            "-i",
+            self.cluster_key.to_str().unwrap(),
+        ];
+        v.extend_from_slice(extra);
+        v
+    }
+}
+
 macro_rules! world_or_skip {
     () => {
         match world().await {

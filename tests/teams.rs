@@ -1,0 +1,496 @@
+//! A team shares one proxy: teammates without the proxy key log in with one-time keys pushed
+//! through EC2 Instance Connect (a stand-in speaking its wire protocol, tests/common/eic.rs, and
+//! the proxy's real sshd reading the pushed keys), admit their own addresses with `bastion
+//! allow`, and use OpenSSH through `connect --stdio`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::world::World;
+use common::*;
+
+/// What bastion pushed: ed25519 public keys, one per session, never the same twice.
+fn assert_fresh_ed25519_keys(pushes: &[common::eic::Push]) {
+    let mut keys: Vec<&str> = pushes.iter().map(|p| p.key.as_str()).collect();
+    assert!(
+        keys.iter().all(|k| k.starts_with("ssh-ed25519 ")),
+        "{keys:?}"
+    );
+    keys.sort();
+    keys.dedup();
+    assert_eq!(
+        keys.len(),
+        pushes.len(),
+        "a fresh key each time: {pushes:?}"
+    );
+}
+
+/// No private key of any kind in a directory tree (the one-time keys live in memory only).
+fn assert_no_private_key(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            assert_no_private_key(&p);
+        } else {
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            assert!(
+                !text.contains("PRIVATE KEY"),
+                "a private key on disk: {p:?}"
+            );
+        }
+    }
+}
+
+fn echo_through(port: u16, data: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(data).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    out
+}
+
+fn wait_for_text(file: &std::path::Path, needle: &str, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .contains(needle)
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_teammate_without_the_proxy_key_logs_in_with_one_time_keys() {
+    let mut w = world_or_skip!();
+    // The teammate's address is admitted by the rule `up` made (10.77.0.0/16).
+    let t = w.teammate(&format!("10.77.{}.1", w.lab.n)).await;
+    let proxy_login = common::netlab::HEAD_LOGIN_USER;
+
+    let mut args = w.teammate_args(&["-v", "--", "echo", "on:$SSH_CONNECTION"]);
+    args.insert(1, "--no-progress");
+    let r = t.b.run(&args);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(
+        r.stdout.starts_with(&format!("on:10.78.{}.1 ", w.lab.n)),
+        "the command ran on the head node, through the proxy: {r:?}"
+    );
+    assert!(
+        r.stderr.contains(&format!(
+            "logged in to the proxy {} as {proxy_login} with a one-time key pushed with EC2 Instance Connect",
+            w.proxy_id
+        )),
+        "-v says which way the session logged in: {r:?}"
+    );
+    assert!(
+        r.stderr.contains("your address 10.77.") && r.stderr.contains("is admitted"),
+        "the address was checked: {r:?}"
+    );
+    let pushes = t.eic.pushes();
+    assert_eq!(pushes.len(), 1, "{pushes:?}");
+    assert_eq!(pushes[0].instance, w.proxy_id);
+    assert_eq!(pushes[0].user, proxy_login, "the proxy's login user");
+    assert_eq!(pushes[0].service, "ec2-instance-connect");
+
+    // A port forward, in a session of its own: another push, another key.
+    w.spawn_echo();
+    let port = free_port();
+    let spec = format!("{port}:localhost:9000");
+    let log = w.lab.path("teammate-forward.log");
+    let mut cmd = t.b.command(&w.teammate_args(&["-L", &spec, "-N"]));
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut child = Guard(Some(cmd.spawn().unwrap()));
+    wait_listening(port);
+    assert_eq!(echo_through(port, b"teammate"), b"teammate");
+    assert_eq!(child.interrupt(Duration::from_secs(30)).code(), Some(0));
+    let pushes = t.eic.pushes();
+    assert_eq!(pushes.len(), 2, "{pushes:?}");
+    assert_fresh_ed25519_keys(&pushes);
+    assert!(
+        pushes
+            .iter()
+            .all(|p| p.instance == w.proxy_id && p.user == proxy_login)
+    );
+
+    // Without a permission to push and without the proxy key: the denied action and the policy.
+    t.eic.deny(true);
+    let r = t.b.run(&w.teammate_args(&["--", "true"]));
+    assert_eq!(r.status, 3, "a permission problem is exit 3: {r:?}");
+    assert!(
+        r.stderr.contains("ec2-instance-connect:SendSSHPublicKey")
+            && r.stderr.contains("bastion policy user")
+            && r.stderr.contains("policies/bastion-user.json"),
+        "{r:?}"
+    );
+    t.eic.deny(false);
+
+    // The keys never touched the teammate's disk.
+    assert_no_private_key(&t.b.state_dir);
+    assert_no_private_key(&t.b.home);
+
+    // The operator, whose machine has the proxy key, logs in with it when the proxy does not
+    // take the pushed key (here moto's own Instance Connect accepts the push but the proxy
+    // never hears of it, as on a proxy whose OS lacks the agent): the fallback.
+    let mut args = w.connect_args(&["-v", "--", "true"]);
+    args.insert(1, "--no-progress");
+    let r = w.b.run(&args);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(
+        r.stderr.contains(&format!(
+            "the proxy {} refused a one-time key pushed with EC2 Instance Connect for root",
+            w.proxy_id
+        )) && r.stderr.contains(&format!(
+            "logged in to the proxy {} as root with the key {}",
+            w.proxy_id,
+            w.b.state_dir.display()
+        )),
+        "-v says the state dir's key logged in: {r:?}"
+    );
+}
+
+/// The session outlives its key (valid seconds here), and a reconnect after the key expired
+/// gets in only because it pushes a fresh one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reconnect_pushes_a_fresh_key() {
+    let mut w = world_or_skip!();
+    let t = w.teammate(&format!("10.77.{}.1", w.lab.n)).await;
+    t.eic.set_validity(Duration::from_secs(3));
+    w.spawn_echo();
+    let port = free_port();
+    let spec = format!("{port}:localhost:9000");
+    let log = w.lab.path("teammate-reconnect.log");
+    let mut cmd = t.b.command(&w.teammate_args(&["-L", &spec, "-N"]));
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let child = Guard(Some(cmd.spawn().unwrap()));
+    wait_listening(port);
+    assert_eq!(echo_through(port, b"first"), b"first");
+    // Well past the key's validity, the session still carries new connections.
+    let expired = std::time::Instant::now() + Duration::from_secs(4);
+    while std::time::Instant::now() < expired {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(echo_through(port, b"outlived"), b"outlived");
+    assert_eq!(t.eic.pushes().len(), 1);
+
+    w.lab.set_proxy_link(false);
+    let lost = wait_for_text(&log, "was lost", Duration::from_secs(150));
+    w.lab.set_proxy_link(true);
+    assert!(
+        lost,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(
+        wait_for_text(&log, "reconnected to", Duration::from_secs(150)),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(echo_through(port, b"after"), b"after");
+    let pushes = t.eic.pushes();
+    assert!(pushes.len() >= 2, "{pushes:?}");
+    assert_fresh_ed25519_keys(&pushes);
+    drop(child);
+}
+
+/// `allow` against moto: a rule for the caller's /32 described with their identity and the
+/// date, listed, revoked; `connect` from an address not admitted says so before dialling;
+/// `--allow-me` admits it; `down` leaves nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn allow_admits_lists_and_revokes_addresses_on_the_proxy_group_only() {
+    let mut w = world_or_skip!();
+    let t = w.teammate("198.51.100.7").await;
+    let group = {
+        let i = w.aws.bastion_instances(CLUSTER).await;
+        // Launched with a network interface: its groups are the interface's.
+        i[0].network_interfaces()[0].groups()[0]
+            .group_id()
+            .unwrap()
+            .to_string()
+    };
+    let head_group_before = head_group_rules(&w).await;
+
+    // Not admitted, and no other way in: one line with the command to run; nothing dialled.
+    let mut args = w.teammate_args(&["--", "true"]);
+    let at = args.iter().position(|a| *a == "--bastion-address").unwrap();
+    args.drain(at..at + 2);
+    let r = t.b.run(&args);
+    assert_eq!(r.status, 2, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("your public address 198.51.100.7 is not admitted")
+            && r.stderr.contains("bastion allow --cluster demo")
+            && r.stderr.contains("--allow-me"),
+        "{r:?}"
+    );
+    assert!(t.eic.pushes().is_empty(), "refused before any login");
+
+    // allow: the caller's /32, described with who and when, on the proxy's group.
+    let r =
+        t.b.run(&["allow", "--cluster", CLUSTER, "--output", "json"]);
+    assert_eq!(r.status, 0, "{r:?}");
+    let j = r.json();
+    assert_eq!(j["action"], "admitted");
+    assert_eq!(j["cidr"], "198.51.100.7/32");
+    assert_eq!(j["security_group"], group.as_str());
+    let rules = proxy_group_rules(&w, &group).await;
+    let date = today();
+    let mine = rules
+        .iter()
+        .find(|(c, _)| c == "198.51.100.7/32")
+        .unwrap_or_else(|| panic!("{rules:?}"));
+    assert!(
+        mine.1.starts_with("bastion allow: arn:aws:") && mine.1.ends_with(&date),
+        "{mine:?}"
+    );
+    let again =
+        t.b.run(&["allow", "--cluster", CLUSTER, "--output", "json"]);
+    assert_eq!(again.json()["action"], "already-admitted", "{again:?}");
+
+    // --list: an array of {cidr, description}, the rule `up` made too.
+    let r =
+        t.b.run(&["allow", "--cluster", CLUSTER, "--list", "--output", "json"]);
+    assert_eq!(r.status, 0, "{r:?}");
+    let listed: Vec<(String, String)> = r
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(e.as_object().unwrap().len(), 2, "{e}");
+            (
+                e["cidr"].as_str().unwrap().to_string(),
+                e["description"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(listed.contains(&mine.clone()), "{listed:?}");
+    assert!(
+        listed.iter().any(|(c, _)| c == "10.77.0.0/16"),
+        "{listed:?}"
+    );
+
+    // Another block, then revoked; 0.0.0.0/0 only when named, with a warning.
+    let r =
+        t.b.run(&["allow", "--cluster", CLUSTER, "--cidr", "203.0.113.0/24"]);
+    assert_eq!(r.status, 0, "{r:?}");
+    let r =
+        t.b.run(&["allow", "--cluster", CLUSTER, "--cidr", "0.0.0.0/0"]);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(r.stderr.contains("whole internet"), "{r:?}");
+    for cidr in ["203.0.113.0/24", "0.0.0.0/0"] {
+        let r = t.b.run(&[
+            "allow",
+            "--cluster",
+            CLUSTER,
+            "--revoke",
+            cidr,
+            "--output",
+            "json",
+        ]);
+        assert_eq!(r.json()["action"], "revoked", "{r:?}");
+    }
+    // --revoke alone: my address.
+    let r = t.b.run(&[
+        "allow",
+        "--cluster",
+        CLUSTER,
+        "--revoke",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(r.json()["action"], "revoked", "{r:?}");
+    assert_eq!(r.json()["cidr"], "198.51.100.7/32");
+    let r = t.b.run(&[
+        "allow",
+        "--cluster",
+        CLUSTER,
+        "--revoke",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(r.json()["action"], "not-admitted", "{r:?}");
+    let cidrs: Vec<String> = proxy_group_rules(&w, &group)
+        .await
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect();
+    assert_eq!(
+        cidrs,
+        vec!["10.77.0.0/16".to_string()],
+        "only up's rule is left"
+    );
+
+    // --allow-me: connect admits the address itself, then logs in (through the lab address,
+    // where a public-address refusal is only a warning).
+    let r =
+        t.b.run(&w.teammate_args(&["--allow-me", "--", "echo", "in"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(r.stdout.trim(), "in");
+    assert!(
+        r.stderr.contains("admitted your address 198.51.100.7/32"),
+        "{r:?}"
+    );
+    assert!(
+        proxy_group_rules(&w, &group)
+            .await
+            .iter()
+            .any(|(c, _)| c == "198.51.100.7/32")
+    );
+
+    // Only the proxy's group was ever changed; down takes the group with every rule.
+    assert_eq!(head_group_rules(&w).await, head_group_before);
+    let r = w.b.run(&["down", "--cluster", CLUSTER]);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(w.aws.leftovers(CLUSTER).await, Vec::<String>::new());
+}
+
+/// Today's date in UTC as `YYYY-MM-DD`, from `date` (not from bastion's code).
+fn today() -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// (CIDR, description) of each ingress rule of a group, as AWS holds them.
+async fn proxy_group_rules(w: &World, group: &str) -> Vec<(String, String)> {
+    let out = w
+        .aws
+        .ec2
+        .describe_security_group_rules()
+        .filters(filter("group-id", group))
+        .send()
+        .await
+        .unwrap();
+    let mut v: Vec<(String, String)> = out
+        .security_group_rules()
+        .iter()
+        .filter(|r| r.is_egress() != Some(true))
+        .filter_map(|r| {
+            Some((
+                r.cidr_ipv4()?.to_string(),
+                r.description().unwrap_or_default().to_string(),
+            ))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+async fn head_group_rules(w: &World) -> Vec<(i32, String)> {
+    let head = w
+        .aws
+        .ec2
+        .describe_instances()
+        .instance_ids(&w.head_id)
+        .send()
+        .await
+        .unwrap();
+    let i = &head.reservations()[0].instances()[0];
+    let group = i
+        .security_groups()
+        .iter()
+        .chain(i.network_interfaces().iter().flat_map(|n| n.groups()))
+        .find_map(|g| g.group_id())
+        .unwrap()
+        .to_string();
+    let mut rules = w.aws.ingress(&group).await;
+    rules.sort();
+    rules
+}
+
+/// `ssh-config` on a machine with no proxy key writes bastion itself as the ProxyCommand; real
+/// OpenSSH and ParallelCluster's `pcluster ssh` reach the head node through `--stdio`.
+#[tokio::test(flavor = "multi_thread")]
+async fn openssh_reaches_the_head_node_through_stdio_without_a_proxy_key() {
+    let Some(pcluster) = require_tool("pcluster", &[pcluster_venv().join("bin/pcluster")]) else {
+        return;
+    };
+    if common::require_tool("ssh", &[]).is_none() {
+        return;
+    }
+    let mut w = world_or_skip!();
+    let t = w.teammate(&format!("10.77.{}.1", w.lab.n)).await;
+    let r = t.b.run(&[
+        "ssh-config",
+        "--cluster",
+        CLUSTER,
+        "--bastion-address",
+        &w.lab.proxy_ip,
+        "--user",
+        "root",
+        "-i",
+        w.cluster_key.to_str().unwrap(),
+        "--install",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(r.json()["via"], "stdio", "{r:?}");
+    let config = std::fs::read_to_string(r.json()["installed"].as_str().unwrap()).unwrap();
+    let exe = env!("CARGO_BIN_EXE_bastion");
+    let expected = format!(
+        "ProxyCommand {exe} connect --cluster demo --stdio --quiet --region {REGION} --bastion-address {}",
+        w.lab.proxy_ip
+    );
+    assert!(config.contains(&expected), "{config}");
+    assert!(
+        !config.contains("ProxyJump") && !config.contains("Host bastion-demo"),
+        "{config}"
+    );
+
+    let main = t.b.home.join(".ssh/config");
+    let ssh = |target: &str| {
+        let mut cmd = t.b.aws_command("ssh");
+        cmd.arg("-F")
+            .arg(&main)
+            .args(["-o", "BatchMode=yes", target, "echo via:$SSH_CONNECTION"]);
+        t.b.run_cmd(cmd)
+    };
+    let via = format!("via:10.78.{}.1 ", w.lab.n);
+    let r = ssh("demo-head");
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(r.stdout.starts_with(&via), "{r:?}");
+    let r = ssh(&format!("root@{}", w.lab.head_ip));
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(r.stdout.starts_with(&via), "{r:?}");
+
+    // pcluster ssh -n demo runs `ssh <user>@<private ip>`: the same config carries it.
+    let mut cmd = t.b.aws_command(&pcluster);
+    cmd.env("AWS_DEFAULT_REGION", REGION).args([
+        "ssh",
+        "-n",
+        CLUSTER,
+        "-F",
+        main.to_str().unwrap(),
+        "-o",
+        "BatchMode=yes",
+        "echo via:$SSH_CONNECTION",
+    ]);
+    let r = t.b.run_cmd(cmd);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(
+        r.stdout.starts_with(&via),
+        "pcluster ssh went through --stdio: {r:?}"
+    );
+
+    // Each OpenSSH run logged in to the proxy with a key of its own.
+    let pushes = t.eic.pushes();
+    assert_eq!(pushes.len(), 3, "{pushes:?}");
+    assert_fresh_ed25519_keys(&pushes);
+    assert_no_private_key(&t.b.state_dir);
+}

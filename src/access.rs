@@ -10,9 +10,7 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
-use crate::aws::{
-    AwsError, Cloud, GroupRule, IngressRule, SecurityGroup, Source, TAG_CLUSTER, Tag,
-};
+use crate::aws::{AwsError, Cloud, GroupRule, IngressRule, SecurityGroup, Source};
 
 /// The default public-address service; `BASTION_IP_LOOKUP_URL` overrides it (tests point it at
 /// loopback).
@@ -149,18 +147,17 @@ async fn ssh_rules(cloud: &dyn Cloud, group: &SecurityGroup) -> Result<Vec<Group
 pub async fn admit(
     cloud: &dyn Cloud,
     group: &SecurityGroup,
-    cluster: &str,
     cidr: Ipv4Net,
     description: &str,
 ) -> Result<bool, AwsError> {
-    let tags = [Tag::new(TAG_CLUSTER, cluster)];
+    // Untagged: the group goes whole with `down`, and a teammate needs no ec2:CreateTags.
     match cloud
         .authorize_ingress(
             &group.id,
             SSH_PORT,
             &Source::Cidr(cidr.to_string()),
             description,
-            &tags,
+            &[],
         )
         .await
     {

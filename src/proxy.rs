@@ -1,12 +1,13 @@
 //! The cluster's proxy: the instance bastion made, told apart from look-alikes that merely carry
 //! its `bastion:cluster` tag (anyone with `ec2:CreateTags` can write that tag, the proxy's own
-//! role included); starting it when the idle timer stopped it; and its host key, parsed strictly
-//! from its `bastion:host-key` tag.
+//! role included); starting it when the idle timer stopped it; its host key, parsed strictly
+//! from its `bastion:host-key` tag; its security group; and how a session logs in to it (a
+//! one-time key pushed with EC2 Instance Connect, else the state dir's key).
 //!
 //! An instance counts as the proxy only when it runs with the instance profile bastion made for
 //! the cluster (under `/bastion/`, in the caller's account) and bastion's key pair, and, where
 //! this machine's ledger records an instance, is that instance. Reads AWS and the local ledger;
-//! starts a stopped proxy; never creates or removes anything. `up`, `connect`, `ssh-config`,
+//! starts a stopped proxy; pushes one-time keys; never creates or removes anything. `up`, `connect`, `ssh-config`,
 //! `status` and `down` all call down into it.
 
 use std::path::{Path, PathBuf};

@@ -210,21 +210,6 @@ fn forward_to(
     (child, stderr_log, ports)
 }
 
-fn echo_through(port: u16, data: &[u8]) -> Vec<u8> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    let mut w = s.try_clone().unwrap();
-    let owned = data.to_vec();
-    let writer = std::thread::spawn(move || {
-        w.write_all(&owned).unwrap();
-        w.shutdown(std::net::Shutdown::Write).unwrap();
-    });
-    let mut back = Vec::with_capacity(data.len());
-    s.read_to_end(&mut back).unwrap();
-    writer.join().unwrap();
-    back
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn port_forwards_carry_256_mib_and_50_concurrent_connections() {
     if common::require_tool("socat", &[]).is_none() {
@@ -687,21 +672,6 @@ async fn pcluster_ssh_goes_through_the_proxy_with_the_installed_config() {
         format!("ssh {user}@{}", w.lab.head_ip),
         "{r:?}"
     );
-}
-
-/// Waits until `file` contains `needle`; false after `limit` (no timing assertion: a deadline).
-fn wait_for_text(file: &std::path::Path, needle: &str, limit: Duration) -> bool {
-    let deadline = std::time::Instant::now() + limit;
-    while std::time::Instant::now() < deadline {
-        if std::fs::read_to_string(file)
-            .unwrap_or_default()
-            .contains(needle)
-        {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    false
 }
 
 /// The proxy's link cut under `connect -N` (its interface down, so packets vanish as on a

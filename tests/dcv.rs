@@ -129,7 +129,12 @@ type Lines = std::sync::mpsc::Receiver<String>;
 fn start_dcv(w: &World, extra: &[&str]) -> (Guard, Lines) {
     let mut args = w.connect_args(&["--dcv", "--show-url", "--output", "json"]);
     args.extend_from_slice(extra);
-    let mut cmd = w.b.command(&args);
+    spawn_lines(&w.b, &args)
+}
+
+/// Starts bastion with `args`, stdin piped; its stdout lines come through the receiver.
+fn spawn_lines(b: &Bastion, args: &[&str]) -> (Guard, Lines) {
+    let mut cmd = b.command(args);
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -422,4 +427,31 @@ async fn the_dcv_tunnel_outlives_a_cut_link() {
     assert_eq!(fetch(second["url"].as_str().unwrap()).await, 200);
     let status = child.interrupt(Duration::from_secs(30));
     assert!(status.success());
+}
+
+/// A teammate with no proxy key (EC2 Instance Connect's one-time key, see tests/teams.rs) gets
+/// the head node's desktop the same way.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_teammate_without_the_proxy_key_opens_the_desktop() {
+    if require_tool("openssl", &[]).is_none() {
+        return;
+    }
+    let mut w = world_or_skip!();
+    start_head_dcv(&mut w);
+    let t = w.teammate(&format!("10.77.{}.1", w.lab.n)).await;
+    let args = w.teammate_args(&["--dcv", "--show-url", "--output", "json"]);
+    let (mut child, out) = spawn_lines(&t.b, &args);
+    let url = next_url(&out, &mut child);
+    assert_eq!(url["session_id"], SESSION);
+    assert_eq!(fetch(url["url"].as_str().unwrap()).await, 200);
+    stop(child);
+    let pushes = t.eic.pushes();
+    assert_eq!(pushes.len(), 1, "{pushes:?}");
+    assert_eq!(pushes[0].instance, w.proxy_id);
+    assert!(
+        !t.b.state_dir
+            .join(format!("123456789012/{REGION}/{CLUSTER}/id_ed25519"))
+            .exists(),
+        "the teammate has no proxy key"
+    );
 }

@@ -6,7 +6,8 @@ mod common;
 use std::process::{Command, Stdio};
 
 use bastion::policy::{
-    MANAGED_POLICY_LIMIT, ROLE_INLINE_LIMIT, Target, inline_policies, trust_policy,
+    MANAGED_POLICY_LIMIT, ROLE_INLINE_LIMIT, Target, inline_policies, operator_policy,
+    trust_policy, user_policy,
 };
 
 const PARTITIONS: [(&str, &str); 3] = [
@@ -40,6 +41,18 @@ fn documents_are_valid_json_within_iam_limits() {
             total <= ROLE_INLINE_LIMIT,
             "{partition}: inline total {total}"
         );
+        // The teammate's and the operator's policies are attached as managed policies.
+        for (name, doc) in [
+            ("bastion-user", user_policy(&t).unwrap()),
+            ("bastion-operator", operator_policy(&t).unwrap()),
+        ] {
+            let v: serde_json::Value = serde_json::from_str(&doc).unwrap();
+            assert_eq!(v["Version"], "2012-10-17");
+            let size = doc.chars().filter(|c| !c.is_whitespace()).count();
+            assert!(size <= MANAGED_POLICY_LIMIT, "{partition} {name}: {size}");
+            assert!(doc.contains(&format!("arn:{partition}:")), "{name}");
+            eprintln!("{partition}: {name} {size} characters (limit {MANAGED_POLICY_LIMIT})");
+        }
         let trust: serde_json::Value = serde_json::from_str(&trust_policy(&t).unwrap()).unwrap();
         assert_eq!(trust["Statement"][0]["Action"], "sts:AssumeRole");
         eprintln!("{partition}: inline policies {total} characters (limit {ROLE_INLINE_LIMIT})");
@@ -111,6 +124,12 @@ fn identity_policies_are_clean_under_parliament() {
                 &p.document,
             )
             .unwrap();
+        }
+        for (name, doc) in [
+            ("bastion-user", user_policy(&t).unwrap()),
+            ("bastion-operator", operator_policy(&t).unwrap()),
+        ] {
+            std::fs::write(dir.path().join(format!("{partition}-{name}.json")), doc).unwrap();
         }
     }
     let findings = parliament_findings(&parliament, dir.path());

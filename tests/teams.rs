@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Read;
 use std::time::Duration;
 
 use common::world::World;
@@ -45,30 +44,6 @@ fn assert_no_private_key(dir: &std::path::Path) {
             );
         }
     }
-}
-
-fn echo_through(port: u16, data: &[u8]) -> Vec<u8> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s.write_all(data).unwrap();
-    s.shutdown(std::net::Shutdown::Write).unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    out
-}
-
-fn wait_for_text(file: &std::path::Path, needle: &str, limit: Duration) -> bool {
-    let deadline = std::time::Instant::now() + limit;
-    while std::time::Instant::now() < deadline {
-        if std::fs::read_to_string(file)
-            .unwrap_or_default()
-            .contains(needle)
-        {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    false
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -493,4 +468,220 @@ async fn openssh_reaches_the_head_node_through_stdio_without_a_proxy_key() {
     assert_eq!(pushes.len(), 3, "{pushes:?}");
     assert_fresh_ed25519_keys(&pushes);
     assert_no_private_key(&t.b.state_dir);
+}
+
+/// The actions a policy document allows, as `service:Action` (ours name each one; no wildcards).
+fn allowed(document: &str) -> Vec<String> {
+    let doc: serde_json::Value = serde_json::from_str(document).unwrap();
+    let mut out = Vec::new();
+    for s in doc["Statement"].as_array().unwrap() {
+        if s["Effect"] != "Allow" {
+            continue;
+        }
+        match &s["Action"] {
+            serde_json::Value::String(a) => out.push(a.clone()),
+            serde_json::Value::Array(v) => {
+                out.extend(v.iter().map(|a| a.as_str().unwrap().to_string()))
+            }
+            _ => panic!("{s}"),
+        }
+    }
+    assert!(
+        out.iter().all(|a| !a.contains('*')),
+        "no wildcard actions: {out:?}"
+    );
+    out
+}
+
+/// What a run called, as IAM names it, from the wire-level front (and Instance Connect's
+/// stand-in). `sts:GetCallerIdentity` needs no permission.
+fn actions_called(front: &front::Front, eic: Option<&common::eic::InstanceConnect>) -> Vec<String> {
+    let mut v: Vec<String> = front
+        .calls()
+        .iter()
+        .map(|c| format!("{}:{}", c.service, c.action))
+        .filter(|a| a != "sts:GetCallerIdentity")
+        .collect();
+    if let Some(e) = eic
+        && !e.pushes().is_empty()
+    {
+        v.push("ec2-instance-connect:SendSSHPublicKey".into());
+    }
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn render_for_moto(policy: &str) -> String {
+    let t = bastion::policy::Target {
+        partition: "aws",
+        account: "123456789012",
+        region: REGION,
+    };
+    match policy {
+        "user" => bastion::policy::user_policy(&t).unwrap(),
+        _ => bastion::policy::operator_policy(&t).unwrap(),
+    }
+}
+
+/// moto's IAM cannot judge scoped statements, so the tests record what each command calls and
+/// hold it against the documents: a teammate's commands call only what `bastion-user.json`
+/// allows; every call of `up`, `down` and `doctor --fix` is in `bastion-operator.json`; and the
+/// user policy allows none of `up`'s writes, but for adding an ingress rule, which it allows
+/// only on groups tagged `bastion:cluster`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_teammates_commands_call_only_what_the_user_policy_allows() {
+    if common::require_tool("ssh", &[]).is_none() {
+        return;
+    }
+    let mut w = world_or_skip!();
+    let mut t = w.teammate(&format!("10.77.{}.1", w.lab.n)).await;
+    let front = front::Front::start(&w.moto.url).await;
+    t.b.endpoint = front.url.clone();
+    // A stopped proxy is started by connect (the idle timer's doing).
+    w.aws.stop_instance(&w.proxy_id).await;
+    let runs: Vec<Vec<&str>> = vec![
+        w.teammate_args(&["--", "true"]),
+        vec!["allow", "--cluster", CLUSTER, "--cidr", "203.0.113.9"],
+        vec!["allow", "--cluster", CLUSTER, "--list"],
+        vec!["allow", "--cluster", CLUSTER, "--revoke", "203.0.113.9"],
+        vec!["status"],
+        vec![
+            "ssh-config",
+            "--cluster",
+            CLUSTER,
+            "--bastion-address",
+            &w.lab.proxy_ip,
+        ],
+    ];
+    for args in &runs {
+        let r = t.b.run(args);
+        assert_eq!(r.status, 0, "{args:?}: {r:?}");
+    }
+    // --stdio, as OpenSSH's ProxyCommand runs it: the head node's SSH banner comes back.
+    let mut cmd = t.b.command(&w.teammate_args(&["--stdio"]));
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = Guard(Some(cmd.spawn().unwrap()));
+    let mut banner = [0u8; 8];
+    child
+        .child()
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut banner)
+        .unwrap();
+    assert_eq!(
+        &banner, b"SSH-2.0-",
+        "the head node's sshd answered through --stdio"
+    );
+    drop(child.child().stdin.take());
+    let status = child.take().wait().unwrap();
+    assert!(status.success(), "{status:?}");
+
+    assert_within(
+        &actions_called(&front, Some(&t.eic)),
+        "user",
+        &[
+            "ec2:DescribeInstances",
+            "ec2:StartInstances",
+            "ec2:AuthorizeSecurityGroupIngress",
+            "ec2:RevokeSecurityGroupIngress",
+            "ec2:DescribeSecurityGroupRules",
+            "ec2-instance-connect:SendSSHPublicKey",
+        ],
+    );
+}
+
+/// Every action `called` is allowed by `bastion-<policy>.json`, and those in `must` were
+/// called (so the check has something to judge).
+fn assert_within(called: &[String], policy: &str, must: &[&str]) {
+    let allows = allowed(&render_for_moto(policy));
+    let outside: Vec<&String> = called.iter().filter(|a| !allows.contains(a)).collect();
+    assert!(
+        outside.is_empty(),
+        "called beyond bastion-{policy}.json: {outside:?}"
+    );
+    for m in must {
+        assert!(called.iter().any(|a| a == m), "{m} was called: {called:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_down_and_doctor_fix_call_only_what_the_operator_policy_allows() {
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    aws.build_lab(LabOptions::default()).await;
+    let front = front::Front::start(&moto.url).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = Bastion::new(&moto, tmp.path());
+    b.endpoint = front.url.clone();
+    let r = b.run(&[
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--allow-cidr",
+        "198.51.100.0/24",
+        "--no-wait",
+    ]);
+    assert_eq!(r.status, 0, "{r:?}");
+    let up_calls = actions_called(&front, None);
+    let r = b.run(&["doctor", "--cluster", CLUSTER, "--fix"]);
+    assert!(r.status == 0 || r.status == 1, "{r:?}");
+    let r = b.run(&["down", "--cluster", CLUSTER]);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(aws.leftovers(CLUSTER).await, Vec::<String>::new());
+
+    assert_within(
+        &actions_called(&front, None),
+        "operator",
+        &[
+            "ec2:RunInstances",
+            "iam:CreateRole",
+            "iam:PutRolePolicy",
+            "ec2:TerminateInstances",
+            "ec2:CreateVpcEndpoint",
+        ],
+    );
+    // What AWS authorizes without a call of its own: launching with an instance profile passes
+    // its role, and tags given at creation are CreateTags / TagRole / TagInstanceProfile.
+    let operator = allowed(&render_for_moto("operator"));
+    for implied in [
+        "iam:PassRole",
+        "ec2:CreateTags",
+        "iam:TagRole",
+        "iam:TagInstanceProfile",
+    ] {
+        assert!(operator.iter().any(|a| a == implied), "{implied}");
+    }
+
+    // up's writes are not a teammate's, but for one: a rule on a group tagged bastion:cluster.
+    let user_doc: serde_json::Value = serde_json::from_str(&render_for_moto("user")).unwrap();
+    let user = allowed(&render_for_moto("user"));
+    let reads = ["Describe", "Get", "List"];
+    for a in up_calls.iter().filter(|a| {
+        !reads
+            .iter()
+            .any(|r| a.split(':').nth(1).unwrap().starts_with(r))
+    }) {
+        if a == "ec2:AuthorizeSecurityGroupIngress" {
+            for s in user_doc["Statement"].as_array().unwrap() {
+                if s["Action"].to_string().contains(a.as_str()) {
+                    assert_eq!(
+                        s["Condition"]["Null"]["aws:ResourceTag/bastion:cluster"], "false",
+                        "only on bastion's groups: {s}"
+                    );
+                    assert_eq!(
+                        s["Resource"], "arn:aws:ec2:*:123456789012:security-group/*",
+                        "{s}"
+                    );
+                }
+            }
+            continue;
+        }
+        assert!(
+            !user.contains(a),
+            "{a}, a write of up, is in the user policy"
+        );
+    }
 }

@@ -908,13 +908,16 @@ impl Cloud for SdkCloud {
                     .build(),
             ),
         };
+        // Untagged rules need no ec2:CreateTags (a teammate's `allow` has none).
+        let tagging =
+            (!tags.is_empty()).then(|| vec![tag_spec(ec2t::ResourceType::SecurityGroupRule, tags)]);
         let out = sdk!(
             "ec2:AuthorizeSecurityGroupIngress",
             self.ec2
                 .authorize_security_group_ingress()
                 .group_id(group_id)
                 .ip_permissions(permission.build())
-                .tag_specifications(tag_spec(ec2t::ResourceType::SecurityGroupRule, tags))
+                .set_tag_specifications(tagging)
                 .send()
         )?;
         Ok(out

@@ -138,7 +138,7 @@ pub async fn run(ctx: &Context, args: AllowArgs) -> anyhow::Result<()> {
         let who = ctx.identity().await?.arn.clone();
         let description = access::description(&who, &access::today());
         ctx.progress.phase(format!("admitting {cidr}"));
-        let added = access::admit(cloud, &group, &args.cluster, cidr, &description).await?;
+        let added = access::admit(cloud, &group, cidr, &description).await?;
         if added {
             result("admitted", cidr, Some(description))
         } else {

@@ -244,25 +244,10 @@ async fn answer(s: &Shared, r: &Request) -> (u16, String) {
         key,
         service: r.service(),
     });
-    let id = uuid_like();
+    let id = super::front::request_id();
     (
         200,
         serde_json::json!({"RequestId": id, "Success": true}).to_string(),
-    )
-}
-
-fn uuid_like() -> String {
-    use rand::RngCore;
-    let mut b = [0u8; 16];
-    rand::rng().fill_bytes(&mut b);
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
     )
 }
 

@@ -88,7 +88,8 @@ impl Reply {
     }
 }
 
-fn request_id() -> String {
+/// A request id shaped as AWS shapes them.
+pub fn request_id() -> String {
     use rand::RngCore;
     let mut b = [0u8; 16];
     rand::rng().fill_bytes(&mut b);

@@ -9,6 +9,7 @@ pub mod front;
 pub mod netlab;
 pub mod world;
 
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -711,4 +712,35 @@ impl Drop for Guard {
             let _ = c.wait();
         }
     }
+}
+
+/// Sends `data` through a forward on 127.0.0.1:`port` to an echo service and reads it back.
+pub fn echo_through(port: u16, data: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let owned = data.to_vec();
+    let writer = std::thread::spawn(move || {
+        w.write_all(&owned).unwrap();
+        w.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let mut back = Vec::with_capacity(data.len());
+    s.read_to_end(&mut back).unwrap();
+    writer.join().unwrap();
+    back
+}
+
+/// Waits until `file` contains `needle`; false after `limit` (no timing assertion: a deadline).
+pub fn wait_for_text(file: &std::path::Path, needle: &str, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .contains(needle)
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    false
 }

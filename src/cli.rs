@@ -46,11 +46,11 @@ pub enum OutputFormat {
 #[derive(Debug, Clone, Args)]
 pub struct GlobalOpts {
     /// AWS profile from ~/.aws/config (SSO profiles work after `aws sso login`)
-    #[arg(long, global = true, value_name = "NAME", help_heading = GLOBAL)]
+    #[arg(long, global = true, value_name = "NAME", value_parser = parse_profile, help_heading = GLOBAL)]
     pub profile: Option<String>,
 
-    /// AWS region (default: the profile's, or AWS_REGION)
-    #[arg(long, global = true, value_name = "REGION", help_heading = GLOBAL)]
+    /// AWS region (default: AWS_REGION, the config file, the profile's)
+    #[arg(long, global = true, value_name = "REGION", value_parser = parse_region, help_heading = GLOBAL)]
     pub region: Option<String>,
 
     /// Send every AWS call to this endpoint (also AWS_ENDPOINT_URL)
@@ -102,9 +102,146 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the manual page of bastion or of one command, or write them all with --dir
     Man(ManArgs),
+    /// The config file's settings: `config show` prints each one's value and where it came from
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// The clusters this machine knows (its state dir), for shell completion: no AWS call
     #[command(name = "__clusters", hide = true)]
     Clusters,
+}
+
+impl Command {
+    /// The cluster the command is about, for its table in the config file.
+    pub fn cluster(&self) -> Option<&str> {
+        match self {
+            Command::Up(a) => Some(&a.cluster),
+            Command::Down(a) => Some(&a.cluster),
+            Command::Status(a) => a.cluster.as_deref(),
+            Command::Connect(a) => Some(&a.cluster),
+            Command::SshConfig(a) => Some(&a.cluster),
+            Command::Allow(a) => Some(&a.cluster),
+            Command::Forget(a) => Some(&a.cluster),
+            Command::Doctor(a) => a.cluster.as_deref(),
+            Command::Config(ConfigCommand::Show(a)) => a.cluster.as_deref(),
+            Command::Policy(_) | Command::Completions(_) | Command::Man(_) | Command::Clusters => {
+                None
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ConfigCommand {
+    /// Print each setting's effective value and where it came from
+    Show(ConfigShowArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ConfigShowArgs {
+    /// The settings as they apply to this cluster (its [cluster.NAME] table)
+    #[arg(long, value_parser = parse_cluster_name)]
+    pub cluster: Option<String>,
+}
+
+/// Parses the command line, and says which flags were typed (the config file fills in the rest).
+pub fn parse() -> (Cli, crate::config::Given) {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    (cli, given(&matches))
+}
+
+/// The ids of the arguments the user typed, in `m` and its subcommands.
+pub fn given(m: &clap::ArgMatches) -> crate::config::Given {
+    let mut ids = Vec::new();
+    let mut current = Some(m);
+    while let Some(m) = current {
+        for id in m.ids() {
+            if m.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine) {
+                ids.push(id.as_str().to_string());
+            }
+        }
+        current = m.subcommand().map(|(_, sub)| sub);
+    }
+    crate::config::Given(ids)
+}
+
+/// A value that goes into an OpenSSH configuration or an AWS call as it is: printable, no
+/// spaces or quotes, at most `max` characters, of `allowed` characters.
+fn plain(s: &str, what: &str, max: usize, allowed: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= max
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || allowed.contains(c));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!("'{}' is not {what}", s.escape_debug()))
+    }
+}
+
+/// An AWS profile name (as ~/.aws/config allows them, without spaces).
+pub fn parse_profile(s: &str) -> Result<String, String> {
+    plain(s, "an AWS profile name", 128, "-_.@+=,/")
+}
+
+/// An AWS region name such as eu-west-1.
+pub fn parse_region(s: &str) -> Result<String, String> {
+    let ok = s.len() <= 32
+        && s.split('-').count() >= 3
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "'{}' is not an AWS region such as eu-west-1",
+            s.escape_debug()
+        ))
+    }
+}
+
+/// An EC2 instance type such as t3.medium.
+pub fn parse_instance_type(s: &str) -> Result<String, String> {
+    plain(s, "an EC2 instance type such as t3.medium", 32, ".-")
+}
+
+/// A login name (as OpenSSH's `User` takes one).
+pub fn parse_login(s: &str) -> Result<String, String> {
+    let r = plain(s, "a login name", 32, "._-")?;
+    if r.starts_with('-') {
+        return Err(format!("'{s}' is not a login name"));
+    }
+    Ok(r)
+}
+
+/// HOST, HOST:PORT or [V6]:PORT.
+pub fn parse_address(s: &str) -> Result<String, String> {
+    let r = plain(s, "an address (HOST or HOST:PORT)", 255, ".-:[]")?;
+    if r.starts_with('-') {
+        return Err(format!("'{s}' is not an address"));
+    }
+    Ok(r)
+}
+
+/// A path that can stand in an OpenSSH configuration: no control characters, no quotes.
+pub fn parse_path_text(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.chars().any(|c| c.is_control() || c == '"') {
+        return Err(format!(
+            "'{}' is not a usable path (no control characters or quotes)",
+            s.escape_debug()
+        ));
+    }
+    Ok(s.to_string())
+}
+
+fn parse_identity(s: &str) -> Result<PathBuf, String> {
+    parse_path_text(s).map(PathBuf::from)
 }
 
 #[derive(Debug, Clone, Args)]
@@ -177,7 +314,7 @@ pub struct UpArgs {
     pub subnet: Option<String>,
 
     /// Instance type [default: t3.medium, or t4g.medium for an arm64 head node]
-    #[arg(long, value_name = "TYPE")]
+    #[arg(long, value_name = "TYPE", value_parser = parse_instance_type)]
     pub instance_type: Option<String>,
 
     /// Who may reach the proxy's SSH port (repeatable) [default: your public IPv4 /32]
@@ -295,19 +432,19 @@ pub struct StatusArgs {
 #[derive(Debug, Clone, Default, Args)]
 pub struct RouteArgs {
     /// Login on the head node [default: from its OS, as pcluster does: ec2-user, ubuntu, rocky]
-    #[arg(long)]
+    #[arg(long, value_parser = parse_login)]
     pub user: Option<String>,
 
     /// The head node's key (the cluster's EC2 key pair) [default: ssh-agent, ~/.ssh/id_*]
-    #[arg(short = 'i', value_name = "FILE")]
+    #[arg(short = 'i', long = "identity", value_name = "FILE", value_parser = parse_identity)]
     pub identity: Option<std::path::PathBuf>,
 
     /// Login on the proxy [default: from its OS: ec2-user, ubuntu]
-    #[arg(long, value_name = "USER")]
+    #[arg(long, value_name = "USER", value_parser = parse_login)]
     pub bastion_user: Option<String>,
 
     /// Reach the proxy at HOST[:PORT] instead of its public IP (a VPN, a DNS name, its private IP)
-    #[arg(long, value_name = "HOST")]
+    #[arg(long, value_name = "HOST", value_parser = parse_address)]
     pub bastion_address: Option<String>,
 }
 

@@ -8,6 +8,7 @@ pub mod aws;
 pub mod cli;
 pub mod cluster;
 pub mod commands;
+pub mod config;
 pub mod dcv;
 pub mod doctor;
 pub mod ledger;
@@ -105,8 +106,9 @@ async fn sdk_config(opts: &GlobalOpts) -> aws_config::SdkConfig {
     loader.load().await
 }
 
-/// Runs one command line. Errors come back typed inside `anyhow`, for `exit_code`.
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs one command line (`given`: the flags the user typed, which the config file does not
+/// override). Errors come back typed inside `anyhow`, for `exit_code`.
+pub async fn run(mut cli: Cli, given: config::Given) -> anyhow::Result<()> {
     // What needs no AWS at all: completion scripts and manual pages.
     match cli.command {
         Command::Completions(args) => return commands::shell::completions(args),
@@ -120,6 +122,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         _ => {}
     }
+    let file = config::ConfigFile::load()?;
+    if let Command::Config(cli::ConfigCommand::Show(args)) = cli.command {
+        return commands::config::show(&cli.global, &given, &file, args).await;
+    }
+    config::apply(&mut cli, &given, &file)?;
     let config = sdk_config(&cli.global).await;
     if config.region().is_none() {
         return Err(SetupError::NoRegion.into());
@@ -142,7 +149,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Forget(args) => commands::forget::run(&ctx, args).await,
         Command::Allow(args) => commands::allow::run(&ctx, args).await,
         Command::Policy(args) => commands::policy::run(&ctx, args).await,
-        Command::Completions(_) | Command::Man(_) | Command::Clusters => Ok(()),
+        Command::Completions(_) | Command::Man(_) | Command::Clusters | Command::Config(_) => {
+            Ok(())
+        }
         Command::Doctor(args) => commands::doctor::run(&ctx, args).await,
     };
     ctx.progress.finish();
@@ -211,6 +220,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         }
         if let Some(route::RouteError::NoBastion { .. }) = cause.downcast_ref::<route::RouteError>()
         {
+            return 2;
+        }
+        if cause.downcast_ref::<config::ConfigError>().is_some() {
             return 2;
         }
         if cause.downcast_ref::<access::AccessError>().is_some() {

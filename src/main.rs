@@ -1,9 +1,7 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = bastion::cli::Cli::parse();
+    let (cli, given) = bastion::cli::parse();
     bastion::logging::init(cli.global.verbose, cli.global.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -15,7 +13,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(bastion::run(cli));
+    let result = runtime.block_on(bastion::run(cli, given));
     // A read of the terminal may still be pending on a blocking thread (a shell's stdin):
     // do not wait for a key press to exit.
     runtime.shutdown_background();

@@ -87,7 +87,7 @@ async fn host_keys_are_verified_not_trusted() {
         .set_instance_tags(&w.proxy_id, &[("bastion:host-key", &other)])
         .await;
     let r = w.connect(&["--", "true"]);
-    assert_ne!(r.status, 0, "{r:?}");
+    assert_eq!(r.status, 1, "{r:?}");
     assert!(
         r.stderr.contains("bastion:host-key tag") && r.stderr.matches("SHA256:").count() >= 2,
         "{r:?}"
@@ -103,7 +103,7 @@ async fn host_keys_are_verified_not_trusted() {
     assert_eq!(w.connect(&["--", "true"]).status, 0);
     w.lab.new_host_key("head");
     let r = w.connect(&["--", "true"]);
-    assert_ne!(r.status, 0, "{r:?}");
+    assert_eq!(r.status, 1, "{r:?}");
     assert!(
         r.stderr.contains("host key changed") && r.stderr.contains("known_hosts"),
         "{r:?}"
@@ -129,7 +129,7 @@ async fn errors_say_what_to_do() {
         "--",
         "true",
     ]);
-    assert_ne!(r.status, 0);
+    assert_eq!(r.status, 1);
     assert!(
         r.stderr.contains("refused authentication as 'nobody-here'")
             && r.stderr.contains("cluster-key"),
@@ -139,7 +139,7 @@ async fn errors_say_what_to_do() {
     // The head node's sshd is down: the proxy cannot reach it.
     w.lab.stop("sshd-head");
     let r = w.connect(&["--", "true"]);
-    assert_ne!(r.status, 0);
+    assert_eq!(r.status, 1);
     assert!(
         r.stderr
             .contains("could not open a connection to the head node")
@@ -166,7 +166,7 @@ async fn errors_say_what_to_do() {
         "--",
         "true",
     ]);
-    assert_ne!(r.status, 0);
+    assert_eq!(r.status, 1);
     assert!(r.stderr.contains("/nonexistent/key"), "{r:?}");
 }
 
@@ -741,7 +741,7 @@ async fn a_reconnect_that_meets_a_changed_host_key_ends_the_tunnel() {
         std::thread::sleep(Duration::from_millis(250));
     };
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(!status.success(), "{text}");
+    assert_eq!(status.code(), Some(1), "{text}");
     assert!(text.contains("host key changed"), "{text}");
     assert!(!text.contains("reconnected to"), "{text}");
 }

@@ -280,7 +280,7 @@ async fn dcv_failures_give_advice() {
     // A head node without the script: the cluster was created without DCV.
     w.lab.set_head_scripts(&[]);
     let r = w.b.run(&w.connect_args(&["--dcv", "--show-url"]));
-    assert_ne!(r.status, 0);
+    assert_eq!(r.status, 1);
     assert!(r.stderr.contains("HeadNode/Dcv/Enabled"), "{r:?}");
 
     // The script's ERROR: lines are shown as they are.
@@ -289,7 +289,7 @@ async fn dcv_failures_give_advice() {
         "#!/bin/bash\necho 'ERROR: DCV service is not active on the head node' >&2\nexit 1\n",
     )]);
     let r = w.b.run(&w.connect_args(&["--dcv", "--show-url"]));
-    assert_ne!(r.status, 0);
+    assert_eq!(r.status, 1);
     assert!(
         r.stderr
             .contains("ERROR: DCV service is not active on the head node"),
@@ -301,7 +301,7 @@ async fn dcv_failures_give_advice() {
     w.lab
         .set_head_scripts(&[("pcluster_dcv_connect.sh", &dcv_script(&token_file))]);
     let r = w.b.run(&w.connect_args(&["--dcv", "--show-url"]));
-    assert_ne!(r.status, 0);
+    assert_eq!(r.status, 1);
     assert!(
         r.stderr.contains("DCV does not answer at")
             && r.stderr.contains("systemctl status dcvserver"),
@@ -340,7 +340,7 @@ async fn desktop_reaches_the_proxys_own_dcv_on_its_loopback_with_a_token_per_url
         .await;
     let r =
         w.b.run(&w.connect_args(&["--dcv", "--desktop", "--show-url"]));
-    assert_ne!(r.status, 0);
+    assert_eq!(r.status, 1);
     assert!(
         r.stderr.contains("installing the proxy's desktop failed"),
         "{r:?}"

@@ -56,6 +56,24 @@ async fn up_creates_a_hardened_proxy_and_down_removes_all_of_it() {
         "IMDSv2 must be required"
     );
     assert_eq!(inst.instance_type().map(|t| t.as_str()), Some("t3.medium"));
+    // A public IPv4 (the proxy is reached at it), and the latest AL2023 AMI of the head node's
+    // architecture (x86_64 in the fixture), as AWS's public SSM parameter names it.
+    assert!(
+        inst.public_ip_address().is_some(),
+        "a public IPv4: {inst:?}"
+    );
+    let latest = aws
+        .ssm
+        .get_parameter()
+        .name("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        inst.image_id(),
+        latest.parameter().and_then(|p| p.value()),
+        "the x86_64 AL2023 AMI"
+    );
     let tag = |k: &str| {
         inst.tags()
             .iter()
@@ -85,6 +103,7 @@ async fn up_creates_a_hardened_proxy_and_down_removes_all_of_it() {
     for v in volumes.volumes() {
         assert_eq!(v.encrypted(), Some(true), "root volume must be encrypted");
         assert_eq!(v.volume_type().map(|t| t.as_str()), Some("gp3"));
+        assert_eq!(v.size(), Some(40), "40 GiB with DCV, the default");
     }
 
     // User-data: the al2023 script for this cluster's version.
@@ -266,7 +285,7 @@ async fn a_failure_at_any_creation_step_leaves_nothing_behind() {
                 ALLOW,
                 "--no-wait",
             ]);
-            assert_ne!(up.status, 0, "{failpoint}: {up:?}");
+            assert_eq!(up.status, 1, "{failpoint}: {up:?}");
             assert!(
                 up.stderr.contains("injected failure"),
                 "{failpoint}: the original error is shown: {up:?}"
@@ -1057,4 +1076,83 @@ async fn wait_desktop_waits_for_the_desktop_and_keeps_a_proxy_whose_desktop_fail
     );
     assert_eq!(b.run(&["down", "--cluster", CLUSTER]).status, 0);
     assert_eq!(aws.leftovers(CLUSTER).await, Vec::<String>::new());
+}
+
+/// `down` of one cluster leaves another cluster's bastion, and the same cluster's bastion in
+/// another region, intact; the head node and its group are as they were before `up`.
+#[tokio::test(flavor = "multi_thread")]
+async fn down_spares_other_clusters_and_other_regions() {
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    let lab = aws.build_lab(LabOptions::default()).await;
+    aws.build_lab(LabOptions {
+        cluster: "other",
+        cidr: "10.21",
+        ..LabOptions::default()
+    })
+    .await;
+    let west = moto.clients_in("us-west-2").await;
+    west.build_lab(LabOptions::default()).await;
+    let head_rules_before = aws.ingress(&lab.head_sg).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Bastion::new(&moto, tmp.path());
+    let up = |cluster: &str, region: &str| {
+        let r = b.run(&[
+            "up",
+            "--cluster",
+            cluster,
+            "--region",
+            region,
+            "--allow-cidr",
+            ALLOW,
+            "--no-wait",
+        ]);
+        assert_eq!(r.status, 0, "{cluster} in {region}: {r:?}");
+    };
+    up(CLUSTER, REGION);
+    up("other", REGION);
+    up(CLUSTER, "us-west-2");
+    let other_before = aws.bastion_instances("other").await.len();
+    let west_before = west.bastion_instances(CLUSTER).await.len();
+    assert_eq!((other_before, west_before), (1, 1));
+
+    let r = b.run(&["down", "--cluster", CLUSTER]);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(aws.leftovers(CLUSTER).await, Vec::<String>::new());
+    assert_eq!(aws.ingress(&lab.head_sg).await, head_rules_before);
+    let live = |v: Vec<aws_sdk_ec2::types::Instance>| {
+        v.iter()
+            .filter(|i| i.state().and_then(|s| s.name()).map(|n| n.as_str()) == Some("running"))
+            .count()
+    };
+    assert_eq!(
+        live(aws.bastion_instances("other").await),
+        1,
+        "the other cluster's bastion"
+    );
+    assert_eq!(
+        live(west.bastion_instances(CLUSTER).await),
+        1,
+        "the same cluster's bastion in us-west-2"
+    );
+    // IAM is global: the other region's role and profile (named per region) are still there.
+    let roles = aws
+        .iam
+        .list_roles()
+        .path_prefix("/bastion/")
+        .send()
+        .await
+        .unwrap();
+    let names: Vec<&str> = roles.roles().iter().map(|r| r.role_name()).collect();
+    assert!(
+        names.contains(&"bastion-demo-us-west-2") && names.contains(&"bastion-other-us-east-1"),
+        "{names:?}"
+    );
+    assert!(!names.contains(&"bastion-demo-us-east-1"), "{names:?}");
+    for (cluster, region) in [("other", REGION), (CLUSTER, "us-west-2")] {
+        let r = b.run(&["down", "--cluster", cluster, "--region", region]);
+        assert_eq!(r.status, 0, "{r:?}");
+    }
+    assert_eq!(aws.leftovers("other").await, Vec::<String>::new());
+    assert_eq!(west.leftovers(CLUSTER).await, Vec::<String>::new());
 }

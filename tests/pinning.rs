@@ -63,7 +63,7 @@ async fn a_pinned_head_node_stays_pinned_across_algorithms_and_hashing() {
         .add_sshd_config("head", &format!("HostKey {}", ecdsa.display()));
     w.lab.start_sshd("head");
     let r = w.connect(&["--", "true"]);
-    assert_ne!(r.status, 0, "{r:?}");
+    assert_eq!(r.status, 1, "{r:?}");
     assert!(
         r.stderr.contains("host key changed")
             && r.stderr.contains(&ed25519)
@@ -112,7 +112,7 @@ async fn a_first_use_key_absent_from_the_console_output_is_refused() {
     });
 
     let r = w.connect(&["--", "true"]);
-    assert_ne!(r.status, 0, "{r:?}");
+    assert_eq!(r.status, 1, "{r:?}");
     assert!(
         r.stderr
             .contains("not one of the host keys it printed to its console"),

@@ -115,7 +115,7 @@ async fn a_host_key_tag_never_writes_text_of_its_own_into_a_file() {
         ADDRESS,
     ];
     let r = b.run(&args);
-    assert_ne!(r.status, 0, "a tag with a second line is refused: {r:?}");
+    assert_eq!(r.status, 1, "a tag with a second line is refused: {r:?}");
     assert!(
         r.stderr.contains(&id) && r.stderr.contains("bastion:host-key"),
         "the error names the instance and the tag: {r:?}"

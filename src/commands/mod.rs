@@ -1,6 +1,7 @@
 //! One module per subcommand, each an `Args` struct (in `cli`) and a `run`.
 
 pub mod allow;
+pub mod config;
 pub mod connect;
 pub mod dcv;
 pub mod doctor;

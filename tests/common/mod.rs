@@ -38,8 +38,37 @@ pub fn require_tool(name: &str, candidates: &[PathBuf]) -> Option<PathBuf> {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{name} is not installed; .ci/run must install it");
     }
-    eprintln!("SKIPPED: {name} is not installed (run .ci/run, or see README)");
+    skip(&format!(
+        "{name} is not installed (run .ci/run, or see README)"
+    ));
     None
+}
+
+/// Says that the running test skips, on stderr (which libtest hides for a passing test) and as a
+/// line in the file `BASTION_TEST_SKIPS` names, which `scripts/test` counts and prints at the
+/// end, failing the run when any test skipped.
+pub fn skip(reason: &str) {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    eprintln!("SKIPPED: {test}: {reason}");
+    if let Some(file) = std::env::var_os("BASTION_TEST_SKIPS") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file)
+        {
+            let bin = std::env::current_exe()
+                .ok()
+                .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+                .unwrap_or_default();
+            // The binary's stem carries cargo's hash: keep the test file's name.
+            let bin = bin.split('-').next().unwrap_or_default().to_string();
+            let _ = writeln!(f, "{bin}::{test}: {reason}");
+        }
+    }
 }
 
 pub fn venv() -> PathBuf {
@@ -591,6 +620,13 @@ impl std::fmt::Debug for Run {
 
 impl Bastion {
     pub fn new(moto: &Moto, root: &Path) -> Bastion {
+        let mut b = Bastion::offline(root);
+        b.endpoint = moto.url.clone();
+        b
+    }
+
+    /// A bastion with no AWS behind it (a closed loopback port), for what needs none.
+    pub fn offline(root: &Path) -> Bastion {
         let state_dir = root.join("state");
         let home = root.join("home");
         std::fs::create_dir_all(&home).unwrap();
@@ -598,7 +634,7 @@ impl Bastion {
         std::fs::write(home.join("no-aws-config"), "").unwrap();
         std::fs::write(home.join("no-aws-credentials"), "").unwrap();
         Bastion {
-            endpoint: moto.url.clone(),
+            endpoint: "http://127.0.0.1:9".into(),
             state_dir,
             home,
             env: Vec::new(),

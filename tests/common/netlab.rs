@@ -63,7 +63,7 @@ pub fn available() -> bool {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("the network-namespace tests need root");
         }
-        eprintln!("SKIPPED: the network-namespace tests need root");
+        super::skip("the network-namespace tests need root");
         return false;
     }
     require_tool(

@@ -3,7 +3,8 @@
 //! `commands::doctor` gathered. Nothing here calls AWS.
 
 use serde::Serialize;
-use yaml_rust2::{Yaml, YamlLoader};
+
+pub mod yaml;
 
 use crate::aws::{RouteTable, SecurityGroup, Source, Subnet, VpcEndpoint};
 
@@ -56,11 +57,13 @@ pub struct Required {
     pub interface: bool,
 }
 
-/// The endpoints the AWS page lists, named for the region's partition.
-pub fn required_endpoints(region: &str, directory_service: bool) -> Vec<Required> {
+/// The endpoints the AWS page lists, named for the region's partition: Secrets Manager's when the
+/// cluster reads a secret (`secrets`); Elastic Load Balancing's and Auto Scaling's with login
+/// nodes ("only required when LoginNodes is enabled", the page says).
+pub fn required_endpoints(region: &str, secrets: bool, login_nodes: bool) -> Vec<Required> {
     let china = partition_of(region) == "aws-cn";
     let name = |short: &str| {
-        if china && (short == "cloudformation" || short == "ec2") {
+        if china && matches!(short, "cloudformation" | "ec2" | "autoscaling") {
             format!("cn.com.amazonaws.{region}.{short}")
         } else {
             format!("com.amazonaws.{region}.{short}")
@@ -73,8 +76,12 @@ pub fn required_endpoints(region: &str, directory_service: bool) -> Vec<Required
         ("s3", false),
         ("dynamodb", false),
     ];
-    if directory_service {
+    if secrets {
         list.push(("secretsmanager", true));
+    }
+    if login_nodes {
+        list.push(("elasticloadbalancing", true));
+        list.push(("autoscaling", true));
     }
     list.into_iter()
         .map(|(short, interface)| Required {
@@ -85,16 +92,56 @@ pub fn required_endpoints(region: &str, directory_service: bool) -> Vec<Required
         .collect()
 }
 
-/// What doctor reads from a cluster configuration.
+/// A value read from the configuration, with where it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    pub value: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+/// A boolean field as pcluster's schema reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Flag {
+    Missing,
+    Set(bool),
+    /// Present, but not a value the schema accepts as a boolean: what it is, and where.
+    Invalid(Located),
+}
+
+/// The endpoints this cluster needs: the config's sections decide the optional ones.
+pub fn endpoints_for(f: &Facts) -> Vec<Required> {
+    let config = match &f.config {
+        Some(Ok(c)) => Some(c),
+        _ => None,
+    };
+    required_endpoints(
+        &f.region,
+        config.is_some_and(|c| c.needs_secrets()),
+        config.is_some_and(|c| c.login_nodes),
+    )
+}
+
+/// What doctor reads from a cluster configuration, read as `pcluster` reads it (`doctor::yaml`).
 #[derive(Debug, Clone, Default)]
 pub struct ClusterConfig {
     pub scheduler: Option<String>,
-    pub disable_managed_dns: Option<bool>,
-    pub use_ec2_hostnames: Option<bool>,
+    pub disable_managed_dns: Option<Flag>,
+    pub use_ec2_hostnames: Option<Flag>,
     pub directory_service: bool,
-    pub head_subnet: Option<String>,
-    pub queue_subnets: Vec<String>,
+    /// `Scheduling/SlurmSettings/MungeKeySecretArn`: the key is read from Secrets Manager.
+    pub munge_key_secret: bool,
+    /// `Scheduling/SlurmSettings/Database/PasswordSecretArn`: the accounting database's password.
+    pub database_secret: bool,
+    pub login_nodes: bool,
+    pub head_subnet: Option<Located>,
+    /// Queue and login-node pool subnets, each with the section it came from.
+    pub queue_subnets: Vec<(String, Located)>,
     pub additional_groups: Vec<String>,
+    /// `SecurityGroups` (which replace the default groups) of the head node, queues and pools.
+    pub custom_groups: Vec<String>,
+    /// Keys present with a value of the wrong type: (path, what it is, where).
+    pub wrong_types: Vec<(String, String, usize, usize)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,48 +152,193 @@ pub struct ConfigError {
     pub message: String,
 }
 
-fn strings(y: &Yaml) -> Vec<String> {
-    y.as_vec()
-        .map(|v| {
-            v.iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect()
+impl ClusterConfig {
+    /// Whether the cluster reads secrets from Secrets Manager: the directory's password
+    /// (DirectoryService), a custom munge key, or the accounting database's password.
+    pub fn needs_secrets(&self) -> bool {
+        self.directory_service || self.munge_key_secret || self.database_secret
+    }
+}
+
+/// The reader of one configuration: records wrong types as it goes.
+struct Reader {
+    wrong: Vec<(String, String, usize, usize)>,
+}
+
+impl Reader {
+    fn wrong(&mut self, path: &str, n: &yaml::Node, expected: &str) {
+        self.wrong.push((
+            path.to_string(),
+            format!("{}, not {expected}", n.kind()),
+            n.line,
+            n.column,
+        ));
+    }
+
+    /// A string field; a node of another type is recorded and read as absent.
+    fn string(&mut self, n: Option<&yaml::Node>, path: &str) -> Option<Located> {
+        let n = n?;
+        match n.as_str() {
+            Some(s) => Some(Located {
+                value: s.to_string(),
+                line: n.line,
+                column: n.column,
+            }),
+            None if n.resolved() == Some(yaml::Resolved::Null) => None,
+            None => {
+                self.wrong(path, n, "a string");
+                None
+            }
+        }
+    }
+
+    /// A list of strings; other entries are recorded.
+    fn strings(&mut self, n: Option<&yaml::Node>, path: &str) -> Vec<Located> {
+        let Some(n) = n else {
+            return Vec::new();
+        };
+        match &n.value {
+            yaml::Value::Seq(items) => items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, item)| self.string(Some(item), &format!("{path}[{i}]")))
+                .collect(),
+            _ if n.resolved() == Some(yaml::Resolved::Null) => Vec::new(),
+            _ => {
+                self.wrong(path, n, "a list");
+                Vec::new()
+            }
+        }
+    }
+
+    fn list<'a>(&mut self, n: Option<&'a yaml::Node>, path: &str) -> &'a [yaml::Node] {
+        match n.map(|n| (&n.value, n)) {
+            Some((yaml::Value::Seq(items), _)) => items,
+            Some((_, n)) if n.resolved() != Some(yaml::Resolved::Null) => {
+                self.wrong(path, n, "a list");
+                &[]
+            }
+            _ => &[],
+        }
+    }
+
+    fn flag(n: Option<&yaml::Node>) -> Option<Flag> {
+        let n = n?;
+        Some(match n.as_schema_bool() {
+            Some(b) => Flag::Set(b),
+            None => Flag::Invalid(Located {
+                value: match &n.value {
+                    yaml::Value::Scalar { text, .. } => format!("'{text}'"),
+                    _ => n.kind().to_string(),
+                },
+                line: n.line,
+                column: n.column,
+            }),
         })
-        .unwrap_or_default()
+    }
+}
+
+fn present(n: Option<&yaml::Node>) -> bool {
+    n.is_some_and(|n| n.resolved() != Some(yaml::Resolved::Null))
 }
 
 pub fn parse_config(text: &str) -> Result<ClusterConfig, ConfigError> {
-    let docs = YamlLoader::load_from_str(text).map_err(|e| ConfigError {
-        line: e.marker().line(),
-        column: e.marker().col() + 1,
-        message: e.info().to_string(),
-    })?;
-    let doc = docs.first().cloned().unwrap_or(Yaml::Null);
-    let slurm = &doc["Scheduling"]["SlurmSettings"];
+    let fail = |e: yaml::YamlError| ConfigError {
+        line: e.line,
+        column: e.column,
+        message: e.message,
+    };
+    let doc = match yaml::load(text).map_err(fail)? {
+        None => {
+            return Err(ConfigError {
+                line: 1,
+                column: 1,
+                message: "the file holds no configuration (it is empty): pcluster refuses it"
+                    .into(),
+            });
+        }
+        Some(d) if !matches!(d.value, yaml::Value::Map(_)) => {
+            return Err(ConfigError {
+                line: d.line,
+                column: d.column,
+                message: format!(
+                    "the file is {}, not a mapping of sections (HeadNode, Scheduling, ...): pcluster refuses it",
+                    d.kind()
+                ),
+            });
+        }
+        Some(d) => d,
+    };
+    let mut r = Reader { wrong: Vec::new() };
+    fn get<'a>(n: Option<&'a yaml::Node>, k: &str) -> Option<&'a yaml::Node> {
+        n.and_then(|n| n.get(k))
+    }
+    let root = Some(&doc);
+    let scheduling = get(root, "Scheduling");
+    let slurm = get(scheduling, "SlurmSettings");
+    let dns = get(slurm, "Dns");
+    let head_net = get(get(root, "HeadNode"), "Networking");
     let mut c = ClusterConfig {
-        scheduler: doc["Scheduling"]["Scheduler"].as_str().map(str::to_string),
-        disable_managed_dns: slurm["Dns"]["DisableManagedDns"].as_bool(),
-        use_ec2_hostnames: slurm["Dns"]["UseEc2Hostnames"].as_bool(),
-        directory_service: !doc["DirectoryService"].is_badvalue()
-            && !doc["DirectoryService"].is_null(),
-        head_subnet: doc["HeadNode"]["Networking"]["SubnetId"]
-            .as_str()
-            .map(str::to_string),
-        additional_groups: strings(&doc["HeadNode"]["Networking"]["AdditionalSecurityGroups"]),
+        scheduler: r
+            .string(get(scheduling, "Scheduler"), "Scheduling/Scheduler")
+            .map(|l| l.value),
+        disable_managed_dns: Reader::flag(get(dns, "DisableManagedDns")),
+        use_ec2_hostnames: Reader::flag(get(dns, "UseEc2Hostnames")),
+        directory_service: present(get(root, "DirectoryService")),
+        munge_key_secret: present(get(slurm, "MungeKeySecretArn")),
+        database_secret: present(get(get(slurm, "Database"), "PasswordSecretArn")),
+        login_nodes: present(get(root, "LoginNodes")),
+        head_subnet: r.string(get(head_net, "SubnetId"), "HeadNode/Networking/SubnetId"),
         ..Default::default()
     };
-    for q in doc["Scheduling"]["SlurmQueues"]
-        .as_vec()
-        .into_iter()
-        .flatten()
-    {
-        c.queue_subnets
-            .extend(strings(&q["Networking"]["SubnetIds"]));
-        c.additional_groups
-            .extend(strings(&q["Networking"]["AdditionalSecurityGroups"]));
+    let groups = |r: &mut Reader, net: Option<&yaml::Node>, at: &str, c: &mut ClusterConfig| {
+        c.additional_groups.extend(
+            r.strings(
+                get(net, "AdditionalSecurityGroups"),
+                &format!("{at}/Networking/AdditionalSecurityGroups"),
+            )
+            .into_iter()
+            .map(|l| l.value),
+        );
+        c.custom_groups.extend(
+            r.strings(
+                get(net, "SecurityGroups"),
+                &format!("{at}/Networking/SecurityGroups"),
+            )
+            .into_iter()
+            .map(|l| l.value),
+        );
+    };
+    groups(&mut r, head_net, "HeadNode", &mut c);
+    let queues = r.list(get(scheduling, "SlurmQueues"), "Scheduling/SlurmQueues");
+    for (i, q) in queues.iter().enumerate() {
+        let at = format!("Scheduling/SlurmQueues[{i}]");
+        let net = q.get("Networking");
+        for l in r.strings(
+            get(Some(q), "Networking").and_then(|n| n.get("SubnetIds")),
+            &format!("{at}/Networking/SubnetIds"),
+        ) {
+            c.queue_subnets.push((at.clone(), l));
+        }
+        groups(&mut r, net, &at, &mut c);
     }
-    c.additional_groups.sort();
-    c.additional_groups.dedup();
+    let pools = r.list(get(get(root, "LoginNodes"), "Pools"), "LoginNodes/Pools");
+    for (i, p) in pools.iter().enumerate() {
+        let at = format!("LoginNodes/Pools[{i}]");
+        let net = p.get("Networking");
+        for l in r.strings(
+            net.and_then(|n| n.get("SubnetIds")),
+            &format!("{at}/Networking/SubnetIds"),
+        ) {
+            c.queue_subnets.push((at.clone(), l));
+        }
+        groups(&mut r, net, &at, &mut c);
+    }
+    for v in [&mut c.additional_groups, &mut c.custom_groups] {
+        v.sort();
+        v.dedup();
+    }
+    c.wrong_types = r.wrong;
     Ok(c)
 }
 
@@ -163,8 +355,12 @@ pub struct Facts {
     pub endpoints: Vec<VpcEndpoint>,
     pub endpoint_groups: Vec<SecurityGroup>,
     pub dns: (bool, bool),
-    /// The head node's groups and the config's AdditionalSecurityGroups.
+    /// The head node's groups and the config's SecurityGroups and AdditionalSecurityGroups.
     pub cluster_groups: Vec<String>,
+    /// The config's subnets as AWS knows them (None: no such subnet).
+    pub config_subnets: Vec<(String, Option<Subnet>)>,
+    /// `--subnet`, when that is what is checked.
+    pub subnet_arg: Option<String>,
     pub config: Option<Result<ClusterConfig, String>>,
     pub bastion: Option<BastionFacts>,
 }
@@ -351,65 +547,153 @@ fn endpoint_check(f: &Facts, req: &Required, partition: &str) -> Vec<Check> {
 
 fn config_checks(f: &Facts, c: &ClusterConfig) -> Vec<Check> {
     let mut out = Vec::new();
-    out.push(match c.scheduler.as_deref() {
-        Some("slurm") => check(
-            "config.scheduler",
-            Status::Ok,
-            "Scheduling/Scheduler: slurm",
-            "",
-        ),
-        other => check(
-            "config.scheduler",
+    for (path, what, line, column) in &c.wrong_types {
+        out.push(check(
+            "config.types",
+            Status::Problem,
+            format!("{path} is {what} (line {line}, column {column})"),
+            "give it the type the ParallelCluster documentation names; pcluster refuses the file as it is",
+        ));
+    }
+    let slurm = match c.scheduler.as_deref() {
+        Some("slurm") => {
+            out.push(check(
+                "config.scheduler",
+                Status::Ok,
+                "Scheduling/Scheduler: slurm",
+                "",
+            ));
+            true
+        }
+        Some("awsbatch") => {
+            out.push(check(
+                "config.scheduler",
+                Status::Problem,
+                "Scheduling/Scheduler is awsbatch: awsbatch needs internet access for its ECS \
+                 instances; a subnet without internet supports slurm only",
+                "use Scheduling/Scheduler: slurm, or a subnet with internet access",
+            ));
+            false
+        }
+        other => {
+            out.push(check(
+                "config.scheduler",
+                Status::Problem,
+                format!(
+                    "Scheduling/Scheduler is {}; only slurm works without internet",
+                    other.unwrap_or("not set")
+                ),
+                "set Scheduling/Scheduler: slurm",
+            ));
+            true
+        }
+    };
+    let flag = |id: &str, key: &str, v: &Option<Flag>| match v {
+        Some(Flag::Set(true)) => check(id, Status::Ok, format!("{key}: true"), ""),
+        Some(Flag::Invalid(l)) => check(
+            id,
             Status::Problem,
             format!(
-                "Scheduling/Scheduler is {}; only slurm works without internet",
-                other.unwrap_or("not set")
+                "{key} is {} (line {}, column {}), which pcluster does not accept as a boolean",
+                l.value, l.line, l.column
             ),
-            "set Scheduling/Scheduler: slurm",
+            format!("set {key}: true"),
         ),
-    });
-    let flag = |id: &str, key: &str, v: Option<bool>| match v {
-        Some(true) => check(id, Status::Ok, format!("{key}: true"), ""),
         _ => check(
             id,
             Status::Problem,
             format!(
                 "{key} is {} (Route 53 has no VPC endpoint)",
-                v.map(|b| b.to_string()).unwrap_or_else(|| "not set".into())
+                match v {
+                    Some(Flag::Set(false)) => "false",
+                    _ => "not set",
+                }
             ),
             format!("set {key}: true"),
         ),
     };
-    out.push(flag(
-        "config.dns",
-        "Scheduling/SlurmSettings/Dns/DisableManagedDns",
-        c.disable_managed_dns,
-    ));
-    out.push(flag(
-        "config.ec2-hostnames",
-        "Scheduling/SlurmSettings/Dns/UseEc2Hostnames",
-        c.use_ec2_hostnames,
-    ));
-    let mut subnets: Vec<&String> = c.head_subnet.iter().chain(&c.queue_subnets).collect();
-    subnets.sort();
-    subnets.dedup();
-    let online: Vec<String> = subnets
+    // Under awsbatch, SlurmSettings keys would be refused by pcluster: no advice about them.
+    if slurm {
+        out.push(flag(
+            "config.dns",
+            "Scheduling/SlurmSettings/Dns/DisableManagedDns",
+            &c.disable_managed_dns,
+        ));
+        out.push(flag(
+            "config.ec2-hostnames",
+            "Scheduling/SlurmSettings/Dns/UseEc2Hostnames",
+            &c.use_ec2_hostnames,
+        ));
+    }
+    if let (Some(arg), Some(head)) = (&f.subnet_arg, &c.head_subnet)
+        && *arg != head.value
+    {
+        out.push(check(
+            "config.head-subnet",
+            Status::Problem,
+            format!(
+                "HeadNode/Networking/SubnetId is {} (line {}), not the checked subnet {arg}",
+                head.value, head.line
+            ),
+            format!(
+                "check --subnet {}, or set HeadNode/Networking/SubnetId: {arg}",
+                head.value
+            ),
+        ));
+    }
+    let mut named: Vec<(String, &Located)> = c
+        .head_subnet
+        .iter()
+        .map(|h| ("HeadNode/Networking/SubnetId".to_string(), h))
+        .collect();
+    named.extend(
+        c.queue_subnets
+            .iter()
+            .map(|(at, l)| (format!("{at}/Networking/SubnetIds"), l)),
+    );
+    let mut problems = Vec::new();
+    let mut in_vpc: Vec<&str> = Vec::new();
+    for (at, l) in &named {
+        match f.config_subnets.iter().find(|(id, _)| *id == l.value) {
+            Some((_, Some(s))) if s.vpc_id == f.vpc_id => in_vpc.push(&l.value),
+            Some((_, Some(s))) => problems.push(format!(
+                "{} ({at}, line {}) is in {}, not in {}",
+                l.value, l.line, s.vpc_id, f.vpc_id
+            )),
+            _ => problems.push(format!(
+                "{} ({at}, line {}) does not exist in {}",
+                l.value, l.line, f.region
+            )),
+        }
+    }
+    in_vpc.sort();
+    in_vpc.dedup();
+    let online: Vec<String> = in_vpc
         .iter()
         .filter_map(|s| internet_route(s, &f.route_tables).map(|via| format!("{s} (via {via})")))
         .collect();
-    out.push(if online.is_empty() {
+    if !online.is_empty() {
+        problems.push(format!(
+            "subnets with internet access: {}",
+            online.join(", ")
+        ));
+    }
+    out.push(if problems.is_empty() {
         check(
             "config.subnets",
             Status::Ok,
-            "HeadNode and queue subnets have no internet route",
+            "HeadNode, queue and login node subnets are in the VPC, without internet route",
             "",
         )
     } else {
         check(
             "config.subnets",
             Status::Problem,
-            format!("subnets with internet access: {}", online.join(", ")),
-            "use subnets without a route to an internet gateway or NAT",
+            problems.join("; "),
+            format!(
+                "use subnets of {} without a route to an internet gateway or NAT",
+                f.vpc_id
+            ),
         )
     });
     out
@@ -491,8 +775,7 @@ pub fn run_checks(f: &Facts) -> Vec<Check> {
         }
         None => None,
     };
-    let directory_service = config.is_some_and(|c| c.directory_service);
-    for req in required_endpoints(&f.region, directory_service) {
+    for req in endpoints_for(f) {
         out.extend(endpoint_check(f, &req, partition));
     }
     out.push(match internet_route(&f.subnet.id, &f.route_tables) {
@@ -554,7 +837,7 @@ mod tests {
     #[test]
     fn endpoint_names_follow_the_partition() {
         let names = |r| {
-            required_endpoints(r, false)
+            required_endpoints(r, false, false)
                 .into_iter()
                 .map(|e| e.service)
                 .collect::<Vec<_>>()
@@ -568,7 +851,18 @@ mod tests {
         assert!(cn.contains(&"cn.com.amazonaws.cn-north-1.ec2".to_string()));
         assert!(cn.contains(&"cn.com.amazonaws.cn-north-1.cloudformation".to_string()));
         assert!(cn.contains(&"com.amazonaws.cn-north-1.logs".to_string()));
-        assert_eq!(required_endpoints("us-east-1", true).len(), 6);
+        assert_eq!(required_endpoints("us-east-1", true, false).len(), 6);
+        let login = required_endpoints("cn-north-1", false, true);
+        assert!(
+            login
+                .iter()
+                .any(|e| e.service == "cn.com.amazonaws.cn-north-1.autoscaling")
+        );
+        assert!(
+            login
+                .iter()
+                .any(|e| e.service == "com.amazonaws.cn-north-1.elasticloadbalancing")
+        );
     }
 
     #[test]
@@ -584,9 +878,14 @@ mod tests {
         assert_eq!(c.scheduler.as_deref(), Some("slurm"));
         assert_eq!(
             (c.disable_managed_dns, c.use_ec2_hostnames),
-            (Some(true), Some(false))
+            (Some(Flag::Set(true)), Some(Flag::Set(false)))
         );
-        assert_eq!(c.queue_subnets, vec!["subnet-2"]);
+        let queues: Vec<&str> = c
+            .queue_subnets
+            .iter()
+            .map(|(_, l)| l.value.as_str())
+            .collect();
+        assert_eq!(queues, vec!["subnet-2"]);
         assert_eq!(c.additional_groups, vec!["sg-a"]);
         assert!(!c.directory_service);
     }

@@ -541,7 +541,7 @@ async fn ssh_config_lets_openssh_reach_the_head_node() {
     if common::require_tool("ssh", &[]).is_none() {
         return;
     }
-    let w = world_or_skip!();
+    let mut w = world_or_skip!();
     let mut args = vec!["ssh-config"];
     args.extend(w.route_args(&w.lab.proxy_ip));
     let r = w.b.run(&args);
@@ -591,6 +591,17 @@ async fn ssh_config_lets_openssh_reach_the_head_node() {
         out.status.success(),
         "ssh via Include: {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+
+    // OpenSSH refuses a proxy whose key is not the tag's (someone in its place), as bastion does.
+    w.lab.new_host_key("proxy");
+    let out = ssh("demo-head", &main);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{err}");
+    assert!(
+        err.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+            || err.contains("Host key verification failed"),
+        "{err}"
     );
 
     // down removes the installed file.

@@ -401,3 +401,383 @@ async fn with_a_bastion_up_its_reach_is_checked() {
     assert!(c.1 == "problem" && c.2.contains("22"), "{c:?}");
     assert_eq!(b.run(&["down", "--cluster", CLUSTER]).status, 0);
 }
+
+/// What `pcluster`'s own loader (`pcluster.utils.yaml_load`, from the pcluster venv) makes of a
+/// file: `Ok(type name)` or `Err((line, column, problem))`, 1-based as PyYAML prints a mark.
+fn pcluster_loads(
+    python: &std::path::Path,
+    file: &std::path::Path,
+) -> Result<String, (u64, u64, String)> {
+    let program = r#"
+import json, sys
+from pcluster.utils import yaml_load
+try:
+    d = yaml_load(open(sys.argv[1], encoding="utf-8").read())
+    print(json.dumps({"ok": type(d).__name__}))
+except Exception as e:
+    m = getattr(e, "problem_mark", None)
+    print(json.dumps({"line": m.line + 1, "column": m.column + 1, "problem": str(getattr(e, "problem", e))}))
+"#;
+    let out = std::process::Command::new(python)
+        .args(["-c", program])
+        .arg(file)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    match v["ok"].as_str() {
+        Some(t) => Ok(t.to_string()),
+        None => Err((
+            v["line"].as_u64().unwrap(),
+            v["column"].as_u64().unwrap(),
+            v["problem"].as_str().unwrap().to_string(),
+        )),
+    }
+}
+
+/// marshmallow's `fields.Boolean` (pcluster's schema field for DisableManagedDns) over what
+/// PyYAML made of `DisableManagedDns: <spelling>`: Some(bool), or None when it refuses it.
+fn pcluster_bool(python: &std::path::Path, spelling: &str) -> Option<bool> {
+    let program = r#"
+import sys, yaml
+from marshmallow import fields, ValidationError
+v = yaml.safe_load("k: " + sys.argv[1])["k"]
+try:
+    print(fields.Boolean().deserialize(v))
+except ValidationError:
+    print("invalid")
+"#;
+    let out = std::process::Command::new(python)
+        .args(["-c", program, spelling])
+        .output()
+        .unwrap();
+    match String::from_utf8_lossy(&out.stdout).trim() {
+        "True" => Some(true),
+        "False" => Some(false),
+        "invalid" => None,
+        other => panic!("{other}: {}", String::from_utf8_lossy(&out.stderr)),
+    }
+}
+
+fn fixture(name: &str, subs: &[(&str, &str)], dir: &std::path::Path) -> std::path::PathBuf {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/doctor")
+        .join(name);
+    let mut text = std::fs::read_to_string(&src).unwrap();
+    for (k, v) in subs {
+        text = text.replace(k, v);
+    }
+    let out = dir.join(name);
+    std::fs::write(&out, text).unwrap();
+    out
+}
+
+/// The YAML as pcluster reads it: every verdict compared with pcluster's own loader and schema,
+/// so the expectations come from pcluster, not from our memory of it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_configuration_is_read_as_pcluster_reads_it() {
+    let Some(python) = require_tool("python3", &[pcluster_venv().join("bin/python")]) else {
+        return;
+    };
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    let lab = aws.build_lab(LabOptions::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Bastion::new(&moto, tmp.path());
+    let subs = [("SUBNET", lab.private_subnet.as_str())];
+    let doctor = |file: &std::path::Path| {
+        let r = b.run(&[
+            "doctor",
+            "--cluster",
+            CLUSTER,
+            "--config",
+            file.to_str().unwrap(),
+            "--output",
+            "json",
+        ]);
+        assert!(r.status == 0 || r.status == 1, "{r:?}");
+        statuses(&r)
+    };
+
+    // Files pcluster's loader refuses: one problem, at the place PyYAML names.
+    for name in [
+        "merge-queue.yaml",
+        "merge-dns.yaml",
+        "two-documents.yaml",
+        "tab.yaml",
+        "duplicate-key.yaml",
+        "stray-line.yaml",
+    ] {
+        let file = fixture(name, &subs, tmp.path());
+        let (line, column, problem) =
+            pcluster_loads(&python, &file).expect_err(&format!("pcluster refuses {name}"));
+        let all = doctor(&file);
+        let (_, status, detail) = status_of(&all, "config.yaml");
+        assert_eq!(status, "problem", "{name}: {detail}");
+        assert!(
+            detail.contains(&format!("line {line}, column {column}")),
+            "{name}: pcluster says line {line}, column {column} ({problem}); doctor: {detail}"
+        );
+        assert!(
+            !detail.contains("String(") && !detail.contains("Scalar("),
+            "{detail}"
+        );
+        assert!(
+            !all.iter().any(|(id, _, _)| id == "config.dns"),
+            "{name}: no advice from a file pcluster refuses"
+        );
+        if problem.contains("merge") {
+            assert!(detail.contains("tag:yaml.org,2002:merge"), "{detail}");
+        }
+    }
+
+    // Files pcluster loads but refuses as a configuration: said in one line.
+    for (name, words) in [
+        ("empty.yaml", "empty"),
+        ("comments.yaml", "empty"),
+        ("list.yaml", "is a list, not a mapping"),
+        ("scalar.yaml", "is a string, not a mapping"),
+    ] {
+        let file = fixture(name, &subs, tmp.path());
+        let loaded = pcluster_loads(&python, &file).expect("PyYAML loads it");
+        assert_ne!(loaded, "dict", "{name}");
+        let all = doctor(&file);
+        let config: Vec<_> = all
+            .iter()
+            .filter(|(id, _, _)| id.starts_with("config."))
+            .collect();
+        assert_eq!(config.len(), 1, "{name}: one line: {config:?}");
+        assert!(config[0].2.contains(words), "{name}: {config:?}");
+    }
+
+    // Every boolean spelling, as pcluster's schema reads it.
+    for spelling in [
+        "yes", "on", "Y", "1", "\"true\"", "True", "tRue", "2", "no", "off", "n", "0",
+    ] {
+        let want = pcluster_bool(&python, spelling);
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/doctor/custom-security-groups.yaml"),
+        )
+        .unwrap()
+        .replace("SUBNET", &lab.private_subnet)
+        .replace("    SecurityGroups: [ENDPOINT_SG]\n", "")
+        .replace("      SecurityGroups: [ENDPOINT_SG]\n", "")
+        .replace(
+            "DisableManagedDns: true",
+            &format!("DisableManagedDns: {spelling}"),
+        );
+        let file = tmp.path().join("bool.yaml");
+        std::fs::write(&file, text).unwrap();
+        let all = doctor(&file);
+        let (_, status, detail) = status_of(&all, "config.dns");
+        match want {
+            Some(true) => assert_eq!(status, "ok", "{spelling}: {detail}"),
+            Some(false) => assert!(
+                status == "problem" && detail.contains("is false"),
+                "{spelling}: {detail}"
+            ),
+            None => assert!(
+                status == "problem" && detail.contains("does not accept as a boolean"),
+                "{spelling}: {detail}"
+            ),
+        }
+    }
+
+    // Wrong types are named as such; a placeholder map is not skipped.
+    let file = fixture("placeholder-map.yaml", &subs, tmp.path());
+    let all = doctor(&file);
+    let types: Vec<&String> = all
+        .iter()
+        .filter(|(id, _, _)| id == "config.types")
+        .map(|(_, _, d)| d)
+        .collect();
+    for (path, what) in [
+        ("HeadNode/Networking/SubnetId", "is a mapping, not a string"),
+        ("Scheduling/Scheduler", "is a list, not a string"),
+        (
+            "Scheduling/SlurmQueues[0]/Networking/SubnetIds",
+            "is a string, not a list",
+        ),
+    ] {
+        assert!(
+            types
+                .iter()
+                .any(|d| d.starts_with(path) && d.contains(what)),
+            "{path} {what}: {types:?}"
+        );
+    }
+
+    // awsbatch: one clear problem, no SlurmSettings advice.
+    let all = doctor(&fixture("awsbatch.yaml", &subs, tmp.path()));
+    let (_, status, detail) = status_of(&all, "config.scheduler");
+    assert_eq!(status, "problem");
+    assert!(
+        detail.contains("awsbatch needs internet access for its ECS instances"),
+        "{detail}"
+    );
+    assert!(
+        !all.iter()
+            .any(|(id, _, _)| id == "config.dns" || id == "config.ec2-hostnames")
+    );
+}
+
+/// Subnets of another VPC or none, custom SecurityGroups with --subnet, LoginNodes pools and
+/// secrets read from Secrets Manager.
+#[tokio::test(flavor = "multi_thread")]
+async fn config_sections_bring_their_subnets_groups_and_endpoints() {
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    let lab = aws.build_lab(LabOptions::default()).await;
+    let other = aws
+        .build_lab(LabOptions {
+            cluster: "other",
+            cidr: "10.30",
+            ..LabOptions::default()
+        })
+        .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Bastion::new(&moto, tmp.path());
+    let subs = [
+        ("OTHER_VPC_SUBNET", other.private_subnet.as_str()),
+        ("SUBNET", lab.private_subnet.as_str()),
+    ];
+    let run = |args: &[&str]| {
+        let mut a = vec!["doctor", "--output", "json"];
+        a.extend_from_slice(args);
+        let r = b.run(&a);
+        assert!(r.status == 0 || r.status == 1, "{r:?}");
+        statuses(&r)
+    };
+
+    let file = fixture("subnets-elsewhere.yaml", &subs, tmp.path());
+    let all = run(&["--cluster", CLUSTER, "--config", file.to_str().unwrap()]);
+    let (_, status, detail) = status_of(&all, "config.subnets");
+    assert_eq!(status, "problem", "{detail}");
+    assert!(
+        detail.contains(&format!(
+            "{} (Scheduling/SlurmQueues[0]/Networking/SubnetIds",
+            other.private_subnet
+        )) && detail.contains(&format!("is in {}, not in {}", other.vpc, lab.vpc)),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("subnet-0000000000000dead") && detail.contains("does not exist"),
+        "{detail}"
+    );
+
+    // Custom SecurityGroups replace the default ones: the endpoint check counts them, with
+    // --subnet as with --cluster. The group is the one doctor --fix made for the endpoints.
+    let fixed = b.run(&["doctor", "--cluster", CLUSTER, "--fix"]);
+    assert!(fixed.status == 0 || fixed.status == 1, "{fixed:?}");
+    let groups = aws
+        .ec2
+        .describe_security_groups()
+        .filters(filter("tag:bastion:doctor", CLUSTER))
+        .send()
+        .await
+        .unwrap();
+    let endpoint_sg = groups.security_groups()[0].group_id().unwrap().to_string();
+    // The endpoints' group admits 443 from the VPC; make it admit its own members only, so
+    // only a cluster that runs with that group reaches them.
+    let vpc_rule = groups.security_groups()[0].ip_permissions()[0].clone();
+    aws.ec2
+        .revoke_security_group_ingress()
+        .group_id(&endpoint_sg)
+        .ip_permissions(vpc_rule)
+        .send()
+        .await
+        .unwrap();
+    aws.ec2
+        .authorize_security_group_ingress()
+        .group_id(&endpoint_sg)
+        .ip_permissions(
+            ec2t::IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(443)
+                .to_port(443)
+                .user_id_group_pairs(
+                    ec2t::UserIdGroupPair::builder()
+                        .group_id(&endpoint_sg)
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let subs_sg = [
+        ("ENDPOINT_SG", endpoint_sg.as_str()),
+        ("SUBNET", lab.private_subnet.as_str()),
+    ];
+    let file = fixture("custom-security-groups.yaml", &subs_sg, tmp.path());
+    let all = run(&[
+        "--subnet",
+        &lab.private_subnet,
+        "--config",
+        file.to_str().unwrap(),
+    ]);
+    for id in ["endpoint.logs", "endpoint.cloudformation", "endpoint.ec2"] {
+        let (_, status, detail) = status_of(&all, id);
+        assert_eq!(status, "ok", "{id}: {detail}");
+    }
+    // --subnet must be the config's head node subnet.
+    let all = run(&[
+        "--subnet",
+        &other.private_subnet,
+        "--config",
+        file.to_str().unwrap(),
+    ]);
+    let (_, status, detail) = status_of(&all, "config.head-subnet");
+    assert_eq!(status, "problem", "{detail}");
+
+    // LoginNodes: ELB and Auto Scaling endpoints, the pool's subnet checked; a munge key secret:
+    // Secrets Manager's.
+    let file = fixture("login-nodes-and-secrets.yaml", &subs, tmp.path());
+    let all = run(&["--cluster", CLUSTER, "--config", file.to_str().unwrap()]);
+    for id in [
+        "endpoint.elasticloadbalancing",
+        "endpoint.autoscaling",
+        "endpoint.secretsmanager",
+    ] {
+        let (_, status, _) = status_of(&all, id);
+        assert_eq!(status, "problem", "{id} is required and missing");
+    }
+    let (_, _, detail) = status_of(&all, "config.subnets");
+    assert!(detail.contains("LoginNodes/Pools[0]"), "{detail}");
+}
+
+/// Exit 2 (doctor could not run) still prints JSON on stdout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_doctor_that_cannot_run_says_so_in_json_too() {
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    aws.build_lab(LabOptions::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Bastion::new(&moto, tmp.path());
+    let not_utf8 = tmp.path().join("latin1.yaml");
+    std::fs::write(&not_utf8, b"HeadNode: caf\xe9\n").unwrap();
+    for config in [
+        tmp.path().join("missing.yaml"),
+        not_utf8,
+        tmp.path().to_path_buf(),
+    ] {
+        let r = b.run(&[
+            "doctor",
+            "--cluster",
+            CLUSTER,
+            "--config",
+            config.to_str().unwrap(),
+            "--output",
+            "json",
+        ]);
+        assert_eq!(r.status, 2, "{r:?}");
+        let j = r.json();
+        assert!(
+            j["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("cannot read")),
+            "{r:?}"
+        );
+    }
+}

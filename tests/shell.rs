@@ -99,6 +99,75 @@ fn completion_scripts_generate_and_bash_completes_commands_and_known_clusters() 
     );
 }
 
+/// zsh loads the script (compinit, then the file as a completion function would be) and its
+/// `--cluster` completer offers the state dir's clusters (`_describe` stubbed to print what it
+/// is given, as zsh's completion system would offer it).
+#[test]
+fn zsh_loads_the_script_and_completes_known_clusters() {
+    let Some(zsh) = require_tool("zsh", &[]) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    for d in [
+        "123456789012/us-east-1/demo",
+        "123456789012/eu-west-1/other",
+    ] {
+        std::fs::create_dir_all(state.join(d)).unwrap();
+    }
+    let (code, script, err) = bastion(&["completions", "zsh"], &state);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        script.starts_with("#compdef bastion\n"),
+        "the tag stays first"
+    );
+    assert!(
+        script.contains(":CLUSTER:_bastion_clusters'"),
+        "--cluster is completed by the state dir's clusters"
+    );
+    assert!(!script.contains(":CLUSTER:_default'"), "every --cluster");
+    let file = tmp.path().join("_bastion");
+    std::fs::write(&file, &script).unwrap();
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_bastion")).parent().unwrap();
+    let program = format!(
+        "autoload -U compinit && compinit -u -d {dump} && source {file} && \
+         _describe() {{ print -l -- ${{(P)2}} }} && _bastion_clusters",
+        dump = tmp.path().join("zcompdump").display(),
+        file = file.display()
+    );
+    let out = Command::new(&zsh)
+        .args(["-f", "-c", &program])
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin_dir.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("BASTION_STATE_DIR", &state)
+        .env("HOME", tmp.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let offered: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        offered,
+        vec!["demo".to_string(), "other".to_string()],
+        "{out:?}"
+    );
+
+    // PowerShell's script carries the same hook ahead of clap's completer.
+    let (_, ps, _) = bastion(&["completions", "powershell"], &state);
+    let hook = ps.find("bastion __clusters").expect("the hook is there");
+    let param = ps.find("param($wordToComplete").unwrap();
+    let switch = ps.find("$completions = @(switch").unwrap();
+    assert!(param < hook && hook < switch, "the hook runs first");
+}
+
 #[test]
 fn manual_pages_render_without_warnings() {
     let (Some(groff), Some(man)) = (require_tool("groff", &[]), require_tool("man", &[])) else {

@@ -522,3 +522,25 @@ fn ubuntu_installs_with_apt_and_debs() {
         "second run: {calls:?}"
     );
 }
+
+/// EC2's documented limit (User Guide, "Run commands when you launch an EC2 instance with user
+/// data input"): user data is limited to 16 KB in raw form, before base64. Written here, not
+/// taken from the code under test.
+#[test]
+fn every_variant_fits_in_ec2s_user_data_limit() {
+    const EC2_USER_DATA_LIMIT: usize = 16 * 1024;
+    for os in [ProxyOs::Al2023, ProxyOs::Ubuntu2204] {
+        for dcv in [true, false] {
+            let text = script(os, 60, dcv);
+            assert!(
+                text.len() <= EC2_USER_DATA_LIMIT,
+                "{os:?} dcv={dcv}: {} bytes",
+                text.len()
+            );
+            eprintln!(
+                "{os:?} dcv={dcv}: {} bytes of {EC2_USER_DATA_LIMIT}",
+                text.len()
+            );
+        }
+    }
+}

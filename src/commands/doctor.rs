@@ -75,8 +75,15 @@ async fn gather(ctx: &Context, args: &DoctorArgs) -> anyhow::Result<Facts> {
         }
         None => None,
     };
+    // The groups the cluster's instances run with: the config's own (SecurityGroups replace
+    // the default ones; AdditionalSecurityGroups add to them), and the head node's.
     let mut cluster_groups: Vec<String> = match &config {
-        Some(Ok(c)) => c.additional_groups.clone(),
+        Some(Ok(c)) => c
+            .additional_groups
+            .iter()
+            .chain(&c.custom_groups)
+            .cloned()
+            .collect(),
         _ => Vec::new(),
     };
     let mut head_groups = Vec::new();
@@ -134,8 +141,30 @@ async fn gather(ctx: &Context, args: &DoctorArgs) -> anyhow::Result<Facts> {
             head_groups: head_groups.clone(),
         });
     }
+    // Every subnet the config names, as AWS knows it: one in another VPC, or none, is a problem.
+    let mut config_subnets = Vec::new();
+    if let Some(Ok(c)) = &config {
+        let mut ids: Vec<&str> = c
+            .head_subnet
+            .iter()
+            .map(|l| l.value.as_str())
+            .chain(c.queue_subnets.iter().map(|(_, l)| l.value.as_str()))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        for id in ids {
+            let found = if id.starts_with("subnet-") {
+                cloud.subnet(id).await?
+            } else {
+                None
+            };
+            config_subnets.push((id.to_string(), found));
+        }
+    }
     Ok(Facts {
         region: cloud.region().to_string(),
+        config_subnets,
+        subnet_arg: args.subnet.clone(),
         vpc_cidrs: cloud.vpc_cidrs(&vpc_id).await?,
         route_tables: cloud.route_tables(&vpc_id).await?,
         vpc_subnets: cloud.subnets(&vpc_id).await?,
@@ -198,9 +227,8 @@ async fn endpoint_group(
 async fn fix(ctx: &Context, f: &Facts, target: &str) -> anyhow::Result<Vec<String>> {
     let cloud = ctx.cloud.as_ref();
     let mut changes = Vec::new();
-    let directory_service = matches!(&f.config, Some(Ok(c)) if c.directory_service);
     let route_table = route_table_of(&f.subnet.id, &f.route_tables).map(|t| t.id.clone());
-    for req in doctor::required_endpoints(&f.region, directory_service) {
+    for req in doctor::endpoints_for(f) {
         if f.endpoints.iter().any(|e| e.service == req.service) {
             continue;
         }
@@ -285,7 +313,18 @@ async fn diagnose(ctx: &Context, args: &DoctorArgs) -> anyhow::Result<Report> {
 }
 
 pub async fn run(ctx: &Context, args: DoctorArgs) -> anyhow::Result<()> {
-    let report = diagnose(ctx, &args).await.map_err(DoctorFailed)?;
+    let report = match diagnose(ctx, &args).await {
+        Ok(r) => r,
+        Err(e) => {
+            let failed = DoctorFailed(e);
+            ctx.progress.finish();
+            // Scripts never get an empty stdout: the error as JSON there too.
+            if ctx.opts.output == OutputFormat::Json {
+                println!("{}", serde_json::json!({ "error": format!("{failed}") }));
+            }
+            return Err(failed.into());
+        }
+    };
     ctx.progress.finish();
     match ctx.opts.output {
         // One object per check, as scripts expect; changes from --fix went to stderr.

@@ -1,6 +1,7 @@
 //! `bastion completions` and `bastion man`: generated from the same clap definitions as the
 //! parser, so they never drift from it. `--cluster` completes from the clusters this machine
-//! knows (its state dir, through the hidden `bastion __clusters`), never by calling AWS.
+//! knows (its state dir, through the hidden `bastion __clusters`), never by calling AWS, in
+//! bash, zsh, fish and PowerShell.
 
 use std::io::Write;
 
@@ -23,17 +24,57 @@ _bastion_with_clusters() {
 complete -F _bastion_with_clusters -o nosort -o bashdefault -o default bastion
 "#;
 
+/// zsh: `--cluster`'s values come from this function instead of `_default`.
+const ZSH_CLUSTERS: &str = r#"
+_bastion_clusters() {
+    local -a clusters
+    clusters=(${(f)"$(bastion __clusters 2>/dev/null)"})
+    _describe 'cluster' clusters
+}
+"#;
+
+/// PowerShell: the value after `--cluster` comes from the state dir, ahead of clap's completer.
+const POWERSHELL_CLUSTERS: &str = r#"
+    $bastionPrev = $commandAst.CommandElements |
+        Where-Object { $_.Extent.EndOffset -lt $cursorPosition } | Select-Object -Last 1
+    if ($bastionPrev -and $bastionPrev.ToString() -eq '--cluster') {
+        return @(bastion __clusters 2>$null) | Where-Object { $_ -like "$wordToComplete*" } |
+            ForEach-Object { [CompletionResult]::new($_, $_, [CompletionResultType]::ParameterValue, $_) }
+    }
+"#;
+
 const FISH_CLUSTERS: &str =
     "\ncomplete -c bastion -l cluster -x -a '(bastion __clusters 2>/dev/null)'\n";
 
 pub fn completions(args: CompletionsArgs) -> anyhow::Result<()> {
     let mut out = Vec::new();
     clap_complete::generate(args.shell, &mut Cli::command(), "bastion", &mut out);
-    match args.shell {
-        clap_complete::Shell::Bash => out.extend_from_slice(BASH_CLUSTERS.as_bytes()),
-        clap_complete::Shell::Fish => out.extend_from_slice(FISH_CLUSTERS.as_bytes()),
-        _ => {}
-    }
+    let out = match args.shell {
+        clap_complete::Shell::Bash => {
+            out.extend_from_slice(BASH_CLUSTERS.as_bytes());
+            out
+        }
+        clap_complete::Shell::Fish => {
+            out.extend_from_slice(FISH_CLUSTERS.as_bytes());
+            out
+        }
+        clap_complete::Shell::Zsh => {
+            let text = String::from_utf8(out)?
+                .replace(":CLUSTER:_default'", ":CLUSTER:_bastion_clusters'");
+            // After the `#compdef` line, which must stay first.
+            match text.split_once('\n') {
+                Some((first, rest)) => format!("{first}\n{ZSH_CLUSTERS}{rest}").into_bytes(),
+                None => text.into_bytes(),
+            }
+        }
+        clap_complete::Shell::PowerShell => {
+            let text = String::from_utf8(out)?;
+            let anchor = "param($wordToComplete, $commandAst, $cursorPosition)\n";
+            text.replacen(anchor, &format!("{anchor}{POWERSHELL_CLUSTERS}"), 1)
+                .into_bytes()
+        }
+        _ => out,
+    };
     std::io::stdout().write_all(&out)?;
     Ok(())
 }

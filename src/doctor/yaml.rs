@@ -441,9 +441,9 @@ fn first_refused_tab(text: &str) -> Option<(usize, usize)> {
                 }
             }
             State::Double if c == '\\' => {
-                if chars.next().is_some() {
-                    column += 1;
-                }
+                // The escaped character, whatever it is, belongs to the scalar.
+                let _ = chars.next();
+                column += 1;
             }
             State::Double if c == '"' => state = State::Plain,
             State::Comment if c == '\n' => state = State::Plain,

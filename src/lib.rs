@@ -79,6 +79,13 @@ impl Context {
     }
 }
 
+/// One TLS stack for everything: rustls with aws-lc-rs, as the AWS SDK and russh use it. reqwest
+/// (the public-address lookup) is built without a provider of its own and takes this one; call
+/// it before making a reqwest client. Idempotent.
+pub fn install_crypto() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
 /// A remote command's non-zero exit code, passed through as bastion's own (printed by nobody).
 #[derive(Debug, thiserror::Error)]
 #[error("the remote command exited with {0}")]

@@ -2,8 +2,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let (cli, given) = bastion::cli::parse();
-    // One TLS stack for everything: rustls with aws-lc-rs, as the AWS SDK and russh use it.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    bastion::install_crypto();
     bastion::logging::init(cli.global.verbose, cli.global.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -165,6 +165,7 @@ fn next_url(out: &Lines, child: &mut Guard) -> serde_json::Value {
 }
 
 async fn fetch(url: &str) -> u16 {
+    bastion::install_crypto();
     let client = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
         .timeout(Duration::from_secs(20))

@@ -143,6 +143,7 @@ impl Front {
         });
         let s = shared.clone();
         let task = tokio::spawn(async move {
+            bastion::install_crypto();
             let client = reqwest::Client::new();
             while let Ok((conn, _)) = listener.accept().await {
                 tokio::spawn(serve(conn, s.clone(), client.clone()));

@@ -123,7 +123,7 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
         (None, Some(ip)) => (ip.clone(), 22),
         (None, None) => return Err(RouteError::NoAddress { instance: proxy.id }.into()),
     };
-    // A fallback for proxies without the Instance Connect agent: link::open pushes a key first.
+    // The fallback for proxies without the Instance Connect agent (see proxy::login).
     let proxy_key_file = ctx.bastion_dir(cluster).await?.private_key();
     let proxy_user = opts.args.bastion_user.clone().unwrap_or_else(|| {
         proxy
@@ -181,10 +181,9 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
                 key: host_key,
                 instance: proxy.id.clone(),
             },
-            credentials: Credentials {
-                files: vec![proxy_key_file.clone()],
-                ..Credentials::default()
-            },
+            // Per session: link::open pushes a one-time key (proxy::login), with the state
+            // dir's key as the fallback.
+            credentials: Credentials::default(),
         },
         head_target: Target {
             what: format!("the head node {} ({head_ip})", head.instance.id),

@@ -50,7 +50,6 @@ fn completion_scripts_generate_and_bash_completes_commands_and_known_clusters() 
     let (_, script, _) = bastion(&["completions", "bash"], &state);
     let file = tmp.path().join("bastion.bash");
     std::fs::write(&file, script).unwrap();
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_bastion")).parent().unwrap();
     let complete = |words: &[&str]| -> Vec<String> {
         let line = words.join(" ");
         let array = words
@@ -69,14 +68,7 @@ fn completion_scripts_generate_and_bash_completes_commands_and_known_clusters() 
         );
         let out = Command::new(&bash)
             .args(["--norc", "-c", &program])
-            .env(
-                "PATH",
-                format!(
-                    "{}:{}",
-                    bin_dir.display(),
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            )
+            .env("PATH", path_with_bastion())
             .env("BASTION_STATE_DIR", &state)
             .output()
             .unwrap();
@@ -128,7 +120,6 @@ fn zsh_loads_the_script_and_completes_known_clusters() {
     assert!(!script.contains(":CLUSTER:_default'"), "every --cluster");
     let file = tmp.path().join("_bastion");
     std::fs::write(&file, &script).unwrap();
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_bastion")).parent().unwrap();
     let program = format!(
         "autoload -U compinit && compinit -u -d {dump} && source {file} && \
          _describe() {{ print -l -- ${{(P)2}} }} && _bastion_clusters",
@@ -137,14 +128,7 @@ fn zsh_loads_the_script_and_completes_known_clusters() {
     );
     let out = Command::new(&zsh)
         .args(["-f", "-c", &program])
-        .env(
-            "PATH",
-            format!(
-                "{}:{}",
-                bin_dir.display(),
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
+        .env("PATH", path_with_bastion())
         .env("BASTION_STATE_DIR", &state)
         .env("HOME", tmp.path())
         .output()
@@ -166,6 +150,16 @@ fn zsh_loads_the_script_and_completes_known_clusters() {
     let param = ps.find("param($wordToComplete").unwrap();
     let switch = ps.find("$completions = @(switch").unwrap();
     assert!(param < hook && hook < switch, "the hook runs first");
+}
+
+/// PATH with the built bastion first, as a shell that completes finds it.
+fn path_with_bastion() -> String {
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_bastion")).parent().unwrap();
+    format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
 }
 
 #[test]

@@ -46,6 +46,24 @@ fn assert_no_private_key(dir: &std::path::Path) {
     }
 }
 
+/// The teammate's `connect -N -L <port>:localhost:9000` (the head node's echo service), its
+/// stderr in the lab's `log`, once the port listens.
+fn teammate_forward(
+    w: &World,
+    t: &common::world::Teammate,
+    log: &str,
+) -> (Guard, u16, std::path::PathBuf) {
+    let port = free_port();
+    let spec = format!("{port}:localhost:9000");
+    let log = w.lab.path(log);
+    let mut cmd = t.b.command(&w.teammate_args(&["-L", &spec, "-N"]));
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let child = Guard(Some(cmd.spawn().unwrap()));
+    wait_listening(port);
+    (child, port, log)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_teammate_without_the_proxy_key_logs_in_with_one_time_keys() {
     let mut w = world_or_skip!();
@@ -80,14 +98,7 @@ async fn a_teammate_without_the_proxy_key_logs_in_with_one_time_keys() {
 
     // A port forward, in a session of its own: another push, another key.
     w.spawn_echo();
-    let port = free_port();
-    let spec = format!("{port}:localhost:9000");
-    let log = w.lab.path("teammate-forward.log");
-    let mut cmd = t.b.command(&w.teammate_args(&["-L", &spec, "-N"]));
-    cmd.stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-    let mut child = Guard(Some(cmd.spawn().unwrap()));
-    wait_listening(port);
+    let (mut child, port, _log) = teammate_forward(&w, &t, "teammate-forward.log");
     assert_eq!(echo_through(port, b"teammate"), b"teammate");
     assert_eq!(child.interrupt(Duration::from_secs(30)).code(), Some(0));
     let pushes = t.eic.pushes();
@@ -144,14 +155,7 @@ async fn a_reconnect_pushes_a_fresh_key() {
     let t = w.teammate(&format!("10.77.{}.1", w.lab.n)).await;
     t.eic.set_validity(Duration::from_secs(3));
     w.spawn_echo();
-    let port = free_port();
-    let spec = format!("{port}:localhost:9000");
-    let log = w.lab.path("teammate-reconnect.log");
-    let mut cmd = t.b.command(&w.teammate_args(&["-L", &spec, "-N"]));
-    cmd.stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-    let child = Guard(Some(cmd.spawn().unwrap()));
-    wait_listening(port);
+    let (child, port, log) = teammate_forward(&w, &t, "teammate-reconnect.log");
     assert_eq!(echo_through(port, b"first"), b"first");
     // Well past the key's validity, the session still carries new connections.
     let expired = std::time::Instant::now() + Duration::from_secs(4);

@@ -46,7 +46,7 @@ pub async fn my_address() -> Result<Ipv4Addr, AccessError> {
         url: url.clone(),
         reason,
     };
-    crate::install_crypto();
+    crate::context::install_crypto();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()

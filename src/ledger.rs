@@ -101,23 +101,26 @@ pub struct Ledger {
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     #[error(
-        "cannot write the ledger {path}: {source}. Check that the state directory is writable, or set --state-dir"
+        "cannot write the ledger {path}: {error}. Check that the state directory is writable, or set --state-dir"
     )]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        /// Shown in the message, so not a `source` (a chain would print it twice).
+        error: std::io::Error,
     },
-    #[error("cannot read the ledger {path}: {source}")]
+    #[error("cannot read the ledger {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        /// Shown in the message, so not a `source` (a chain would print it twice).
+        error: std::io::Error,
     },
     #[error(
-        "the ledger {path} is corrupt ({source}); `bastion down` will fall back to finding resources by tag"
+        "the ledger {path} is corrupt ({error}); `bastion down` will fall back to finding resources by tag"
     )]
     Corrupt {
         path: PathBuf,
-        source: serde_json::Error,
+        /// Shown in the message, so not a `source` (a chain would print it twice).
+        error: serde_json::Error,
     },
 }
 
@@ -144,13 +147,13 @@ impl Ledger {
             Err(source) => {
                 return Err(LedgerError::Read {
                     path: path.into(),
-                    source,
+                    error: source,
                 });
             }
         };
         let data = serde_json::from_str(&text).map_err(|source| LedgerError::Corrupt {
             path: path.into(),
-            source,
+            error: source,
         })?;
         Ok(Some(Ledger {
             path: path.into(),
@@ -170,7 +173,7 @@ impl Ledger {
         let to = PathBuf::from(name);
         std::fs::rename(path, &to).map_err(|source| LedgerError::Write {
             path: path.into(),
-            source,
+            error: source,
         })?;
         Ok(to)
     }
@@ -199,10 +202,14 @@ impl Ledger {
     pub fn save(&self) -> Result<(), LedgerError> {
         let err = |source| LedgerError::Write {
             path: self.path.clone(),
-            source,
+            error: source,
         };
         let text = serde_json::to_vec_pretty(&self.data).map_err(|e| err(e.into()))?;
-        crate::state::write_file_atomic(&self.path, &text, 0o600).map_err(err)
+        crate::failpoint::local(
+            "ledger_save",
+            || crate::state::write_file_atomic(&self.path, &text, 0o600).map_err(err),
+            err,
+        )
     }
 
     /// Removes the ledger file (after a complete teardown).
@@ -212,7 +219,7 @@ impl Ledger {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(source) => Err(LedgerError::Write {
                 path: self.path,
-                source,
+                error: source,
             }),
         }
     }

@@ -9,8 +9,10 @@ pub mod cli;
 pub mod cluster;
 pub mod commands;
 pub mod config;
+pub mod context;
 pub mod dcv;
 pub mod doctor;
+pub mod failpoint;
 pub mod ledger;
 pub mod link;
 pub mod logging;
@@ -26,70 +28,12 @@ pub mod ui;
 pub mod userdata;
 pub mod wait;
 
-use std::path::PathBuf;
-
-use tokio::sync::OnceCell;
-
+use crate::aws::AwsError;
 use crate::aws::sdk::{CallCounter, SdkCloud};
-use crate::aws::{AwsError, Cloud, Identity};
 use crate::cli::{Cli, Command, GlobalOpts};
-use crate::state::BastionDir;
 use crate::ui::Progress;
 
-/// What every command gets: the AWS seam, the global options, the state root, progress.
-pub struct Context {
-    pub cloud: Box<dyn Cloud>,
-    pub opts: GlobalOpts,
-    pub state_root: PathBuf,
-    pub progress: Progress,
-    identity: OnceCell<Identity>,
-}
-
-impl Context {
-    pub fn new(
-        cloud: Box<dyn Cloud>,
-        opts: GlobalOpts,
-        state_root: PathBuf,
-        progress: Progress,
-    ) -> Self {
-        Context {
-            cloud,
-            opts,
-            state_root,
-            progress,
-            identity: OnceCell::new(),
-        }
-    }
-
-    pub async fn identity(&self) -> Result<&Identity, AwsError> {
-        self.identity
-            .get_or_try_init(|| self.cloud.identity())
-            .await
-    }
-
-    /// The local directory of one cluster's bastion (per account and region).
-    pub async fn bastion_dir(&self, cluster: &str) -> Result<BastionDir, AwsError> {
-        let account = self.identity().await?.account.clone();
-        Ok(BastionDir::new(
-            &self.state_root,
-            &account,
-            self.cloud.region(),
-            cluster,
-        ))
-    }
-}
-
-/// One TLS stack for everything: rustls with aws-lc-rs, as the AWS SDK and russh use it. reqwest
-/// (the public-address lookup) is built without a provider of its own and takes this one; call
-/// it before making a reqwest client. Idempotent.
-pub fn install_crypto() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-}
-
-/// A remote command's non-zero exit code, passed through as bastion's own (printed by nobody).
-#[derive(Debug, thiserror::Error)]
-#[error("the remote command exited with {0}")]
-pub struct RemoteExit(pub u8);
+pub use crate::context::{Context, install_crypto};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -140,7 +84,7 @@ pub async fn run(mut cli: Cli, given: config::Given) -> anyhow::Result<()> {
     }
     let sdk = SdkCloud::new(&config);
     let calls: CallCounter = sdk.calls.clone();
-    let cloud = aws::faults::Faulty::new(sdk, aws::faults::Failpoint::from_env());
+    let cloud = aws::faults::Faulty::new(sdk, failpoint::global());
     let state_root = match &cli.global.state_dir {
         Some(d) => d.clone(),
         None => state::default_state_dir()?,
@@ -176,7 +120,8 @@ fn aws_exit_code(e: &AwsError) -> u8 {
 
 /// Whether `err` was already shown to the user (a remote exit code, doctor's report).
 pub fn already_reported(err: &anyhow::Error) -> bool {
-    err.downcast_ref::<RemoteExit>().is_some()
+    err.downcast_ref::<commands::connect::RemoteExit>()
+        .is_some()
         || err
             .downcast_ref::<commands::doctor::ProblemsFound>()
             .is_some()
@@ -188,7 +133,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     use crate::cluster::ClusterError;
     use crate::commands::up::UpError;
     for cause in err.chain() {
-        if let Some(RemoteExit(code)) = cause.downcast_ref::<RemoteExit>() {
+        if let Some(commands::connect::RemoteExit(code)) =
+            cause.downcast_ref::<commands::connect::RemoteExit>()
+        {
             return *code;
         }
         if cause

@@ -11,7 +11,7 @@ use std::time::Duration;
 use russh::client::Handle;
 use tokio::sync::watch;
 
-use crate::Context;
+use crate::context::Context;
 use crate::proxy;
 use crate::route::{self, Route, RouteOptions};
 use crate::ssh::client::{SshError, TUNNEL_WINDOW, Verifier, connect, connect_via};

@@ -4,9 +4,9 @@
 
 use std::fmt;
 
-use crate::Context;
 use crate::cli::UpArgs;
 use crate::cluster::{HeadNode, admits_from, choose_public_subnet};
+use crate::context::Context;
 use crate::provision::Plan;
 use crate::state::Names;
 use crate::teardown::resource_tags;

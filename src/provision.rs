@@ -101,14 +101,17 @@ pub async fn create(
     };
 
     progress.phase("generating the proxy's SSH key");
+    // Recorded before the files exist: a write that fails halfway (the private key written,
+    // not the public one) still leaves the rollback a path to remove; a missing file counts
+    // as removed.
+    ledger.record(Resource::LocalKey {
+        path: dir.private_key(),
+    })?;
     let public_key = generate_key(
         &dir.private_key(),
         &dir.public_key(),
         &format!("bastion:{}@{}", plan.cluster, plan.region),
     )?;
-    ledger.record(Resource::LocalKey {
-        path: dir.private_key(),
-    })?;
 
     progress.phase(format!("importing key pair {}", names.key_pair));
     attempted.key_pairs = true;

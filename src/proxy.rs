@@ -17,11 +17,11 @@ use std::time::Duration;
 use russh::keys::PublicKey;
 use serde::Serialize;
 
-use crate::Context;
 use crate::aws::{
     AwsError, Cloud, IAM_PATH, Instance, KeyPair, SecurityGroup, TAG_CLUSTER, TAG_HOST_KEY,
     TAG_STATE, tag_value,
 };
+use crate::context::Context;
 use crate::ledger::{Ledger, Resource};
 use crate::ssh::client::{Credentials, MemoryKey, new_ed25519_key};
 use crate::ssh::known_hosts::{self, HostKeyError};

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use ipnet::Ipv4Net;
 
-use crate::Context;
 use crate::access::{self, AccessError};
 use crate::aws::{Instance, TAG_OS, TAG_STATE};
 use crate::cluster::{HeadNode, find_head_node};
+use crate::context::Context;
 use crate::proxy::{self, Expected, Lookalike};
 use crate::ssh::client::{Credentials, Target, Trust};
 use crate::ssh::known_hosts::{self, FirstUse};

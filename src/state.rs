@@ -14,12 +14,13 @@ use russh::keys::ssh_key::LineEnding;
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error(
-        "the state directory {path} is not writable ({source}). Pass --state-dir DIR or set \
+        "the state directory {path} is not writable ({error}). Pass --state-dir DIR or set \
          BASTION_STATE_DIR to a directory you own"
     )]
     NotWritable {
         path: PathBuf,
-        source: std::io::Error,
+        /// Shown in the message, so not a `source` (a chain would print it twice).
+        error: std::io::Error,
     },
     #[error("no state directory could be found for this platform; pass --state-dir DIR")]
     NoDefault,
@@ -28,10 +29,11 @@ pub enum StateError {
          (lock {path}); wait for it to finish"
     )]
     Busy { cluster: String, path: PathBuf },
-    #[error("cannot write the SSH key {path}: {source}")]
+    #[error("cannot write the SSH key {path}: {error}")]
     Key {
         path: PathBuf,
-        source: std::io::Error,
+        /// Shown in the message, so not a `source` (a chain would print it twice).
+        error: std::io::Error,
     },
 }
 
@@ -97,7 +99,7 @@ impl BastionDir {
     pub fn ensure(&self) -> Result<(), StateError> {
         let err = |source| StateError::NotWritable {
             path: self.dir.clone(),
-            source,
+            error: source,
         };
         std::fs::create_dir_all(&self.dir).map_err(err)?;
         std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
@@ -120,7 +122,7 @@ impl BastionDir {
             .open(&path)
             .map_err(|source| StateError::NotWritable {
                 path: path.clone(),
-                source,
+                error: source,
             })?;
         match file.try_lock() {
             Ok(()) => Ok(file),
@@ -128,9 +130,10 @@ impl BastionDir {
                 cluster: cluster.into(),
                 path,
             }),
-            Err(std::fs::TryLockError::Error(source)) => {
-                Err(StateError::NotWritable { path, source })
-            }
+            Err(std::fs::TryLockError::Error(source)) => Err(StateError::NotWritable {
+                path,
+                error: source,
+            }),
         }
     }
 }
@@ -221,7 +224,10 @@ pub fn write_file_atomic(path: &Path, contents: &[u8], new_mode: u32) -> std::io
 pub fn generate_key(private: &Path, public: &Path, comment: &str) -> Result<String, StateError> {
     let err = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| StateError::Key { path, source }
+        move |source| StateError::Key {
+            path,
+            error: source,
+        }
     };
     let mut key = crate::ssh::client::new_ed25519_key();
     key.set_comment(comment);
@@ -232,17 +238,20 @@ pub fn generate_key(private: &Path, public: &Path, comment: &str) -> Result<Stri
         .public_key()
         .to_openssh()
         .map_err(|e| err(public)(std::io::Error::other(e.to_string())))?;
-    // Replace a stale key from an earlier, cleaned-up bastion.
-    let _ = std::fs::remove_file(private);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(private)
-        .map_err(err(private))?;
-    f.write_all(private_text.as_bytes()).map_err(err(private))?;
-    f.sync_all().map_err(err(private))?;
-    std::fs::write(public, format!("{public_line}\n")).map_err(err(public))?;
+    let write = || {
+        // Replace a stale key from an earlier, cleaned-up bastion.
+        let _ = std::fs::remove_file(private);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(private)
+            .map_err(err(private))?;
+        f.write_all(private_text.as_bytes()).map_err(err(private))?;
+        f.sync_all().map_err(err(private))?;
+        std::fs::write(public, format!("{public_line}\n")).map_err(err(public))
+    };
+    crate::failpoint::local("generate_key", write, err(private))?;
     Ok(public_line)
 }
 

@@ -133,18 +133,23 @@ async fn delete_profile(cloud: &dyn Cloud, name: &str) -> AwsResult<()> {
     done_if_missing(cloud.delete_instance_profile(name).await)
 }
 
-/// Removes a private key file and its `.pub` beside it; missing files count as removed.
-pub fn remove_local(path: &std::path::Path) -> std::io::Result<()> {
+/// Removes a private key file and its `.pub` beside it; missing files count as removed. True
+/// when there was a file to remove.
+pub fn remove_local(path: &std::path::Path) -> std::io::Result<bool> {
+    let mut existed = false;
     for p in [path.to_path_buf(), path.with_extension("pub")] {
         match std::fs::remove_file(&p) {
+            Ok(()) => existed = true,
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-            _ => {}
+            Err(_) => {}
         }
     }
-    Ok(())
+    Ok(existed)
 }
 
-async fn remove_one(cloud: &dyn Cloud, resource: &Resource) -> anyhow::Result<()> {
+/// Removes one recorded resource; false when it never came to exist (a local key recorded
+/// before its files were written), so it is not reported as removed.
+async fn remove_one(cloud: &dyn Cloud, resource: &Resource) -> anyhow::Result<bool> {
     match resource {
         Resource::Instance { id } => {
             done_if_missing(cloud.terminate_instance(id).await)?;
@@ -166,9 +171,9 @@ async fn remove_one(cloud: &dyn Cloud, resource: &Resource) -> anyhow::Result<()
             done_if_missing(cloud.delete_role_policy(role, name).await)?
         }
         Resource::Role { name } => delete_role(cloud, name).await?,
-        Resource::LocalKey { path } => remove_local(path)?,
+        Resource::LocalKey { path } => return Ok(remove_local(path)?),
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Removes everything the ledger records, newest first, forgetting each as it goes. Keeps going
@@ -184,12 +189,16 @@ pub async fn teardown_ledger(
         let what = r.describe();
         progress.phase(format!("removing {what}"));
         match remove_one(cloud, &r).await {
-            Ok(()) => {
+            Ok(existed) => {
+                // Removed is removed: a ledger that could not be rewritten still lists it, and
+                // the next teardown finds it gone (NotFound counts as done).
                 if let Err(e) = ledger.forget(&r) {
-                    report.fail(what.clone(), &e);
+                    tracing::warn!("removed {what}, but {e}");
                 }
-                progress.note(format!("removed {what}"));
-                report.ok(what);
+                if existed {
+                    progress.note(format!("removed {what}"));
+                    report.ok(what);
+                }
             }
             Err(e) => report.fail(what, &e),
         }
@@ -224,18 +233,51 @@ impl Kinds {
     };
 }
 
+/// The ids and names a ledger records: the sweep leaves them to the ledger's teardown, so a
+/// resource is tried (and reported) once, in the ledger's order.
+#[derive(Debug, Default)]
+pub struct Known(std::collections::HashSet<String>);
+
+impl Known {
+    pub fn of(ledger: &Ledger) -> Known {
+        let mut ids = std::collections::HashSet::new();
+        for r in ledger.resources() {
+            match r {
+                Resource::Instance { id } | Resource::SecurityGroup { id } => {
+                    ids.insert(id.clone());
+                }
+                Resource::IngressRule { rule_ids, .. } => ids.extend(rule_ids.iter().cloned()),
+                Resource::KeyPair { name, .. }
+                | Resource::Role { name }
+                | Resource::InstanceProfile { name, .. } => {
+                    ids.insert(name.clone());
+                }
+                Resource::InlinePolicy { .. }
+                | Resource::AttachedPolicy { .. }
+                | Resource::RoleInProfile { .. }
+                | Resource::LocalKey { .. } => {}
+            }
+        }
+        Known(ids)
+    }
+
+    fn has(&self, id: &str) -> bool {
+        self.0.contains(id)
+    }
+}
+
 /// Finds what carries `key=value` and is bastion's own, and removes it. A tag alone proves
 /// nothing (anyone with `ec2:CreateTags` can write it): an instance must also be the proxy
 /// bastion made (its instance profile and key pair, see `proxy::Expected`), a security group
 /// must have bastion's name and description, a rule must sit on or name such a group, a key pair
 /// and an IAM entity must have bastion's names. Tagged resources that fail are listed in
-/// `Report::spared`, untouched.
+/// `Report::spared`, untouched. What `known` holds is the ledger's to remove, and skipped.
 pub async fn sweep(
     cloud: &dyn Cloud,
     key: &str,
     value: &str,
     owner: &Expected,
-    kinds: Kinds,
+    (kinds, known): (Kinds, &Known),
     progress: &Progress,
 ) -> anyhow::Result<Report> {
     let mut report = Report::default();
@@ -251,21 +293,24 @@ pub async fn sweep(
         Vec::new()
     };
     let mut instances = Vec::new();
-    for i in found {
+    for i in found.into_iter().filter(|i| !known.has(&i.id)) {
         match owner.disqualify(&i) {
             None => instances.push(i),
             Some(why) => report.spare(format!("instance {}", i.id), &why),
         }
     }
-    for i in &instances {
+    // Terminate all, then wait for those that took it (one whose call failed is reported, and
+    // never waited on).
+    let mut terminating = Vec::new();
+    for i in instances {
         let what = format!("instance {}", i.id);
         progress.phase(format!("terminating {what}"));
         match done_if_missing(cloud.terminate_instance(&i.id).await) {
-            Ok(()) => {}
+            Ok(()) => terminating.push(i),
             Err(e) => report.fail(what.clone(), &e),
         }
     }
-    for i in &instances {
+    for i in &terminating {
         let what = format!("instance {}", i.id);
         progress.phase(format!("waiting for {what} to terminate"));
         report.settle(
@@ -304,7 +349,7 @@ pub async fn sweep(
     for rule in rules {
         let what = format!("ingress rule {} on {}", rule.rule_id, rule.group_id);
         // The proxy's own group goes whole below; a rule elsewhere must admit that group.
-        if ours(&rule.group_id) {
+        if ours(&rule.group_id) || known.has(&rule.rule_id) {
             continue;
         }
         if !rule.referenced_group.as_deref().is_some_and(ours) {
@@ -323,7 +368,7 @@ pub async fn sweep(
     }
 
     if kinds.groups {
-        for g in &groups {
+        for g in groups.iter().filter(|g| !known.has(&g.id)) {
             let what = format!("security group {}", g.id);
             progress.phase(format!("removing {what}"));
             report.settle(progress, what, delete_group(cloud, &g.id).await);
@@ -335,7 +380,7 @@ pub async fn sweep(
     } else {
         Vec::new()
     };
-    for k in key_pairs {
+    for k in key_pairs.into_iter().filter(|k| !known.has(&k.name)) {
         let what = format!("key pair {}", k.name);
         if !owner.owns_key_pair(&k) {
             report.spare(what, &format!("not named {}", names.key_pair));
@@ -352,7 +397,7 @@ pub async fn sweep(
         return Ok(report);
     }
     for p in cloud.instance_profiles_under(IAM_PATH).await? {
-        if !iam_matches(&p, key, value, &region) {
+        if !iam_matches(&p, key, value, &region) || known.has(&p.name) {
             continue;
         }
         let what = format!("instance profile {}", p.name);
@@ -364,7 +409,7 @@ pub async fn sweep(
     }
 
     for r in cloud.roles_under(IAM_PATH).await? {
-        if !iam_matches(&r, key, value, &region) {
+        if !iam_matches(&r, key, value, &region) || known.has(&r.name) {
             continue;
         }
         let what = format!("IAM role {}", r.name);
@@ -377,9 +422,10 @@ pub async fn sweep(
     Ok(report)
 }
 
-/// Removes what one `up` run made: first the rules it added to groups of others (tagged with
-/// its run, recorded or not: a rule that names the proxy's group keeps AWS from deleting that
-/// group), then what its ledger records, newest first, then anything else its run tag carries.
+/// Removes what one `up` run made: first the rules it added to groups of others that its
+/// ledger does not record (tagged with its run: a rule that names the proxy's group keeps AWS
+/// from deleting that group), then what its ledger records, newest first, then anything else
+/// its run tag carries. Each resource is tried once: what the ledger records is its alone.
 pub async fn remove_run(
     cloud: &dyn Cloud,
     ledger: &mut Ledger,
@@ -389,9 +435,9 @@ pub async fn remove_run(
     progress: &Progress,
 ) -> Report {
     let mut report = Report::default();
-    let sweep_by_run = async |kinds: Kinds, report: &mut Report| {
+    let sweep_by_run = async |kinds: Kinds, known: Known, report: &mut Report| {
         let Some(run) = run_id else { return };
-        match sweep(cloud, TAG_RUN, run, owner, kinds, progress).await {
+        match sweep(cloud, TAG_RUN, run, owner, (kinds, &known), progress).await {
             Ok(r) => report.merge(r),
             Err(e) => report
                 .failed
@@ -403,10 +449,11 @@ pub async fn remove_run(
             rules: true,
             ..Kinds::default()
         };
-        sweep_by_run(rules_only, &mut report).await;
+        sweep_by_run(rules_only, Known::of(ledger), &mut report).await;
     }
     report.merge(teardown_ledger(cloud, ledger, progress).await);
-    sweep_by_run(kinds, &mut report).await;
+    // What the ledger still holds failed above, and is reported there.
+    sweep_by_run(kinds, Known::of(ledger), &mut report).await;
     report
 }
 

@@ -1,85 +1,27 @@
-//! A [`Cloud`] wrapper that fails one named write operation, so tests can prove that a failure at
-//! any step of `up` leaves nothing behind.
-//!
-//! `BASTION_FAILPOINT=<op>` fails `<op>` before it is sent; `<op>:after` sends it, then reports a
-//! failure (a lost response: the resource exists but the caller never learns its id);
-//! `<op>:pause` sleeps 30 s before sending (tests interrupt `up` there). `<op>` is the method
-//! name, e.g. `run_instance`, `create_role`, `authorize_ingress`; `<op>#N` fires on its Nth
-//! call only (1-based; e.g. `authorize_ingress#2:after`), every call otherwise. Unset, the
-//! wrapper is inert.
+//! A [`Cloud`] wrapper that fails the AWS calls `BASTION_FAILPOINT` names (see
+//! [`crate::failpoint`] for the syntax): `<op>` is the method name, e.g. `run_instance`,
+//! `create_role`, `authorize_ingress#2:after`, `delete_security_group`. Unset, it is inert.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 use super::*;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mode {
-    Before,
-    After,
-    Pause,
-}
-
-#[derive(Debug, Clone)]
-pub struct Failpoint {
-    pub op: String,
-    pub mode: Mode,
-    /// Fire on this call of `op` only (1-based); on every call when None.
-    pub nth: Option<u32>,
-}
-
-impl Failpoint {
-    pub fn parse(spec: &str) -> Option<Failpoint> {
-        let spec = spec.trim();
-        if spec.is_empty() {
-            return None;
-        }
-        let (op, mode) = match spec.split_once(':') {
-            Some((op, "after")) => (op, Mode::After),
-            Some((op, "pause")) => (op, Mode::Pause),
-            Some((op, _)) => (op, Mode::Before),
-            None => (spec, Mode::Before),
-        };
-        let (op, nth) = match op.split_once('#') {
-            Some((op, n)) => (op, Some(n.parse().ok()?)),
-            None => (op, None),
-        };
-        Some(Failpoint {
-            op: op.to_string(),
-            mode,
-            nth,
-        })
-    }
-
-    pub fn from_env() -> Option<Failpoint> {
-        std::env::var("BASTION_FAILPOINT")
-            .ok()
-            .and_then(|s| Failpoint::parse(&s))
-    }
-}
+use crate::failpoint::{Failpoints, Mode};
 
 pub struct Faulty<C> {
     inner: C,
-    failpoint: Option<Failpoint>,
-    calls: AtomicU32,
+    points: &'static Failpoints,
 }
 
 impl<C: Cloud> Faulty<C> {
-    pub fn new(inner: C, failpoint: Option<Failpoint>) -> Self {
-        Faulty {
-            inner,
-            failpoint,
-            calls: AtomicU32::new(0),
-        }
+    pub fn new(inner: C, points: &'static Failpoints) -> Self {
+        Faulty { inner, points }
     }
 
-    /// Counts a call of `op`; the failpoint's mode when this call is the one to fail.
+    /// Counts a call of `op`; the mode of the point that fires on it, if any.
     fn mode_for(&self, op: &str) -> Option<Mode> {
-        let f = self.failpoint.as_ref().filter(|f| f.op == op)?;
-        let n = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
-        f.nth.is_none_or(|nth| nth == n).then(|| f.mode.clone())
+        self.points.mode_for(op)
     }
 }
 
@@ -92,7 +34,10 @@ macro_rules! write_op {
                     action: $op.to_string(),
                 });
             }
-            Some(Mode::Pause) => tokio::time::sleep(Duration::from_secs(30)).await,
+            Some(Mode::Pause) => {
+                crate::failpoint::announce_pause($op);
+                tokio::time::sleep(Duration::from_secs(30)).await
+            }
             _ => {}
         }
         let result = $call.await;
@@ -354,27 +299,5 @@ impl<C: Cloud> Cloud for Faulty<C> {
             "terminate_instance",
             self.inner.terminate_instance(id)
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_failpoint_specs() {
-        let f = Failpoint::parse("run_instance").unwrap();
-        assert_eq!((f.op.as_str(), f.mode), ("run_instance", Mode::Before));
-        let f = Failpoint::parse("create_role:after").unwrap();
-        assert_eq!((f.op.as_str(), f.mode), ("create_role", Mode::After));
-        let f = Failpoint::parse("import_key_pair:pause").unwrap();
-        assert_eq!(f.mode, Mode::Pause);
-        assert!(Failpoint::parse("  ").is_none());
-        let f = Failpoint::parse("authorize_ingress#2:after").unwrap();
-        assert_eq!(
-            (f.op.as_str(), f.mode, f.nth),
-            ("authorize_ingress", Mode::After, Some(2))
-        );
-        assert!(Failpoint::parse("authorize_ingress#x").is_none());
     }
 }

@@ -2,7 +2,7 @@
 //! bastion makes, the plain data types it speaks, and the typed [`AwsError`].
 //!
 //! Commands never see an SDK type. The real adapter is [`sdk::SdkCloud`]; [`faults::Faulty`]
-//! wraps any `Cloud` to fail one named operation (tests drive it through `BASTION_FAILPOINT`).
+//! wraps any `Cloud` to fail the calls `BASTION_FAILPOINT` names (tests only; see `failpoint`).
 
 pub mod error;
 pub mod faults;

@@ -7,9 +7,9 @@ use std::fmt;
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
-use crate::Context;
 use crate::access::{self, Admitted};
 use crate::cli::AllowArgs;
+use crate::context::Context;
 use crate::proxy::{self, Expected};
 use crate::route::RouteError;
 use crate::ui::emit;

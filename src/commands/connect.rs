@@ -5,12 +5,17 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::cli::ConnectArgs;
+use crate::context::Context;
 use crate::link::{self, Carrier, Link};
 use crate::route::{self, RouteOptions};
 use crate::ssh::client::{CHANNEL_WINDOW, SshError};
 use crate::ssh::forward::{self, Stats};
 use crate::ssh::session;
-use crate::{Context, RemoteExit};
+
+/// A remote command's non-zero exit code, passed through as bastion's own (printed by nobody).
+#[derive(Debug, thiserror::Error)]
+#[error("the remote command exited with {0}")]
+pub struct RemoteExit(pub u8);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {

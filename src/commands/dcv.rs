@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use tokio::io::AsyncBufReadExt;
 
-use crate::Context;
 use crate::aws::TAG_DESKTOP;
 use crate::cli::{ConnectArgs, OutputFormat};
+use crate::context::Context;
 use crate::dcv::{self, DcvError, DcvUrl};
 use crate::link::{self, Carrier, Link};
 use crate::route::{self, Route, RouteOptions};

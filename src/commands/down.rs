@@ -5,9 +5,9 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::Context;
 use crate::aws::TAG_CLUSTER;
 use crate::cli::DownArgs;
+use crate::context::Context;
 use crate::ledger::Ledger;
 use crate::proxy::Expected;
 use crate::state::StateError;
@@ -88,9 +88,12 @@ pub async fn run(ctx: &Context, args: DownArgs) -> anyhow::Result<()> {
             None
         }
     };
+    // What the ledger could not remove is reported once, by the ledger, not again by the sweep.
+    let mut known = teardown::Known::default();
     if let Some(mut ledger) = ledger {
         progress.phase(format!("removing what {} records", ledger.path().display()));
         report.merge(teardown::teardown_ledger(cloud, &mut ledger, progress).await);
+        known = teardown::Known::of(&ledger);
         if ledger.resources().is_empty() {
             ledger.remove()?;
         }
@@ -105,7 +108,7 @@ pub async fn run(ctx: &Context, args: DownArgs) -> anyhow::Result<()> {
             TAG_CLUSTER,
             &args.cluster,
             &owner,
-            teardown::Kinds::ALL,
+            (teardown::Kinds::ALL, &known),
             progress,
         )
         .await?,
@@ -127,7 +130,7 @@ pub async fn run(ctx: &Context, args: DownArgs) -> anyhow::Result<()> {
     if key.exists() && lock.is_some() {
         let what = format!("local key {}", key.display());
         match teardown::remove_local(&key) {
-            Ok(()) => report.removed.push(what),
+            Ok(_) => report.removed.push(what),
             Err(e) => report.failed.push(format!("{what}: {e}")),
         }
     }

@@ -6,9 +6,9 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::Context;
 use crate::cli::ForgetArgs;
 use crate::cluster::find_head_node;
+use crate::context::Context;
 use crate::route::known_hosts_file;
 use crate::ssh::known_hosts;
 use crate::ui::emit;

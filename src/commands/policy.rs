@@ -1,8 +1,8 @@
 //! `bastion policy user|operator`: the IAM policy a teammate or an operator needs, rendered for
 //! the caller's partition and account, for an administrator to attach.
 
-use crate::Context;
 use crate::cli::{PolicyArgs, PolicyRole};
+use crate::context::Context;
 use crate::policy::{self, Target};
 
 pub async fn run(ctx: &Context, args: PolicyArgs) -> anyhow::Result<()> {

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::Context;
 use crate::cli::SshConfigArgs;
+use crate::context::Context;
 use crate::route::{self, Route, RouteOptions};
 use crate::ssh::client::Trust;
 use crate::ssh::known_hosts::{self, FirstUse};

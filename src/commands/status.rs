@@ -6,9 +6,9 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::Context;
 use crate::aws::{TAG_CLUSTER, TAG_DESKTOP, TAG_STATE};
 use crate::cli::{StatusArgs, parse_cluster_name};
+use crate::context::Context;
 use crate::proxy::{Expected, Lookalike, NOT_TERMINATED, Search};
 use crate::ui::emit;
 

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::Context;
 use crate::aws::{Cloud, Instance, TAG_DESKTOP, TAG_STATE};
 use crate::cli::UpArgs;
 use crate::cluster::find_head_node;
+use crate::context::Context;
 use crate::ledger::Ledger;
 use crate::plan::plan;
 use crate::provision;
@@ -253,7 +253,11 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<()> {
     let run_id = new_run_id();
     let mut ledger = Ledger::new(dir.ledger(), &plan.cluster, &plan.region, &plan.account);
     ledger.data.run_id = Some(run_id.clone());
-    ledger.save()?;
+    // Nothing exists yet: a ledger that could not be written whole leaves no file behind.
+    if let Err(e) = ledger.save() {
+        let _ = std::fs::remove_file(ledger.path());
+        return Err(e.into());
+    }
     tracing::info!(run_id, "creating the bastion");
 
     let goal = if args.no_wait {

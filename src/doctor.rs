@@ -441,6 +441,27 @@ fn s3_policy_ok(policy: &str, partition: &str, region: &str) -> bool {
     })
 }
 
+/// An endpoint AWS still lists but that will never carry traffic again (DescribeVpcEndpoints
+/// keeps a deleted one for a while).
+fn gone(e: &VpcEndpoint) -> bool {
+    ["deleted", "deleting", "failed", "rejected", "expired"]
+        .iter()
+        .any(|s| e.state.eq_ignore_ascii_case(s))
+}
+
+/// The endpoint that serves `service`, when several do: an available one first, then any live
+/// one (pending, say). None when every one is gone: the service has no endpoint.
+pub fn serving<'a>(endpoints: &'a [VpcEndpoint], service: &str) -> Option<&'a VpcEndpoint> {
+    let live = || {
+        endpoints
+            .iter()
+            .filter(|e| e.service == service && !gone(e))
+    };
+    live()
+        .find(|e| e.state.eq_ignore_ascii_case("available"))
+        .or_else(|| live().next())
+}
+
 fn endpoint_check(f: &Facts, req: &Required, partition: &str) -> Vec<Check> {
     let id = format!("endpoint.{}", req.short);
     let kind = if req.interface {
@@ -452,13 +473,23 @@ fn endpoint_check(f: &Facts, req: &Required, partition: &str) -> Vec<Check> {
         "`bastion doctor --fix`, or create a {kind} endpoint for {} in {}",
         req.service, f.vpc_id
     );
-    let Some(e) = f.endpoints.iter().find(|e| e.service == req.service) else {
-        return vec![check(
-            id,
-            Status::Problem,
-            format!("no {kind} endpoint for {}", req.service),
-            fix_create,
-        )];
+    let Some(e) = serving(&f.endpoints, &req.service) else {
+        let gone: Vec<String> = f
+            .endpoints
+            .iter()
+            .filter(|e| e.service == req.service)
+            .map(|e| format!("{} is {}", e.id, e.state))
+            .collect();
+        let detail = if gone.is_empty() {
+            format!("no {kind} endpoint for {}", req.service)
+        } else {
+            format!(
+                "no {kind} endpoint for {} that works ({})",
+                req.service,
+                gone.join(", ")
+            )
+        };
+        return vec![check(id, Status::Problem, detail, fix_create)];
     };
     let mut issues = Vec::new();
     let mut fixes = Vec::new();

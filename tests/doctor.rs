@@ -183,9 +183,282 @@ async fn fix_creates_exactly_the_missing_endpoints_and_a_second_run_is_clean() {
         statuses(&again).iter().all(|(_, s, _)| s == "ok"),
         "{again:?}"
     );
+    let before = network_state(&aws, &lab).await;
     let again = b.run(&["doctor", "--cluster", CLUSTER, "--fix"]);
     assert_eq!(again.status, 0);
     assert!(!again.stdout.contains("changed"), "{again:?}");
+    assert_eq!(
+        network_state(&aws, &lab).await,
+        before,
+        "a second --fix changed what AWS holds"
+    );
+}
+
+/// What `--fix` could change, as AWS holds it: every endpoint of the VPC (with its subnets,
+/// route tables, groups, DNS, policy and tags), every group with its rules, every route.
+async fn network_state(aws: &Clients, lab: &Lab) -> Vec<String> {
+    let vpc = filter("vpc-id", &lab.vpc);
+    let mut out = Vec::new();
+    let eps = aws
+        .ec2
+        .describe_vpc_endpoints()
+        .filters(vpc.clone())
+        .send()
+        .await
+        .unwrap();
+    for e in eps.vpc_endpoints() {
+        let mut tags: Vec<_> = e
+            .tags()
+            .iter()
+            .map(|t| format!("{:?}={:?}", t.key(), t.value()))
+            .collect();
+        tags.sort();
+        out.push(format!(
+            "endpoint {:?} {:?} {:?} {:?} subnets {:?} tables {:?} groups {:?} dns {:?} policy {:?} tags {tags:?}",
+            e.vpc_endpoint_id(),
+            e.service_name(),
+            e.vpc_endpoint_type(),
+            e.state(),
+            e.subnet_ids(),
+            e.route_table_ids(),
+            e.groups().iter().map(|g| g.group_id()).collect::<Vec<_>>(),
+            e.private_dns_enabled(),
+            e.policy_document(),
+        ));
+    }
+    let groups = aws
+        .ec2
+        .describe_security_groups()
+        .filters(vpc.clone())
+        .send()
+        .await
+        .unwrap();
+    for g in groups.security_groups() {
+        let id = g.group_id().unwrap_or_default();
+        out.push(format!("group {id} ingress {:?}", aws.ingress(id).await));
+    }
+    let tables = aws
+        .ec2
+        .describe_route_tables()
+        .filters(vpc)
+        .send()
+        .await
+        .unwrap();
+    for t in tables.route_tables() {
+        let mut routes: Vec<_> = t
+            .routes()
+            .iter()
+            .map(|r| {
+                format!(
+                    "{:?}->{:?}{:?}{:?}",
+                    r.destination_cidr_block(),
+                    r.gateway_id(),
+                    r.nat_gateway_id(),
+                    r.destination_prefix_list_id()
+                )
+            })
+            .collect();
+        routes.sort();
+        out.push(format!("table {:?} {routes:?}", t.route_table_id()));
+    }
+    out.sort();
+    out
+}
+
+/// Each check the issue lists comes out as a problem when AWS holds the fault: an endpoint of
+/// the wrong type, one deleted (and `--fix` replaces it), the S3 endpoint's policy read from
+/// AWS, public IPv4 on launch, VPC DNS off (each half), and a proxy whose subnet lost its route
+/// to the internet.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_check_is_a_problem_when_aws_holds_the_fault() {
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    let lab = aws.build_lab(LabOptions::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Bastion::new(&moto, tmp.path());
+    let doctor = || {
+        let r = b.run(&["doctor", "--cluster", CLUSTER, "--output", "json"]);
+        assert_eq!(r.status, 1, "{r:?}");
+        statuses(&r)
+    };
+    let rt = private_route_table(&aws, &lab).await;
+
+    // ec2 as a Gateway endpoint; logs made, then deleted (AWS lists it as `deleted` a while).
+    aws.ec2
+        .create_vpc_endpoint()
+        .vpc_id(&lab.vpc)
+        .service_name("com.amazonaws.us-east-1.ec2")
+        .vpc_endpoint_type(ec2t::VpcEndpointType::Gateway)
+        .route_table_ids(&rt)
+        .send()
+        .await
+        .unwrap();
+    let logs = aws
+        .ec2
+        .create_vpc_endpoint()
+        .vpc_id(&lab.vpc)
+        .service_name("com.amazonaws.us-east-1.logs")
+        .vpc_endpoint_type(ec2t::VpcEndpointType::Interface)
+        .subnet_ids(&lab.private_subnet)
+        .private_dns_enabled(true)
+        .send()
+        .await
+        .unwrap()
+        .vpc_endpoint()
+        .unwrap()
+        .vpc_endpoint_id()
+        .unwrap()
+        .to_string();
+    aws.ec2
+        .delete_vpc_endpoints()
+        .vpc_endpoint_ids(&logs)
+        .send()
+        .await
+        .unwrap();
+    // S3 on the right route table, with a policy that keeps CloudFormation's wait condition out.
+    let narrow = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::my-bucket/*"}]}"#;
+    let s3 = aws
+        .ec2
+        .create_vpc_endpoint()
+        .vpc_id(&lab.vpc)
+        .service_name("com.amazonaws.us-east-1.s3")
+        .vpc_endpoint_type(ec2t::VpcEndpointType::Gateway)
+        .route_table_ids(&rt)
+        .policy_document(narrow)
+        .send()
+        .await
+        .unwrap()
+        .vpc_endpoint()
+        .unwrap()
+        .vpc_endpoint_id()
+        .unwrap()
+        .to_string();
+    let all = doctor();
+    let ec2 = status_of(&all, "endpoint.ec2");
+    assert!(
+        ec2.1 == "problem" && ec2.2.contains("is a Gateway endpoint, not Interface"),
+        "{ec2:?}"
+    );
+    let l = status_of(&all, "endpoint.logs");
+    assert!(
+        l.1 == "problem" && l.2.contains(&format!("{logs} is deleted")),
+        "{l:?}"
+    );
+    let p = status_of(&all, "endpoint.s3.policy");
+    assert!(
+        p.1 == "problem" && p.2.contains("wait condition") && p.2.contains(&s3),
+        "{p:?}"
+    );
+    // A policy that lets the wait condition through: the row goes away.
+    let wide = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*","Action":"s3:PutObject","Resource":"arn:aws:s3:::cloudformation-waitcondition-us-east-1/*"},{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::my-bucket/*"}]}"#;
+    aws.ec2
+        .modify_vpc_endpoint()
+        .vpc_endpoint_id(&s3)
+        .policy_document(wide)
+        .send()
+        .await
+        .unwrap();
+    let all = doctor();
+    assert!(
+        all.iter().all(|(id, _, _)| id != "endpoint.s3.policy"),
+        "{all:?}"
+    );
+    // --fix replaces the deleted logs endpoint (it carries nothing) and leaves the wrong-type
+    // one alone (it edits nothing it did not make).
+    let r = b.run(&["doctor", "--cluster", CLUSTER, "--fix", "--output", "json"]);
+    let eps = aws
+        .ec2
+        .describe_vpc_endpoints()
+        .filters(filter("vpc-id", &lab.vpc))
+        .filters(filter("service-name", "com.amazonaws.us-east-1.logs"))
+        .send()
+        .await
+        .unwrap();
+    let states: Vec<_> = eps
+        .vpc_endpoints()
+        .iter()
+        .map(|e| {
+            e.state()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert!(
+        states.iter().any(|s| s == "available"),
+        "a new logs endpoint: {states:?}
+{r:?}"
+    );
+    let all = statuses(&r);
+    assert_eq!(status_of(&all, "endpoint.logs").1, "ok", "{all:?}");
+    assert_eq!(status_of(&all, "endpoint.ec2").1, "problem", "{all:?}");
+
+    // The subnet: public IPv4 on launch.
+    aws.ec2
+        .modify_subnet_attribute()
+        .subnet_id(&lab.private_subnet)
+        .map_public_ip_on_launch(ec2t::AttributeBooleanValue::builder().value(true).build())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status_of(&doctor(), "subnet.public-ip").1, "problem");
+    // The VPC's DNS, each half alone.
+    for (support, hostnames, needle) in [
+        (false, true, "DNS support off"),
+        (true, false, "DNS hostnames off"),
+    ] {
+        let set = |on: bool| ec2t::AttributeBooleanValue::builder().value(on).build();
+        aws.ec2
+            .modify_vpc_attribute()
+            .vpc_id(&lab.vpc)
+            .enable_dns_support(set(support))
+            .send()
+            .await
+            .unwrap();
+        aws.ec2
+            .modify_vpc_attribute()
+            .vpc_id(&lab.vpc)
+            .enable_dns_hostnames(set(hostnames))
+            .send()
+            .await
+            .unwrap();
+        let all = doctor();
+        let dns = status_of(&all, "vpc.dns");
+        assert!(dns.1 == "problem" && dns.2.contains(needle), "{dns:?}");
+    }
+
+    // A proxy whose public subnet lost its route to the internet.
+    let up = b.run(&[
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--allow-cidr",
+        "198.51.100.7/32",
+        "--no-wait",
+    ]);
+    assert_eq!(up.status, 0, "{up:?}");
+    assert_eq!(status_of(&doctor(), "bastion.subnet-public").1, "ok");
+    let public_rt = aws
+        .ec2
+        .describe_route_tables()
+        .filters(filter("association.subnet-id", &lab.public_subnet))
+        .send()
+        .await
+        .unwrap()
+        .route_tables()[0]
+        .route_table_id()
+        .unwrap()
+        .to_string();
+    aws.ec2
+        .delete_route()
+        .route_table_id(&public_rt)
+        .destination_cidr_block("0.0.0.0/0")
+        .send()
+        .await
+        .unwrap();
+    let all = doctor();
+    let c = status_of(&all, "bastion.subnet-public");
+    assert_eq!(c.1, "problem", "{c:?}");
+    assert_eq!(b.run(&["down", "--cluster", CLUSTER]).status, 0);
 }
 
 async fn private_route_table(aws: &Clients, lab: &Lab) -> String {
@@ -271,6 +544,11 @@ async fn each_misconfiguration_is_the_right_problem() {
     assert!(
         !ec2.2.contains("availability zone"),
         "same AZ is fine: {ec2:?}"
+    );
+    // moto gives an endpoint made without groups none: nothing admits the cluster on 443.
+    assert!(
+        ec2.1 == "problem" && ec2.2.contains("no security group admitting tcp 443"),
+        "{ec2:?}"
     );
     let cfn = status_of(&all, "endpoint.cloudformation");
     assert!(

@@ -6,10 +6,10 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::Context;
 use crate::aws::{Cloud, EndpointSpec, Source, Tag};
 use crate::cli::{DoctorArgs, OutputFormat};
 use crate::cluster::{find_head_node, route_table_of};
+use crate::context::Context;
 use crate::doctor::{self, BastionFacts, Check, Facts, Status};
 use crate::proxy::{self, Expected};
 use crate::ui::emit;
@@ -229,7 +229,9 @@ async fn fix(ctx: &Context, f: &Facts, target: &str) -> anyhow::Result<Vec<Strin
     let mut changes = Vec::new();
     let route_table = route_table_of(&f.subnet.id, &f.route_tables).map(|t| t.id.clone());
     for req in doctor::endpoints_for(f) {
-        if f.endpoints.iter().any(|e| e.service == req.service) {
+        // One that works, or is on its way (pending), is left alone; a deleted or failed one
+        // does not count.
+        if doctor::serving(&f.endpoints, &req.service).is_some() {
             continue;
         }
         let tags = vec![

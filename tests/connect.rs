@@ -5,7 +5,8 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use common::netlab::NetLab;
 use common::*;
@@ -37,23 +38,14 @@ async fn a_command_runs_on_the_head_node_through_the_proxy() {
     );
 
     // stdin is passed through.
-    let mut cmd = w.b.command(&w.connect_args(&["--", "sha256sum"]));
-    cmd.stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
+    let cmd = w.b.command(&w.connect_args(&["--", "sha256sum"]));
     let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
-    child.stdin.take().unwrap().write_all(&data).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_fed(cmd, Some(data.clone()), Duration::from_secs(60));
+    assert_eq!(out.status, 0, "{out:?}");
     let local = sha256_hex(&data);
     assert!(
-        String::from_utf8_lossy(&out.stdout).starts_with(&local),
-        "stdin reached the head node intact"
+        out.stdout.starts_with(&local),
+        "stdin reached the head node intact: {out:?}"
     );
 
     // The head node's key was pinned under its instance id; --on-proxy reaches the proxy itself.
@@ -67,6 +59,97 @@ async fn a_command_runs_on_the_head_node_through_the_proxy() {
     assert!(
         r.stdout.contains(&format!(" {} 22", w.lab.proxy_ip)),
         "{r:?}"
+    );
+}
+
+/// The route as users get it: no `--bastion-address`, no `--bastion-user`. The proxy's address
+/// is its public IP from DescribeInstances (where moto makes one up, the front puts the lab
+/// proxy's, as AWS would give the real one) and its login user comes from its OS tag; `connect`
+/// and OpenSSH through `ssh-config` both reach the head node that way.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_proxys_address_and_login_user_are_found_as_users_find_them() {
+    let mut w = world_or_skip!();
+    let front = common::front::Front::start(&w.moto.url).await;
+    let described = w
+        .aws
+        .ec2
+        .describe_instances()
+        .instance_ids(&w.proxy_id)
+        .send()
+        .await
+        .unwrap();
+    let moto_ip = described.reservations()[0].instances()[0]
+        .public_ip_address()
+        .expect("moto gives the proxy a public IP")
+        .to_string();
+    assert_ne!(moto_ip, w.lab.proxy_ip);
+    let (from, to) = (
+        format!("<ipAddress>{moto_ip}</ipAddress>"),
+        format!("<ipAddress>{}</ipAddress>", w.lab.proxy_ip),
+    );
+    front.rewrite(move |call, body| {
+        if call.action == "DescribeInstances" {
+            *body = body.replace(&from, &to);
+        }
+    });
+    w.b.endpoint = front.url.clone();
+    let key = w.cluster_key.to_str().unwrap().to_string();
+    let r = w.b.run(&[
+        "connect",
+        "--cluster",
+        CLUSTER,
+        "--user",
+        "root",
+        "-i",
+        &key,
+        "-v",
+        "--",
+        "echo",
+        "via:$SSH_CONNECTION",
+    ]);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(
+        r.stdout.contains(&format!("via:10.78.{}.1 ", w.lab.n)),
+        "{r:?}"
+    );
+    assert!(
+        r.stderr.contains(&format!(
+            "logged in to the proxy {} as ec2-user",
+            w.proxy_id
+        )),
+        "{r:?}"
+    );
+
+    if common::require_tool("ssh", &[]).is_none() {
+        return;
+    }
+    let r = w.b.run(&[
+        "ssh-config",
+        "--cluster",
+        CLUSTER,
+        "--user",
+        "root",
+        "-i",
+        &key,
+    ]);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(
+        r.stdout.contains(&w.lab.proxy_ip) && r.stdout.contains("ec2-user"),
+        "{r:?}"
+    );
+    let config = w.lab.path("ssh_config_found");
+    std::fs::write(&config, &r.stdout).unwrap();
+    let mut ssh = Command::new("ssh");
+    ssh.arg("-F")
+        .arg(&config)
+        .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=30"])
+        .args(["demo-head", "echo via:$SSH_CONNECTION"])
+        .stdin(std::process::Stdio::null());
+    let out = run_within(ssh, Duration::from_secs(120));
+    assert_eq!(out.status, 0, "{out:?}");
+    assert!(
+        out.stdout.contains(&format!("via:10.78.{}.1 ", w.lab.n)),
+        "{out:?}"
     );
 }
 
@@ -262,12 +345,14 @@ async fn port_forwards_carry_256_mib_and_50_concurrent_connections() {
 
     // A stalled connection (never read) does not freeze the others.
     let mut stalled = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let unread = stalled.try_clone().unwrap();
     let junk = vec![7u8; 8 * 1024 * 1024];
     let writer = std::thread::spawn(move || {
         let _ = stalled.write_all(&junk);
         stalled
     });
-    std::thread::sleep(Duration::from_millis(500));
+    // Stalled for real: the echo has come back and sits unread in our socket.
+    wait_unread(&unread, 64 * 1024);
     let t = std::time::Instant::now();
     let data = vec![1u8; 1024 * 1024];
     assert_eq!(echo_through(port, &data), data);
@@ -304,7 +389,8 @@ async fn a_stalled_reader_of_an_endless_source_is_reset_and_the_rest_carries_on(
     let (zeros, echo) = (ports[0], ports[1]);
 
     let mut stalled = TcpStream::connect(("127.0.0.1", zeros)).unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    // The source is pushing and nobody reads: the far end is ahead of the reader.
+    wait_unread(&stalled, 64 * 1024);
     // Meanwhile the session still carries another forward.
     let t = std::time::Instant::now();
     let data: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
@@ -319,13 +405,28 @@ async fn a_stalled_reader_of_an_endless_source_is_reset_and_the_rest_carries_on(
         t.elapsed() < Duration::from_secs(30),
         "the echo forward waited behind the stalled connection"
     );
+    // Still unread, it falls the budget behind, and bastion says it resets it.
+    assert!(
+        wait_for_text(
+            &stderr_log,
+            "reset a connection whose local reader fell",
+            Duration::from_secs(120)
+        ),
+        "no reset of the stalled connection:\n{}",
+        std::fs::read_to_string(&stderr_log).unwrap_or_default()
+    );
     // The stalled connection ends with a reset, after some data, not with a clean end.
     stalled
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     let mut buf = vec![0u8; 1 << 20];
     let mut got = 0usize;
+    // The budget is 32 MiB plus what the sockets hold: far past it, no reset is coming.
+    let give_up = Instant::now() + Duration::from_secs(120);
     let end = loop {
+        if got > 512 << 20 || Instant::now() > give_up {
+            break None;
+        }
         match stalled.read(&mut buf) {
             Ok(0) => break None,
             Ok(n) => got += n,
@@ -389,7 +490,12 @@ async fn busy_forwards_past_one_gib_keep_the_session() {
                 let mut hash = <sha2::Sha256 as sha2::Digest>::new();
                 let mut buf = vec![0u8; 1 << 20];
                 let mut n = 0usize;
+                let give_up = Instant::now() + Duration::from_secs(600);
                 let end = loop {
+                    // Bounded: a forward that sends more than the file, or trickles, fails.
+                    if n > EACH || Instant::now() > give_up {
+                        break format!("still reading after {n} bytes");
+                    }
                     match s.read(&mut buf) {
                         Ok(0) => break "end of stream".to_string(),
                         Err(e) => break format!("read error: {e}"),
@@ -451,8 +557,6 @@ fn file_prefix(file: &std::path::Path) -> [u8; 16] {
     b
 }
 
-use std::process::Command;
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_interactive_shell_has_a_pty_follows_resizes_and_restores_the_terminal() {
     let Some(tmux) = common::require_tool("tmux", &[]) else {
@@ -473,7 +577,8 @@ async fn the_interactive_shell_has_a_pty_follows_resizes_and_restores_the_termin
     }
     let script = format!(
         "before=$(stty -g); env {env} TERM=xterm-256color {bin} {args}; code=$?; after=$(stty -g); \
-         echo \"$code $([ \"$before\" = \"$after\" ] && echo restored || echo broken)\" > {done}; sleep 30",
+         echo \"$code $([ \"$before\" = \"$after\" ] && echo restored || echo broken)\" > {done}.tmp; \
+         mv {done}.tmp {done}; sleep 30",
         args = args.join(" "),
         done = done.display(),
     );
@@ -517,16 +622,27 @@ async fn the_interactive_shell_has_a_pty_follows_resizes_and_restores_the_termin
     wait_for("30 100");
     wait_for("TERM=xterm-256color");
     tm(&["resize-window", "-x", "120", "-y", "40"]);
-    std::thread::sleep(Duration::from_millis(500));
-    tm(&["send-keys", "clear; stty size", "Enter"]);
-    wait_for("40 120");
-    tm(&["send-keys", "exit 3", "Enter"]);
-    for _ in 0..100 {
-        if done.exists() {
+    // The window change travels to the remote PTY on its own time: ask again until it answers
+    // with the new size (a deadline, not a guess at how long it takes).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        tm(&["send-keys", "clear; stty size", "Enter"]);
+        std::thread::sleep(Duration::from_millis(300));
+        if capture().contains("40 120") {
             break;
         }
+        assert!(
+            Instant::now() < deadline,
+            "the remote PTY never took the new size:\n{}",
+            capture()
+        );
+    }
+    tm(&["send-keys", "exit 3", "Enter"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Written whole and renamed: never read half-written.
     let result = std::fs::read_to_string(&done).unwrap_or_default();
     tm(&["kill-server"]);
     assert_eq!(
@@ -549,32 +665,24 @@ async fn ssh_config_lets_openssh_reach_the_head_node() {
     let config = w.lab.path("ssh_config");
     std::fs::write(&config, &r.stdout).unwrap();
     let ssh = |host: &str, cfg: &std::path::Path| {
-        Command::new("ssh")
-            .arg("-F")
+        let mut cmd = Command::new("ssh");
+        cmd.arg("-F")
             .arg(cfg)
-            .args(["-o", "BatchMode=yes", host, "echo via:$SSH_CONNECTION"])
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap()
+            .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=30"])
+            .args([host, "echo via:$SSH_CONNECTION"])
+            .stdin(std::process::Stdio::null());
+        run_within(cmd, Duration::from_secs(120))
     };
     let out = ssh("demo-head", &config);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "ssh demo-head: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = out.stdout.clone();
+    assert!(out.status == 0, "ssh demo-head: {}", out.stderr.clone());
     assert!(
         stdout.contains(&format!("via:10.78.{}.1 ", w.lab.n)),
         "{stdout}"
     );
     // As `pcluster ssh` runs it: ssh <user>@<private ip>.
     let out = ssh(&format!("root@{}", w.lab.head_ip), &config);
-    assert!(
-        out.status.success(),
-        "ssh root@ip: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status == 0, "ssh root@ip: {}", out.stderr.clone());
 
     // --install: one Include line in ~/.ssh/config (idempotent), and the same works from there.
     for _ in 0..2 {
@@ -587,17 +695,13 @@ async fn ssh_config_lets_openssh_reach_the_head_node() {
     let text = std::fs::read_to_string(&main).unwrap();
     assert_eq!(text.matches("Include ").count(), 1, "{text}");
     let out = ssh(&format!("root@{}", w.lab.head_ip), &main);
-    assert!(
-        out.status.success(),
-        "ssh via Include: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status == 0, "ssh via Include: {}", out.stderr.clone());
 
     // OpenSSH refuses a proxy whose key is not the tag's (someone in its place), as bastion does.
     w.lab.new_host_key("proxy");
     let out = ssh("demo-head", &main);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(255), "{err}");
+    let err = out.stderr.clone();
+    assert_eq!(out.status, 255, "{err}");
     assert!(
         err.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
             || err.contains("Host key verification failed"),
@@ -755,4 +859,21 @@ async fn a_reconnect_that_meets_a_changed_host_key_ends_the_tunnel() {
     assert_eq!(status.code(), Some(1), "{text}");
     assert!(text.contains("host key changed"), "{text}");
     assert!(!text.contains("reconnected to"), "{text}");
+}
+
+/// Waits (30 s at most) until at least `bytes` have arrived on `s` and sit unread. Blocking
+/// peeks with a read timeout: `O_NONBLOCK` would be shared with a clone still writing.
+fn wait_unread(s: &TcpStream, bytes: usize) {
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut buf = vec![0u8; bytes];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if matches!(s.peek(&mut buf), Ok(n) if n >= bytes) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no {bytes} bytes queued in 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    s.set_read_timeout(None).unwrap();
 }

@@ -47,9 +47,10 @@ fn dcv_script(token_file: &std::path::Path) -> String {
     format!(
         "#!/bin/bash\n# stand-in for ParallelCluster's pcluster_dcv_connect.sh\n\
          tok=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n')\n\
-         echo \"$tok $(date +%s.%N)\" > {}\n\
+         echo \"$tok $(date +%s.%N)\" > {file}\n\
+         echo \"$tok\" >> {file}.runs\n\
          echo \"PclusterDcvServerPort=8443 PclusterDcvSessionId={SESSION} PclusterDcvSessionToken=$tok\"\n",
-        token_file.display()
+        file = token_file.display()
     )
 }
 
@@ -122,17 +123,55 @@ fn start_head_dcv(w: &mut World) {
     start_dcv_server(w, "head", &head_ip, true);
 }
 
+/// A running `connect --dcv`: its stdout lines through `rx`, its stderr gathered as it comes.
+struct Lines {
+    rx: std::sync::mpsc::Receiver<String>,
+    err: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Lines {
+    fn stderr(&self) -> String {
+        self.err.lock().unwrap().clone()
+    }
+
+    /// Waits until stderr holds `needle` `count` times; false after 150 s.
+    fn wait_stderr(&self, needle: &str, count: usize) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(150);
+        while std::time::Instant::now() < deadline {
+            if self.stderr().matches(needle).count() >= count {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+/// The tokens the head node's script issued, one per run, oldest first.
+fn token_runs(file: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The `authToken` of a DCV URL.
+fn token_of(url: &str) -> String {
+    let t = url.split("authToken=").nth(1).unwrap_or_default();
+    t.split('#').next().unwrap_or_default().to_string()
+}
+
 /// Starts `connect --dcv ... --show-url --output json`, with stdin piped (Enter = fresh URL).
 /// The child's stdout lines, read by a thread, so a test can wait for one with a deadline.
-type Lines = std::sync::mpsc::Receiver<String>;
-
 fn start_dcv(w: &World, extra: &[&str]) -> (Guard, Lines) {
     let mut args = w.connect_args(&["--dcv", "--show-url", "--output", "json"]);
     args.extend_from_slice(extra);
     spawn_lines(&w.b, &args)
 }
 
-/// Starts bastion with `args`, stdin piped; its stdout lines come through the receiver.
+/// Starts bastion with `args`, stdin piped; its stdout lines come through the receiver, its
+/// stderr is read as it comes (a full pipe never stalls it).
 fn spawn_lines(b: &Bastion, args: &[&str]) -> (Guard, Lines) {
     let mut cmd = b.command(args);
     cmd.stdin(Stdio::piped())
@@ -148,18 +187,26 @@ fn spawn_lines(b: &Bastion, args: &[&str]) -> (Guard, Lines) {
             }
         }
     });
-    (child, rx)
+    let err = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = err.clone();
+    let pipe = BufReader::new(child.child().stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for line in pipe.lines().map_while(Result::ok) {
+            let mut e = sink.lock().unwrap();
+            e.push_str(&line);
+            e.push('\n');
+        }
+    });
+    (child, Lines { rx, err })
 }
 
 /// The next URL line; fails (never hangs) when none comes within 90 s.
 fn next_url(out: &Lines, child: &mut Guard) -> serde_json::Value {
-    match out.recv_timeout(Duration::from_secs(90)) {
+    match out.rx.recv_timeout(Duration::from_secs(90)) {
         Ok(line) => serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}")),
         Err(e) => {
             let _ = child.child().kill();
-            let mut err = String::new();
-            let _ = std::io::Read::read_to_string(child.child().stderr.as_mut().unwrap(), &mut err);
-            panic!("connect --dcv gave no URL ({e}): {err}");
+            panic!("connect --dcv gave no URL ({e}): {}", out.stderr());
         }
     }
 }
@@ -179,10 +226,9 @@ async fn fetch(url: &str) -> u16 {
         .unwrap_or(0)
 }
 
-fn stop(mut child: Guard) -> String {
+fn stop(mut child: Guard, out: &Lines) -> String {
     let status = child.interrupt(Duration::from_secs(30));
-    let mut err = String::new();
-    let _ = std::io::Read::read_to_string(child.child().stderr.as_mut().unwrap(), &mut err);
+    let err = out.stderr();
     assert!(
         status.success(),
         "connect --dcv stops cleanly on Ctrl-C: {err}"
@@ -221,15 +267,27 @@ async fn the_one_time_url_works_once_and_enter_mints_a_fresh_one() {
         "bastion holds 127.0.0.1:{port}"
     );
     assert_eq!(fetch(&url).await, 200, "the URL works through the tunnel");
-    assert_eq!(fetch(&url).await, 403, "a used token is refused");
+    // bastion ran the head node's script once, and its URL carries the token that run issued.
+    let runs = w.lab.path("dcv-token.runs");
+    assert_eq!(token_runs(&runs), [token_of(&url)]);
 
-    // Enter: a fresh one-time URL for the same session, through the same tunnel.
+    // Enter: the script runs once more, and the new URL carries the newest token (a reused one
+    // would be refused by DCV: the token is single use).
     std::io::Write::write_all(child.child().stdin.as_mut().unwrap(), b"\n").unwrap();
     let second = next_url(&out, &mut child);
     assert_eq!(second["local_port"], first["local_port"]);
-    assert_ne!(second["url"], first["url"]);
-    assert_eq!(fetch(second["url"].as_str().unwrap()).await, 200);
-    stop(child);
+    let second_url = second["url"].as_str().unwrap();
+    let issued = token_runs(&runs);
+    assert_eq!(issued.len(), 2, "one script run per Enter: {issued:?}");
+    assert_eq!(
+        token_of(second_url),
+        issued[1],
+        "the newest token in the URL"
+    );
+    assert_ne!(issued[1], issued[0]);
+    assert_eq!(fetch(second_url).await, 200);
+    stop(child, &out);
+    assert_eq!(token_runs(&runs).len(), 2, "no run without an Enter");
 
     // Opening the browser: its command line (which /proc shows every local user) names a
     // local page only this user can read, and the page holds the URL with the token.
@@ -261,7 +319,7 @@ async fn the_one_time_url_works_once_and_enter_mints_a_fresh_one() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let text = std::fs::read_to_string(&seen).unwrap_or_default();
-    stop(child);
+    stop(child, &out);
     let mut lines = text.lines();
     let arg = lines.next().unwrap_or_default();
     assert!(
@@ -351,7 +409,20 @@ async fn desktop_reaches_the_proxys_own_dcv_on_its_loopback_with_a_token_per_url
         .set_instance_tags(&w.proxy_id, &[("bastion:desktop", "installing")])
         .await;
     let (mut child, out) = start_dcv(&w, &["--desktop"]);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // bastion says it waits, and polls twice more seeing the desktop still installing: no URL
+    // may come out meanwhile.
+    let polling = format!("{}: proxy ready; desktop installing", w.proxy_id);
+    assert!(
+        out.wait_stderr("the proxy's desktop is still installing", 1)
+            && out.wait_stderr(&polling, 2),
+        "{}",
+        out.stderr()
+    );
+    assert!(
+        matches!(out.rx.try_recv(), Err(std::sync::mpsc::TryRecvError::Empty)),
+        "no URL while the desktop installs: {}",
+        out.stderr()
+    );
     w.aws
         .set_instance_tags(&w.proxy_id, &[("bastion:desktop", "ready")])
         .await;
@@ -377,7 +448,7 @@ async fn desktop_reaches_the_proxys_own_dcv_on_its_loopback_with_a_token_per_url
     let second = next_url(&out, &mut child);
     assert_ne!(second["url"], url["url"]);
     assert_eq!(fetch(second["url"].as_str().unwrap()).await, 200);
-    stop(child);
+    stop(child, &out);
 }
 
 /// The proxy's link cut under `connect --dcv`: the loss is said, bastion reconnects by itself,
@@ -393,32 +464,15 @@ async fn the_dcv_tunnel_outlives_a_cut_link() {
     let first = next_url(&out, &mut child);
     assert_eq!(fetch(first["url"].as_str().unwrap()).await, 200);
 
-    // stderr, read by a thread, for the loss and reconnect lines.
-    let err = child.child().stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let wait_line = |needle: &str| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(150);
-        while std::time::Instant::now() < deadline {
-            if let Ok(l) = rx.recv_timeout(Duration::from_secs(1))
-                && l.contains(needle)
-            {
-                return true;
-            }
-        }
-        false
-    };
     w.lab.set_proxy_link(false);
-    let lost = wait_line("was lost");
+    let lost = out.wait_stderr("was lost", 1);
     w.lab.set_proxy_link(true);
-    assert!(lost, "the loss is reported");
-    assert!(wait_line("reconnected to"), "bastion reconnects by itself");
+    assert!(lost, "the loss is reported: {}", out.stderr());
+    assert!(
+        out.wait_stderr("reconnected to", 1),
+        "bastion reconnects by itself: {}",
+        out.stderr()
+    );
     std::io::Write::write_all(child.child().stdin.as_mut().unwrap(), b"\n").unwrap();
     let second = next_url(&out, &mut child);
     assert_eq!(
@@ -445,7 +499,7 @@ async fn a_teammate_without_the_proxy_key_opens_the_desktop() {
     let url = next_url(&out, &mut child);
     assert_eq!(url["session_id"], SESSION);
     assert_eq!(fetch(url["url"].as_str().unwrap()).await, 200);
-    stop(child);
+    stop(child, &out);
     let pushes = t.eic.pushes();
     assert_eq!(pushes.len(), 1, "{pushes:?}");
     assert_eq!(pushes[0].instance, w.proxy_id);

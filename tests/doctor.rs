@@ -437,17 +437,7 @@ async fn each_check_is_a_problem_when_aws_holds_the_fault() {
     ]);
     assert_eq!(up.status, 0, "{up:?}");
     assert_eq!(status_of(&doctor(), "bastion.subnet-public").1, "ok");
-    let public_rt = aws
-        .ec2
-        .describe_route_tables()
-        .filters(filter("association.subnet-id", &lab.public_subnet))
-        .send()
-        .await
-        .unwrap()
-        .route_tables()[0]
-        .route_table_id()
-        .unwrap()
-        .to_string();
+    let public_rt = aws.route_table_of(&lab.public_subnet).await;
     aws.ec2
         .delete_route()
         .route_table_id(&public_rt)
@@ -462,14 +452,7 @@ async fn each_check_is_a_problem_when_aws_holds_the_fault() {
 }
 
 async fn private_route_table(aws: &Clients, lab: &Lab) -> String {
-    let out = aws
-        .ec2
-        .describe_route_tables()
-        .filters(filter("association.subnet-id", &lab.private_subnet))
-        .send()
-        .await
-        .unwrap();
-    out.route_tables()[0].route_table_id().unwrap().to_string()
+    aws.route_table_of(&lab.private_subnet).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -480,17 +463,7 @@ async fn each_misconfiguration_is_the_right_problem() {
     let tmp = tempfile::tempdir().unwrap();
     let b = Bastion::new(&moto, tmp.path());
     // S3 on the wrong route table (the public one); logs without private DNS.
-    let public_rt = aws
-        .ec2
-        .describe_route_tables()
-        .filters(filter("association.subnet-id", &lab.public_subnet))
-        .send()
-        .await
-        .unwrap()
-        .route_tables()[0]
-        .route_table_id()
-        .unwrap()
-        .to_string();
+    let public_rt = aws.route_table_of(&lab.public_subnet).await;
     aws.ec2
         .create_vpc_endpoint()
         .vpc_id(&lab.vpc)

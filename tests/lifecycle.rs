@@ -8,6 +8,9 @@ use base64::Engine;
 use common::*;
 
 const ALLOW: &str = "198.51.100.7/32";
+/// How long a background `up` may take to say or do what a test waits for (a deadline, never a
+/// verdict: it only turns a hang into a failure).
+const LIMIT: std::time::Duration = std::time::Duration::from_secs(180);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn up_creates_a_hardened_proxy_and_down_removes_all_of_it() {
@@ -249,29 +252,98 @@ fn urlencoding_decode(s: &str) -> String {
         .into_owned()
 }
 
+/// What a successful `up` records in its ledger, in order (the pcluster policy on: three inline
+/// policies). A failure at a step has created the entries before it.
+const LEDGER: [&str; 12] = [
+    "local_key",
+    "key_pair",
+    "security_group",
+    "ingress_rule",
+    "role",
+    "inline_policy",
+    "inline_policy",
+    "inline_policy",
+    "attached_policy",
+    "instance_profile",
+    "role_in_profile",
+    "instance",
+];
+
+/// The kind of one `removed ...` line (the ledger's wording, or the sweep's).
+fn removed_kind(line: &str) -> &'static str {
+    let what = line.trim_start().trim_start_matches("removed ");
+    for (prefix, kind) in [
+        ("local key ", "local_key"),
+        ("key pair ", "key_pair"),
+        ("security group ", "security_group"),
+        ("ingress rule ", "ingress_rule"),
+        ("IAM role ", "role"),
+        ("inline policy ", "inline_policy"),
+        ("policy ", "attached_policy"),
+        ("instance profile ", "instance_profile"),
+        ("role ", "role_in_profile"),
+        ("instance ", "instance"),
+    ] {
+        if what.starts_with(prefix) {
+            return kind;
+        }
+    }
+    panic!("unknown removed line: {line}")
+}
+
+/// The kinds a failed `up` says it removed, sorted.
+fn removed_kinds(stderr: &str) -> Vec<&'static str> {
+    let mut kinds: Vec<_> = stderr
+        .lines()
+        .filter(|l| l.starts_with("  removed "))
+        .map(removed_kind)
+        .collect();
+    kinds.sort();
+    kinds
+}
+
+fn sorted(kinds: &[&'static str]) -> Vec<&'static str> {
+    let mut v = kinds.to_vec();
+    v.sort();
+    v
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failure_at_any_creation_step_leaves_nothing_behind() {
     let moto = moto_or_skip!();
     let aws = moto.clients().await;
     let lab = aws.build_lab(LabOptions::default()).await;
     let head_rules_before = aws.ingress(&lab.head_sg).await;
-    let steps = [
-        "import_key_pair",
-        "create_security_group",
-        "set_egress",
-        "authorize_ingress",
+    // (failpoint, ledger entries made before it fires, what its `:after` leaves unrecorded for
+    // the sweep by run tag to find, exit code). Local steps fail as a state dir that cannot be
+    // written does: exit 4.
+    let steps: &[(&str, usize, Option<&str>, i32)] = &[
+        // The first save of the ledger, before anything exists: no rollback at all.
+        ("ledger_save#1", 0, None, 4),
+        // The key's record: the key is not made.
+        ("ledger_save#2", 0, None, 4),
+        // The key files written, the call failing after.
+        ("generate_key", 1, None, 4),
+        ("import_key_pair", 1, Some("key_pair"), 1),
+        ("ledger_save#3", 2, None, 4),
+        ("create_security_group", 2, Some("security_group"), 1),
+        ("set_egress", 3, None, 1),
+        ("authorize_ingress", 3, None, 1),
         // The second: the rule on the head node's group (a group bastion does not own).
-        "authorize_ingress#2",
-        "create_role",
-        "put_role_policy",
-        "put_role_policy#2",
-        "put_role_policy#3",
-        "attach_role_policy",
-        "create_instance_profile",
-        "add_role_to_instance_profile",
-        "run_instance",
+        ("authorize_ingress#2", 3, Some("ingress_rule"), 1),
+        ("ledger_save#5", 4, None, 4),
+        ("create_role", 4, Some("role"), 1),
+        ("put_role_policy", 5, None, 1),
+        ("put_role_policy#2", 6, None, 1),
+        ("put_role_policy#3", 7, None, 1),
+        ("attach_role_policy", 8, None, 1),
+        ("create_instance_profile", 9, Some("instance_profile"), 1),
+        ("add_role_to_instance_profile", 10, None, 1),
+        ("run_instance", 11, Some("instance"), 1),
+        // The instance launched, its record lost.
+        ("ledger_save#13", 12, None, 4),
     ];
-    for step in steps {
+    for &(step, made, lost, code) in steps {
         for mode in ["", ":after"] {
             let failpoint = format!("{step}{mode}");
             let tmp = tempfile::tempdir().unwrap();
@@ -285,13 +357,36 @@ async fn a_failure_at_any_creation_step_leaves_nothing_behind() {
                 ALLOW,
                 "--no-wait",
             ]);
-            assert_eq!(up.status, 1, "{failpoint}: {up:?}");
+            assert_eq!(up.status, code, "{failpoint}: {up:?}");
             assert!(
                 up.stderr.contains("injected failure"),
                 "{failpoint}: the original error is shown: {up:?}"
             );
-            assert!(
-                up.stderr.contains("cleaned up") || up.stderr.contains("nothing had been created"),
+            // A local write that fails before its work made nothing (`generate_key`); after it,
+            // the files exist and are the run's to remove.
+            let mut expected: Vec<&str> = LEDGER[..made].to_vec();
+            if step == "generate_key" && mode.is_empty() {
+                expected.clear();
+            }
+            if mode == ":after"
+                && let Some(lost) = lost
+            {
+                expected.push(lost);
+            }
+            if step == "ledger_save#1" {
+                assert!(!up.stderr.contains("cleaned up"), "{failpoint}: {up:?}");
+            } else if expected.is_empty() {
+                assert!(
+                    up.stderr.contains("nothing had been created"),
+                    "{failpoint}: {up:?}"
+                );
+            } else {
+                assert!(up.stderr.contains("cleaned up"), "{failpoint}: {up:?}");
+            }
+            // Exactly what this run created is said to be removed: each once, nothing more.
+            assert_eq!(
+                removed_kinds(&up.stderr),
+                sorted(&expected),
                 "{failpoint}: {up:?}"
             );
             assert!(!up.stderr.contains("NOT removed"), "{failpoint}: {up:?}");
@@ -305,13 +400,168 @@ async fn a_failure_at_any_creation_step_leaves_nothing_behind() {
                 head_rules_before,
                 "{failpoint}"
             );
-            let keys: Vec<_> = walk(&b.state_dir)
-                .into_iter()
-                .filter(|p| p.contains("id_ed25519"))
+            let files = walk(&b.state_dir);
+            let left: Vec<_> = files
+                .iter()
+                .filter(|p| p.contains("id_ed25519") || p.contains("ledger.json"))
                 .collect();
-            assert!(keys.is_empty(), "{failpoint}: local keys left: {keys:?}");
+            assert!(left.is_empty(), "{failpoint}: local files left: {left:?}");
         }
     }
+}
+
+/// Teardown's own calls, failing in `up`'s rollback and then in `down`: what could not be
+/// removed is named (and kept in the ledger), the exit code is 1, and a later `down` finishes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollback_that_cannot_finish_names_what_it_left_and_down_finishes_it() {
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    let lab = aws.build_lab(LabOptions::default()).await;
+    let head_rules_before = aws.ingress(&lab.head_sg).await;
+    // (teardown call, the ledger kind it leaves, the launch failure that starts the rollback:
+    // `:after` leaves an unrecorded instance for the run's sweep).
+    let cases = [
+        ("terminate_instance", "instance", "run_instance:after"),
+        ("revoke_ingress", "ingress_rule", "run_instance"),
+        ("delete_security_group", "security_group", "run_instance"),
+        ("delete_key_pair", "key_pair", "run_instance"),
+        (
+            "remove_role_from_instance_profile",
+            "role_in_profile",
+            "run_instance",
+        ),
+        (
+            "delete_instance_profile",
+            "instance_profile",
+            "run_instance",
+        ),
+        ("detach_role_policy", "attached_policy", "run_instance"),
+        ("delete_role_policy", "inline_policy", "run_instance"),
+        ("delete_role", "role", "run_instance"),
+    ];
+    for (call, kind, launch) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut b = Bastion::new(&moto, tmp.path());
+        b.env
+            .push(("BASTION_FAILPOINT".into(), format!("{launch},{call}")));
+        let up = b.run(&[
+            "up",
+            "--cluster",
+            CLUSTER,
+            "--allow-cidr",
+            ALLOW,
+            "--no-wait",
+        ]);
+        assert_eq!(up.status, 1, "{call}: {up:?}");
+        assert!(
+            up.stderr.contains("run_instance: injected failure"),
+            "{call}: the original error first: {up:?}"
+        );
+        let not_removed: Vec<_> = up
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("  NOT removed "))
+            .collect();
+        // The failed call is named; what depends on it (a role still in its profile) says its
+        // own reason.
+        assert!(
+            not_removed
+                .iter()
+                .any(|l| l.contains(&format!("{call}: injected failure"))),
+            "{call}: {up:?}"
+        );
+        assert!(
+            up.stderr.contains(&format!(
+                "run `bastion down --cluster {CLUSTER}` to retry the rest"
+            )),
+            "{call}: {up:?}"
+        );
+        assert!(!aws.leftovers(CLUSTER).await.is_empty(), "{call}");
+        // The ledger keeps what is left (a recorded resource), so `down` knows it.
+        if launch == "run_instance" {
+            let kinds = ledger_kinds(&b);
+            assert!(kinds.iter().any(|k| k == kind), "{call}: ledger {kinds:?}");
+        }
+
+        // `down` meets the same failure: it says so and keeps the ledger.
+        let down = b.run(&["down", "--cluster", CLUSTER]);
+        assert_eq!(down.status, 1, "{call}: {down:?}");
+        assert!(
+            down.stdout.contains("NOT removed") && down.stderr.contains("could not be removed"),
+            "{call}: {down:?}"
+        );
+        assert!(!aws.leftovers(CLUSTER).await.is_empty(), "{call}");
+
+        // Without it, `down` finishes the job.
+        b.env.clear();
+        let down = b.run(&["down", "--cluster", CLUSTER]);
+        assert_eq!(down.status, 0, "{call}: {down:?}");
+        assert!(!down.stdout.contains("NOT removed"), "{call}: {down:?}");
+        assert_eq!(aws.leftovers(CLUSTER).await, Vec::<String>::new(), "{call}");
+        assert_eq!(aws.ingress(&lab.head_sg).await, head_rules_before, "{call}");
+        assert!(!ledger_path(&b).exists(), "{call}");
+        let keys: Vec<_> = walk(&b.state_dir)
+            .into_iter()
+            .filter(|p| p.contains("id_ed25519"))
+            .collect();
+        assert!(keys.is_empty(), "{call}: {keys:?}");
+    }
+}
+
+/// `--keep-on-failure` keeps every resource and its ledger (marked finished, so the next `up`
+/// never takes it for a dead run); `down` removes them.
+#[tokio::test(flavor = "multi_thread")]
+async fn keep_on_failure_keeps_everything_for_down() {
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    let lab = aws.build_lab(LabOptions::default()).await;
+    let head_rules_before = aws.ingress(&lab.head_sg).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = Bastion::new(&moto, tmp.path());
+    b.env
+        .push(("BASTION_FAILPOINT".into(), "run_instance:after".into()));
+    let up = b.run(&[
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--allow-cidr",
+        ALLOW,
+        "--no-wait",
+        "--keep-on-failure",
+    ]);
+    assert_eq!(up.status, 1, "{up:?}");
+    assert!(
+        up.stderr.contains(&format!(
+            "kept what was created (--keep-on-failure); remove it with `bastion down --cluster {CLUSTER}`"
+        )),
+        "{up:?}"
+    );
+    assert!(!up.stderr.contains("removed"), "{up:?}");
+    let mut left: Vec<String> = aws
+        .leftovers(CLUSTER)
+        .await
+        .iter()
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect();
+    left.sort();
+    left.dedup();
+    for kind in ["instance", "security", "rule", "key", "role", "volume"] {
+        assert!(left.iter().any(|l| l == kind), "{kind} kept: {left:?}");
+    }
+    assert_ne!(aws.ingress(&lab.head_sg).await, head_rules_before);
+    let ledger: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ledger_path(&b)).unwrap()).unwrap();
+    assert_eq!(ledger["complete"], true, "{ledger}");
+    // Everything up to the launch, whose response was lost (the sweep by tag finds it).
+    assert_eq!(ledger_kinds(&b), LEDGER[..11].to_vec());
+
+    b.env.clear();
+    let down = b.run(&["down", "--cluster", CLUSTER]);
+    assert_eq!(down.status, 0, "{down:?}");
+    assert!(down.stdout.contains("removed instance i-"), "{down:?}");
+    assert_eq!(aws.leftovers(CLUSTER).await, Vec::<String>::new());
+    assert_eq!(aws.ingress(&lab.head_sg).await, head_rules_before);
+    assert!(!ledger_path(&b).exists());
 }
 
 fn walk(dir: &std::path::Path) -> Vec<String> {
@@ -338,7 +588,7 @@ async fn ctrl_c_during_up_removes_what_it_created() {
     let mut b = Bastion::new(&moto, tmp.path());
     b.env
         .push(("BASTION_FAILPOINT".into(), "run_instance:pause".into()));
-    let child = b.spawn(&[
+    let child = b.watch(&[
         "up",
         "--cluster",
         CLUSTER,
@@ -371,9 +621,9 @@ async fn ctrl_c_during_up_removes_what_it_created() {
         .status()
         .unwrap();
     assert!(status.success());
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    let out = child.finish(LIMIT);
+    let stderr = out.stderr.clone();
+    assert_eq!(out.status, 130, "{stderr}");
     assert!(
         stderr.contains("interrupted") && stderr.contains("removed"),
         "{stderr}"
@@ -390,7 +640,7 @@ async fn up_waits_for_the_bootstrap_and_reports_its_failure() {
     let b = Bastion::new(&moto, tmp.path());
 
     // Play the instance's bootstrap: bootstrapping, host key, ready.
-    let child = b.spawn(&[
+    let mut child = b.watch(&[
         "up",
         "--cluster",
         CLUSTER,
@@ -402,9 +652,14 @@ async fn up_waits_for_the_bootstrap_and_reports_its_failure() {
         "2",
     ]);
     let id = wait_for_instance(&aws).await;
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    // Two polls that found no bootstrap yet, and `up` is still waiting.
+    child.wait_stderr(
+        &format!("{id}: instance running, waiting for its bootstrap to start"),
+        2,
+        LIMIT,
+    );
     assert!(
-        child_running(child.id()),
+        child.running(),
         "up must keep waiting while the bootstrap has not reported"
     );
     aws.set_instance_tags(&id, &[("bastion:state", "bootstrapping")])
@@ -420,20 +675,15 @@ async fn up_waits_for_the_bootstrap_and_reports_its_failure() {
         ],
     )
     .await;
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = child.finish(LIMIT);
+    assert_eq!(out.status, 0, "{out:?}");
+    let r = out.json();
     assert_eq!(r["bootstrap"], "ready");
     assert_eq!(r["instance_id"], id.as_str());
     assert_eq!(b.run(&["down", "--cluster", CLUSTER]).status, 0);
 
     // A failed bootstrap: the console tail is shown, the exit is non-zero, nothing stays.
-    let child = b.spawn(&[
+    let child = b.watch(&[
         "up",
         "--cluster",
         CLUSTER,
@@ -445,9 +695,9 @@ async fn up_waits_for_the_bootstrap_and_reports_its_failure() {
     let id = wait_for_instance(&aws).await;
     aws.set_instance_tags(&id, &[("bastion:state", "failed")])
         .await;
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    let out = child.finish(LIMIT);
+    let stderr = out.stderr.clone();
+    assert_eq!(out.status, 1, "{stderr}");
     assert!(
         stderr.contains("bootstrap failed") && stderr.contains("console output"),
         "{stderr}"
@@ -459,11 +709,36 @@ async fn up_waits_for_the_bootstrap_and_reports_its_failure() {
     );
 }
 
-fn child_running(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_default()
-            .contains(") Z ")
+/// `--timeout` counts minutes: one without a word from the bootstrap ends `up` with exit 1,
+/// the advice, and nothing left.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bootstrap_that_never_reports_times_out_and_leaves_nothing() {
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    aws.build_lab(LabOptions::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Bastion::new(&moto, tmp.path());
+    let child = b.watch(&[
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--allow-cidr",
+        ALLOW,
+        "--timeout",
+        "1",
+    ]);
+    let id = wait_for_instance(&aws).await;
+    let out = child.finish(LIMIT);
+    assert_eq!(out.status, 1, "{out:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "gave up after 1 min waiting for the proxy {id} (instance running, bootstrap not started)"
+        )) && out.stderr.contains("Raise --timeout"),
+        "{out:?}"
+    );
+    assert!(out.stderr.contains("cleaned up"), "{out:?}");
+    assert_eq!(aws.leftovers(CLUSTER).await, Vec::<String>::new());
+    assert!(!ledger_path(&b).exists());
 }
 
 async fn wait_for_instance(aws: &Clients) -> String {
@@ -715,9 +990,23 @@ async fn the_default_allowed_cidr_is_the_callers_public_ip() {
     // The lookup answers (a one-shot HTTP server on loopback plays checkip).
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/", listener.local_addr().unwrap());
+    // Non-blocking accept with a deadline: a bastion that never asks fails the test, not hangs it.
+    listener.set_nonblocking(true).unwrap();
     let server = std::thread::spawn(move || {
         use std::io::{Read, Write};
-        let (mut s, _) = listener.accept().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut s = loop {
+            match listener.accept() {
+                Ok((s, _)) => break s,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                Err(e) => panic!("bastion never asked for its address: {e}"),
+            }
+        };
+        s.set_nonblocking(false).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
         let mut buf = [0u8; 1024];
         let _ = s.read(&mut buf);
         s.write_all(
@@ -727,7 +1016,7 @@ async fn the_default_allowed_cidr_is_the_callers_public_ip() {
     });
     b.env.push(("BASTION_IP_LOOKUP_URL".into(), url));
     let r = b.run(&["up", "--cluster", CLUSTER, "--dry-run", "--output", "json"]);
-    server.join().unwrap();
+    server.join().expect("the lookup was asked");
     assert_eq!(r.status, 0, "{r:?}");
     assert_eq!(
         r.json()["allow_cidrs"],
@@ -1034,7 +1323,7 @@ async fn wait_desktop_waits_for_the_desktop_and_keeps_a_proxy_whose_desktop_fail
     aws.build_lab(LabOptions::default()).await;
     let tmp = tempfile::tempdir().unwrap();
     let b = Bastion::new(&moto, tmp.path());
-    let child = b.spawn(&[
+    let mut child = b.watch(&[
         "up",
         "--cluster",
         CLUSTER,
@@ -1055,16 +1344,17 @@ async fn wait_desktop_waits_for_the_desktop_and_keeps_a_proxy_whose_desktop_fail
         ],
     )
     .await;
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    // Two polls that saw the desktop installing, and `up` is still waiting.
+    child.wait_stderr(&format!("{id}: proxy ready; desktop installing"), 2, LIMIT);
     assert!(
-        child_running(child.id()),
+        child.running(),
         "--wait-desktop keeps waiting while the desktop installs"
     );
     aws.set_instance_tags(&id, &[("bastion:desktop", "failed")])
         .await;
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let out = child.finish(LIMIT);
+    let stderr = out.stderr.clone();
+    assert_eq!(out.status, 1, "{stderr}");
     assert!(
         stderr.contains("installing its desktop failed") && stderr.contains("kept"),
         "{stderr}"
@@ -1164,4 +1454,166 @@ async fn down_spares_other_clusters_and_other_regions() {
     }
     assert_eq!(aws.leftovers("other").await, Vec::<String>::new());
     assert_eq!(west.leftovers(CLUSTER).await, Vec::<String>::new());
+}
+
+/// `up` prefers a public subnet in the head node's availability zone (no cross-AZ traffic for
+/// every byte of the tunnel), whatever the order AWS lists them in; without one it takes another
+/// zone's, the first by id.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_proxy_goes_to_the_head_nodes_availability_zone_when_it_can() {
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    let lab = aws.build_lab(LabOptions::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Bastion::new(&moto, tmp.path());
+    let public_rt = aws.route_table_of(&lab.public_subnet).await;
+    // Six public subnets in another zone: ids are random, so without the preference the odds
+    // of picking the head node's zone would be one in seven.
+    let mut others = Vec::new();
+    for i in 0..6 {
+        let id = aws
+            .ec2
+            .create_subnet()
+            .vpc_id(&lab.vpc)
+            .cidr_block(format!("10.20.{}.0/24", 100 + i))
+            .availability_zone("us-east-1b")
+            .send()
+            .await
+            .unwrap()
+            .subnet()
+            .unwrap()
+            .subnet_id()
+            .unwrap()
+            .to_string();
+        aws.ec2
+            .associate_route_table()
+            .route_table_id(&public_rt)
+            .subnet_id(&id)
+            .send()
+            .await
+            .unwrap();
+        others.push(id);
+    }
+    let plan = |b: &Bastion| {
+        let r = b.run(&[
+            "up",
+            "--cluster",
+            CLUSTER,
+            "--allow-cidr",
+            ALLOW,
+            "--dry-run",
+            "--output",
+            "json",
+        ]);
+        assert_eq!(r.status, 0, "{r:?}");
+        let p = r.json();
+        (
+            p["subnet_id"].as_str().unwrap().to_string(),
+            p["availability_zone"].as_str().unwrap().to_string(),
+        )
+    };
+    assert_eq!(
+        plan(&b),
+        (lab.public_subnet.clone(), "us-east-1a".to_string())
+    );
+
+    // The head node's zone loses its public subnet (a private route table instead).
+    let private_rt = aws
+        .ec2
+        .create_route_table()
+        .vpc_id(&lab.vpc)
+        .send()
+        .await
+        .unwrap()
+        .route_table()
+        .unwrap()
+        .route_table_id()
+        .unwrap()
+        .to_string();
+    let assoc = aws
+        .ec2
+        .describe_route_tables()
+        .route_table_ids(&public_rt)
+        .send()
+        .await
+        .unwrap()
+        .route_tables()[0]
+        .associations()
+        .iter()
+        .find(|a| a.subnet_id() == Some(lab.public_subnet.as_str()))
+        .and_then(|a| a.route_table_association_id())
+        .unwrap()
+        .to_string();
+    aws.ec2
+        .replace_route_table_association()
+        .association_id(&assoc)
+        .route_table_id(&private_rt)
+        .send()
+        .await
+        .unwrap();
+    others.sort();
+    assert_eq!(plan(&b), (others[0].clone(), "us-east-1b".to_string()));
+    assert_eq!(aws.leftovers(CLUSTER).await, Vec::<String>::new());
+}
+
+/// An arm64 (Graviton) head node gets a proxy of its architecture: AL2023's arm64 AMI from AWS's
+/// public parameter, a t4g, and the root volume size asked for.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_arm64_head_node_gets_an_arm64_proxy_with_the_volume_asked_for() {
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    aws.build_lab(LabOptions {
+        head_arch: "arm64",
+        ..LabOptions::default()
+    })
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Bastion::new(&moto, tmp.path());
+    let up = b.run(&[
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--allow-cidr",
+        ALLOW,
+        "--volume-size",
+        "25",
+        "--no-wait",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(up.status, 0, "{up:?}");
+    let id = up.json()["instance_id"].as_str().unwrap().to_string();
+    let arm64_ami = aws
+        .ssm
+        .get_parameter()
+        .name("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64")
+        .send()
+        .await
+        .unwrap()
+        .parameter()
+        .and_then(|p| p.value())
+        .unwrap()
+        .to_string();
+    let out = aws
+        .ec2
+        .describe_instances()
+        .instance_ids(&id)
+        .send()
+        .await
+        .unwrap();
+    let inst = &out.reservations()[0].instances()[0];
+    assert_eq!(inst.image_id(), Some(arm64_ami.as_str()));
+    assert_eq!(inst.instance_type().map(|t| t.as_str()), Some("t4g.medium"));
+    assert_eq!(inst.architecture().map(|a| a.as_str()), Some("arm64"));
+    let volumes = aws
+        .ec2
+        .describe_volumes()
+        .filters(filter("attachment.instance-id", &id))
+        .send()
+        .await
+        .unwrap();
+    let sizes: Vec<_> = volumes.volumes().iter().map(|v| v.size()).collect();
+    assert_eq!(sizes, vec![Some(25)]);
+    assert_eq!(b.run(&["down", "--cluster", CLUSTER]).status, 0);
+    assert_eq!(aws.leftovers(CLUSTER).await, Vec::<String>::new());
 }

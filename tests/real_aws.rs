@@ -210,7 +210,7 @@ async fn up_status_and_down_hold_against_aws_as_it_behaves() {
 
     // A waiting `up`: the new instance reads as missing for its first seconds, and is waited
     // for, not torn down.
-    let mut child = b.spawn(&["up", "--cluster", CLUSTER, "--allow-cidr", ALLOW]);
+    let child = b.watch(&["up", "--cluster", CLUSTER, "--allow-cidr", ALLOW]);
     let deadline = Instant::now() + Duration::from_secs(120);
     let id = loop {
         if let Some(i) = aws.bastion_instances(CLUSTER).await.first() {
@@ -230,18 +230,8 @@ async fn up_status_and_down_hold_against_aws_as_it_behaves() {
         ],
     )
     .await;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while child.child().try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "up did not finish");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = child.finish(Duration::from_secs(120));
+    assert_eq!(out.status, 0, "{out:?}");
     assert_eq!(aws.bastion_instances(CLUSTER).await.len(), 1);
     assert_eq!(b.run(&["down", "--cluster", CLUSTER]).status, 0);
     assert_eq!(aws.leftovers(CLUSTER).await, Vec::<String>::new());
@@ -306,14 +296,6 @@ async fn aws_going_unreachable_mid_run_is_said_and_down_finishes_the_job() {
     assert_eq!(aws.leftovers(CLUSTER).await, Vec::<String>::new());
 }
 
-fn ledger_path(b: &Bastion) -> std::path::PathBuf {
-    b.state_dir
-        .join("123456789012")
-        .join(REGION)
-        .join(CLUSTER)
-        .join("ledger.json")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_up_never_blocks_the_next_one() {
     let moto = moto_or_skip!();
@@ -334,7 +316,12 @@ async fn a_killed_up_never_blocks_the_next_one() {
         let mut b = Bastion::new(&moto, tmp.path());
         b.env
             .push(("BASTION_FAILPOINT".into(), failpoint.to_string()));
-        let child = b.spawn(&[
+        let paused = tmp.path().join("paused");
+        b.env.push((
+            "BASTION_FAILPOINT_PAUSED".into(),
+            paused.display().to_string(),
+        ));
+        let child = b.watch(&[
             "up",
             "--cluster",
             CLUSTER,
@@ -342,22 +329,25 @@ async fn a_killed_up_never_blocks_the_next_one() {
             ALLOW,
             "--no-wait",
         ]);
-        let ledger = ledger_path(&b);
+        // Killed while the call is held (bastion says so), with the ledger as it stands then.
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !std::fs::read_to_string(&ledger)
-            .unwrap_or_default()
-            .contains(&format!("\"{reached}\""))
-        {
+        while !paused.exists() {
             assert!(Instant::now() < deadline, "{failpoint}: never reached");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let ledger = std::fs::read_to_string(ledger_path(&b)).unwrap_or_default();
+        let last = serde_json::from_str::<serde_json::Value>(&ledger).unwrap()["resources"]
+            .as_array()
+            .and_then(|r| r.last().cloned())
+            .unwrap_or_default();
+        assert_eq!(last["kind"], reached, "{failpoint}: {ledger}");
         let status = std::process::Command::new("kill")
             .args(["-KILL", &child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
-        let _ = child.wait_with_output();
+        let killed = child.finish(Duration::from_secs(30));
+        assert_eq!(killed.status, -1, "{failpoint}: killed by SIGKILL");
         b.env.clear();
 
         if then == "up" {

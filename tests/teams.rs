@@ -157,9 +157,22 @@ async fn a_reconnect_pushes_a_fresh_key() {
     w.spawn_echo();
     let (child, port, log) = teammate_forward(&w, &t, "teammate-reconnect.log");
     assert_eq!(echo_through(port, b"first"), b"first");
-    // Well past the key's validity, the session still carries new connections.
-    let expired = std::time::Instant::now() + Duration::from_secs(4);
-    while std::time::Instant::now() < expired {
+    // Once the proxy's sshd would no longer take the key (its AuthorizedKeysCommand prints
+    // nothing for the login user), the session still carries new connections.
+    let keys = t.eic.keys_command(&w.proxy_id);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = std::process::Command::new("sh")
+            .args(["-c", &keys, "keys", "ec2-user"])
+            .output()
+            .unwrap();
+        if out.status.success() && out.stdout.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pushed key never expired"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(echo_through(port, b"outlived"), b"outlived");
@@ -568,20 +581,32 @@ async fn a_teammates_commands_call_only_what_the_user_policy_allows() {
     cmd.stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped());
     let mut child = Guard(Some(cmd.spawn().unwrap()));
-    let mut banner = [0u8; 8];
-    child
-        .child()
-        .stdout
-        .as_mut()
-        .unwrap()
-        .read_exact(&mut banner)
+    let mut stdout = child.child().stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut banner = [0u8; 8];
+        let _ = tx.send(stdout.read_exact(&mut banner).map(|()| banner));
+    });
+    let banner = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("a banner within 60 s")
         .unwrap();
     assert_eq!(
         &banner, b"SSH-2.0-",
         "the head node's sshd answered through --stdio"
     );
     drop(child.child().stdin.take());
-    let status = child.take().wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.child().try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "--stdio did not end with its stdin"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     assert!(status.success(), "{status:?}");
 
     assert_within(

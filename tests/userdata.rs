@@ -58,25 +58,27 @@ has() { [ -e "$STUB_STATE/$1" ]; }
 
 fn stub_bodies() -> HashMap<&'static str, &'static str> {
     HashMap::from([
+        // Answers only the URLs in $STUB_URLS (the real addresses, each with its fixture's
+        // bytes); any other fails as `curl -f` fails on a 404.
         (
             "curl",
-            r#"case "$*" in
-  *api/token*) echo token ;;
-  *meta-data/instance-id*) echo i-0123456789abcdef0 ;;
-  *placement/region*) echo us-east-1 ;;
-  *) out=""; while [ $# -gt 0 ]; do [ "$1" = -o ] && out=$2; shift; done
-     [ -n "$out" ] && echo stub >"$out" ;;
-esac"#,
+            r#"url=""; out=""
+while [ $# -gt 0 ]; do case "$1" in -o) out=$2; shift ;; -X | -H) shift ;; http*) url=$1 ;; esac; shift; done
+body=$(awk -F'\t' -v u="$url" '$1 == u { print $2 }' "$STUB_URLS")
+if [ -z "$body" ]; then echo "curl: (22) The requested URL returned error: 404 ($url)" >&2; exit 22; fi
+if [ -n "$out" ]; then cat "$body" >"$out"; else cat "$body"; fi"#,
         ),
         ("aws", ""),
+        // The SSH sessions `ss -Htn state established` lists: $STUB_SS, or none.
+        ("ss", r#"[ -n "${STUB_SS:-}" ] && echo "$STUB_SS"; exit 0"#),
         ("systemctl", ""),
         ("dconf", ""),
         ("usermod", ""),
         ("logger", ""),
-        ("gpg", ""),
+        // Imports only the key file curl fetched (non-empty).
+        ("gpg", r#"[ "$1" = --import ] && [ -s "$2" ]"#),
         ("ssh-keygen", ""),
         ("snap", ""),
-        ("sha256sum", "cat >/dev/null"),
         ("dcv", ""),
         // Keeps what it was given on stdin, as DCV's simple external authenticator would.
         (
@@ -96,9 +98,14 @@ esac"#,
     esac; done ;;
 esac"#,
         ),
+        // `rpm --import URL` fetches the URL itself: only the real key's address is taken.
         (
             "rpm",
-            r#"[ "$1" = -q ] || exit 0
+            r#"if [ "$1" = --import ]; then
+  awk -F'\t' -v u="$2" '$1 == u { found = 1 } END { exit !found }' "$STUB_URLS" || { echo "rpm: $2: import read failed" >&2; exit 1; }
+  exit 0
+fi
+[ "$1" = -q ] || exit 0
 shift; for p in "$@"; do has "$p" || exit 1; done"#,
         ),
         (
@@ -115,19 +122,6 @@ esac; done"#,
             "dpkg",
             r#"[ "$1" = -s ] || exit 0
 shift; for p in "$@"; do has "$p" || exit 1; done"#,
-        ),
-        (
-            "tar",
-            r#"dir=""; while [ $# -gt 0 ]; do [ "$1" = -C ] && dir=$2; shift; done
-for v in amzn2023-x86_64 amzn2023-aarch64; do
-  mkdir -p "$dir/nice-dcv-$DCV_STUB_VERSION-$v"
-  touch "$dir/nice-dcv-$DCV_STUB_VERSION-$v"/{nice-dcv-server-1.rpm,nice-dcv-web-viewer-1.rpm,nice-xdcv-1.rpm,nice-dcv-simple-external-authenticator-1.rpm}
-done
-for v in ubuntu2204-x86_64 ubuntu2204-aarch64; do
-  mkdir -p "$dir/nice-dcv-$DCV_STUB_VERSION-$v"
-  touch "$dir/nice-dcv-$DCV_STUB_VERSION-$v"/{nice-dcv-server_1_amd64.deb,nice-dcv-web-viewer_1_amd64.deb,nice-xdcv_1_amd64.deb,nice-dcv-simple-external-authenticator_1_amd64.deb}
-done
-mkdir -p "$dir/bin"; printf '#!/bin/bash\necho v20.18.1\n' >"$dir/bin/node""#,
         ),
         (
             "python3",
@@ -148,6 +142,48 @@ chmod +x "$venv/bin/pip" "$venv/bin/pcluster""#,
     ])
 }
 
+/// The real tools the scripts may run besides the stubs: nothing else is on their PATH, so a
+/// tool of this machine (its own `node`, `aws`, `dnf`) can never stand in for a step.
+const REAL_TOOLS: &[&str] = &[
+    "awk",
+    "basename",
+    "bash",
+    "cat",
+    "chmod",
+    "dirname",
+    "grep",
+    "gzip",
+    "head",
+    "ln",
+    "mkdir",
+    "mktemp",
+    "mv",
+    "od",
+    "rm",
+    "sed",
+    "seq",
+    "sha256sum",
+    "sleep",
+    "tar",
+    "touch",
+    "tr",
+    "uname",
+    "xz",
+];
+
+/// Where the proxy fetches from, as the vendors publish them (written here, not taken from the
+/// code under test): DCV's download page and Node.js's release directory.
+const DCV_GPG_URL: &str = "https://d1uj6qtbmh3dt5.cloudfront.net/NICE-GPG-KEY";
+const NODE_VERSION: &str = "v20.18.1";
+fn dcv_url(os_arch: &str) -> String {
+    format!(
+        "https://d1uj6qtbmh3dt5.cloudfront.net/2025.0/Servers/nice-dcv-2025.0-20103-{os_arch}.tgz"
+    )
+}
+fn node_url(file: &str) -> String {
+    format!("https://nodejs.org/dist/{NODE_VERSION}/{file}")
+}
+
 struct Sandbox {
     _tmp: tempfile::TempDir,
     root: PathBuf,
@@ -155,6 +191,17 @@ struct Sandbox {
     log: PathBuf,
     state: PathBuf,
     script: PathBuf,
+    urls: PathBuf,
+    fixtures: PathBuf,
+}
+
+fn sh(cmd: &str, dir: &std::path::Path) {
+    let out = Command::new("bash")
+        .args(["-euc", cmd])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{cmd}: {out:?}");
 }
 
 impl Sandbox {
@@ -163,7 +210,8 @@ impl Sandbox {
         let root = tmp.path().join("root");
         let stubs = tmp.path().join("stubs");
         let state = tmp.path().join("stub-state");
-        for d in [&root, &stubs, &state, &root.join("etc/ssh")] {
+        let fixtures = tmp.path().join("fixtures");
+        for d in [&root, &stubs, &state, &fixtures, &root.join("etc/ssh")] {
             std::fs::create_dir_all(d).unwrap();
         }
         std::fs::write(
@@ -176,64 +224,190 @@ impl Sandbox {
             std::fs::write(&p, format!("{STUB_PRELUDE}{body}\n")).unwrap();
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
+        for tool in REAL_TOOLS {
+            let real = common::require_tool(tool, &[])
+                .unwrap_or_else(|| panic!("{tool} is needed to run the user-data"));
+            std::os::unix::fs::symlink(real, stubs.join(tool)).unwrap();
+        }
+        // The clock: the real `date`, except `date +%s` answers $STUB_NOW when it is set (the
+        // idle check's minutes).
+        let date = common::require_tool("date", &[]).expect("date");
+        let p = stubs.join("date");
+        std::fs::write(
+            &p,
+            format!(
+                "#!/bin/bash\n[ -n \"${{STUB_NOW:-}}\" ] && [ \"$*\" = +%s ] && {{ echo \"$STUB_NOW\"; exit 0; }}\nexec {} \"$@\"\n",
+                date.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // The user-data adds the system's sbin dirs and /usr/local/bin to PATH, as a proxy
+        // needs; none may hold a `node` that would stand in for the one it installs.
+        for dir in [
+            "/usr/local/sbin",
+            "/usr/local/bin",
+            "/usr/sbin",
+            "/sbin",
+            "/snap/bin",
+        ] {
+            let node = std::path::Path::new(dir).join("node");
+            assert!(
+                !node.exists(),
+                "{} would hide the Node.js download",
+                node.display()
+            );
+        }
         let script = tmp.path().join("user-data.sh");
         std::fs::write(&script, text).unwrap();
-        Sandbox {
+        let sb = Sandbox {
             log: tmp.path().join("calls.log"),
+            urls: tmp.path().join("urls.tsv"),
             _tmp: tmp,
             root,
             stubs,
             state,
             script,
-        }
+            fixtures,
+        };
+        sb.make_fixtures();
+        sb
     }
 
-    /// Runs the script as cloud-init would (bash, as root), confined to the scratch root, with
-    /// stubs first on PATH so no real package manager, service manager or network is touched.
-    fn run(&self, fail: &str) -> (bool, Vec<String>) {
-        let _ = std::fs::remove_file(&self.log);
-        let status = Command::new("bash")
-            .arg(&self.script)
+    /// Real archives, as the vendors ship them (the names inside are what the scripts expect),
+    /// and Node's checksum list computed over them by the real sha256sum.
+    fn make_fixtures(&self) {
+        let f = &self.fixtures;
+        let mut urls = vec![
+            (
+                "http://imds.invalid/latest/api/token".to_string(),
+                "imds-token".to_string(),
+                "token\n",
+            ),
+            (
+                "http://imds.invalid/latest/meta-data/instance-id".to_string(),
+                "imds-id".to_string(),
+                "i-0123456789abcdef0\n",
+            ),
+            (
+                "http://imds.invalid/latest/meta-data/placement/region".to_string(),
+                "imds-region".to_string(),
+                "us-east-1\n",
+            ),
+            (
+                DCV_GPG_URL.to_string(),
+                "NICE-GPG-KEY".to_string(),
+                "-----BEGIN PGP PUBLIC KEY BLOCK-----\n",
+            ),
+        ];
+        for (os, files) in [
+            (
+                "amzn2023",
+                "nice-dcv-server-1.rpm nice-dcv-web-viewer-1.rpm nice-xdcv-1.rpm nice-dcv-simple-external-authenticator-1.rpm",
+            ),
+            (
+                "ubuntu2204",
+                "nice-dcv-server_1_amd64.deb nice-dcv-web-viewer_1_amd64.deb nice-xdcv_1_amd64.deb nice-dcv-simple-external-authenticator_1_amd64.deb",
+            ),
+        ] {
+            for arch in ["x86_64", "aarch64"] {
+                let name = format!("nice-dcv-2025.0-20103-{os}-{arch}");
+                sh(
+                    &format!(
+                        "mkdir -p src/{name} && (cd src/{name} && touch {files}) && tar -czf {name}.tgz -C src {name}"
+                    ),
+                    f,
+                );
+                urls.push((dcv_url(&format!("{os}-{arch}")), format!("{name}.tgz"), ""));
+            }
+        }
+        let mut sums = String::new();
+        for arch in ["x64", "arm64"] {
+            let name = format!("node-{NODE_VERSION}-linux-{arch}");
+            sh(
+                &format!(
+                    "mkdir -p src/{name}/bin && printf '#!/bin/bash\\necho {NODE_VERSION}\\n' >src/{name}/bin/node \
+                     && touch src/{name}/bin/npm src/{name}/bin/npx && chmod +x src/{name}/bin/node \
+                     && tar -cJf {name}.tar.xz -C src {name}"
+                ),
+                f,
+            );
+            let out = Command::new("sha256sum")
+                .arg(format!("{name}.tar.xz"))
+                .current_dir(f)
+                .output()
+                .unwrap();
+            sums.push_str(&String::from_utf8(out.stdout).unwrap());
+            urls.push((
+                node_url(&format!("{name}.tar.xz")),
+                format!("{name}.tar.xz"),
+                "",
+            ));
+        }
+        // A line for another file, as the real list has many.
+        sums.push_str(&format!(
+            "{}  node-{NODE_VERSION}-darwin-x64.tar.gz\n",
+            "0".repeat(64)
+        ));
+        std::fs::write(f.join("SHASUMS256.txt"), sums).unwrap();
+        urls.push((node_url("SHASUMS256.txt"), "SHASUMS256.txt".into(), ""));
+        let mut table = String::new();
+        for (url, file, body) in urls {
+            if !body.is_empty() {
+                std::fs::write(f.join(&file), body).unwrap();
+            }
+            table.push_str(&format!("{url}\t{}\n", f.join(&file).display()));
+        }
+        std::fs::write(&self.urls, table).unwrap();
+    }
+
+    /// The environment the scripts run in: stubs and the allowed real tools only on PATH.
+    fn command(&self, script: &std::path::Path) -> Command {
+        let mut cmd = Command::new("bash");
+        cmd.arg(script)
             .env_clear()
-            .env("PATH", format!("{}:/usr/bin:/bin", self.stubs.display()))
-            .env("BASTION_ROOT", &self.root)
-            .env("BASTION_IMDS", "http://imds.invalid")
+            .env("PATH", &self.stubs)
             .env("STUB_LOG", &self.log)
             .env("STUB_STATE", &self.state)
             .env("STUB_DIR", &self.stubs)
+            .env("STUB_URLS", &self.urls)
+            .env("STUB_FAIL", "");
+        cmd
+    }
+
+    /// Runs the script as cloud-init would (bash, as root), confined to the scratch root, with
+    /// only stubs and a few real tools on PATH so no real package manager, service manager or
+    /// network is touched.
+    fn run(&self, fail: &str) -> (bool, Vec<String>) {
+        let _ = std::fs::remove_file(&self.log);
+        let status = self
+            .command(&self.script)
+            .env("BASTION_ROOT", &self.root)
+            .env("BASTION_IMDS", "http://imds.invalid")
             .env("STUB_FAIL", fail)
-            .env("DCV_STUB_VERSION", bastion::userdata::DCV_VERSION)
             .status()
             .unwrap();
-        let calls = std::fs::read_to_string(&self.log)
+        (status.success(), self.calls())
+    }
+
+    fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
             .map(str::to_string)
-            .collect();
-        (status.success(), calls)
+            .collect()
     }
 
     /// Runs a script the user-data wrote (under the scratch root) with the same stubs; returns
     /// its stdout and the stub calls it made.
     fn run_file(&self, rel: &str) -> (String, Vec<String>) {
         let _ = std::fs::remove_file(&self.log);
-        let out = Command::new("bash")
-            .arg(self.root.join(rel))
-            .env_clear()
-            .env("PATH", format!("{}:/usr/bin:/bin", self.stubs.display()))
-            .env("STUB_LOG", &self.log)
-            .env("STUB_STATE", &self.state)
-            .env("STUB_DIR", &self.stubs)
-            .env("STUB_FAIL", "")
-            .output()
-            .unwrap();
+        let out = self.command(&self.root.join(rel)).output().unwrap();
         assert!(out.status.success(), "{rel}: {out:?}");
-        let calls = std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect();
-        (String::from_utf8_lossy(&out.stdout).into_owned(), calls)
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            self.calls(),
+        )
     }
 
     fn file(&self, rel: &str) -> String {
@@ -515,12 +689,162 @@ fn ubuntu_installs_with_apt_and_debs() {
         sb.file("etc/gdm3/custom.conf")
             .contains("WaylandEnable=false")
     );
+    // Node.js from its release directory, checked against its SHASUMS256.txt by the real
+    // sha256sum, unpacked by the real tar where the symlink points.
+    let arch = if std::env::consts::ARCH == "aarch64" {
+        "arm64"
+    } else {
+        "x64"
+    };
+    for file in [
+        format!("node-{NODE_VERSION}-linux-{arch}.tar.xz"),
+        "SHASUMS256.txt".into(),
+    ] {
+        assert!(
+            calls
+                .iter()
+                .any(|c| c.starts_with("curl") && c.contains(&node_url(&file))),
+            "{file}: {calls:?}"
+        );
+    }
+    let node = sb.root.join("opt/bastion/node/bin/node");
+    let out = Command::new(&node).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), NODE_VERSION);
+    assert_eq!(
+        std::fs::read_link(sb.root.join("usr/local/bin/node")).unwrap(),
+        PathBuf::from("/opt/bastion/node/bin/node")
+    );
     let (ok, calls) = sb.run("");
     assert!(ok);
     assert!(
         !calls.iter().any(|c| c.starts_with("apt-get install")),
         "second run: {calls:?}"
     );
+}
+
+/// The stubs say no: a download whose bytes do not match Node's published checksum, or any
+/// address the vendors do not publish, fails the desktop phase (the proxy stays usable for SSH).
+#[test]
+fn a_wrong_checksum_or_address_fails_the_desktop_phase() {
+    let sb = Sandbox::new(&script(ProxyOs::Ubuntu2204, 60, false));
+    let arch = if std::env::consts::ARCH == "aarch64" {
+        "arm64"
+    } else {
+        "x64"
+    };
+    let tarball = sb
+        .fixtures
+        .join(format!("node-{NODE_VERSION}-linux-{arch}.tar.xz"));
+    let mut bytes = std::fs::read(&tarball).unwrap();
+    bytes.push(0);
+    std::fs::write(&tarball, bytes).unwrap();
+    let (ok, calls) = sb.run("");
+    assert!(!ok, "a tampered download must fail");
+    let tags = tag_calls(&calls);
+    assert_eq!(
+        tags.last().map(String::as_str),
+        Some("bastion:desktop=failed")
+    );
+    let log = sb.bootstrap_log();
+    assert!(log.contains("FAILED") && log.contains("sha256sum"), "{log}");
+    assert!(!sb.root.join("opt/bastion/node/bin/node").exists());
+
+    for (os, wrong) in [
+        (
+            ProxyOs::Al2023,
+            ("d1uj6qtbmh3dt5.cloudfront.net", "example.invalid"),
+        ),
+        (ProxyOs::Ubuntu2204, ("/Servers/", "/servers/")),
+        (
+            ProxyOs::Ubuntu2204,
+            ("nodejs.org/dist", "nodejs.org/download"),
+        ),
+    ] {
+        let text = script(os, 60, true).replace(wrong.0, wrong.1);
+        let sb = Sandbox::new(&text);
+        let (ok, calls) = sb.run("");
+        assert!(!ok, "{wrong:?}: an unknown address must fail");
+        assert_eq!(
+            tag_calls(&calls).last().map(String::as_str),
+            Some("bastion:desktop=failed"),
+            "{wrong:?}"
+        );
+    }
+}
+
+/// The idle check the user-data installs, run as the timer runs it, with the clock (`date`),
+/// the sessions (`ss`) and the power (`systemctl`) stubbed: it powers off once the proxy has had
+/// no SSH session for the minutes asked, and not a minute before. It writes /run and reads
+/// /var/lib/bastion, so it runs in a mount namespace of its own with both on scratch dirs.
+#[test]
+fn the_idle_check_powers_off_after_the_idle_minutes_and_not_before() {
+    if !common::require_root("a private mount namespace") {
+        return;
+    }
+    let Some(unshare) = common::require_tool("unshare", &[]) else {
+        return;
+    };
+    let sb = Sandbox::new(&script(ProxyOs::Al2023, 45, false));
+    let (ok, _) = sb.run("");
+    assert!(ok, "{}", sb.bootstrap_log());
+    let scratch = sb._tmp.path().join("idle");
+    let (run, lib) = (scratch.join("run"), scratch.join("var-lib"));
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::create_dir_all(lib.join("bastion")).unwrap();
+    let check = sb.root.join("usr/local/sbin/bastion-idle-check");
+    let mount = common::require_tool("mount", &[PathBuf::from("/usr/bin/mount")]).unwrap();
+    let bash = common::require_tool("bash", &[]).unwrap();
+    // One run of the check at minute `minute` (since t0), with or without an SSH session.
+    let at = |minute: u64, session: bool| -> bool {
+        let _ = std::fs::remove_file(&sb.log);
+        let now = 1_800_000_000 + minute * 60;
+        let inner = format!(
+            "{mount} --bind {run} /run && {mount} --bind {lib} /var/lib && exec {bash} {check}",
+            mount = mount.display(),
+            bash = bash.display(),
+            run = run.display(),
+            lib = lib.display(),
+            check = check.display()
+        );
+        let out = Command::new(&unshare)
+            .args(["--mount", "--propagation", "private"])
+            .arg(&bash)
+            .args(["-c", &inner])
+            .env_clear()
+            .env("PATH", &sb.stubs)
+            .env("STUB_LOG", &sb.log)
+            .env("STUB_STATE", &sb.state)
+            .env("STUB_DIR", &sb.stubs)
+            .env("STUB_URLS", &sb.urls)
+            .env("STUB_FAIL", "")
+            .env("STUB_NOW", now.to_string())
+            .env(
+                "STUB_SS",
+                if session {
+                    "ESTAB 0 0 10.0.1.5:22 198.51.100.7:50000"
+                } else {
+                    ""
+                },
+            )
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "minute {minute}: {out:?}");
+        sb.calls().iter().any(|c| c == "systemctl poweroff")
+    };
+    // The first run after boot only starts the clock.
+    assert!(!at(0, false));
+    assert!(!at(44, false), "44 idle minutes of 45");
+    assert!(at(45, false), "45 idle minutes: power off");
+    // A session resets the clock; idle minutes count from its end.
+    assert!(!at(46, true));
+    assert!(!at(90, false), "44 minutes after the session");
+    assert!(at(91, false), "45 minutes after the session");
+    // The bootstrap's busy flag holds the proxy up, however long it takes.
+    std::fs::write(lib.join("bastion/busy"), "").unwrap();
+    assert!(!at(500, false), "busy");
+    std::fs::remove_file(lib.join("bastion/busy")).unwrap();
+    assert!(!at(544, false));
+    assert!(at(545, false));
 }
 
 /// EC2's documented limit (User Guide, "Run commands when you launch an EC2 instance with user

@@ -105,10 +105,12 @@ pub fn request_id() -> String {
 }
 
 type Rule = Box<dyn FnMut(&Call) -> Option<Reply> + Send>;
+type Rewrite = Box<dyn FnMut(&Call, &mut String) + Send>;
 
 struct Shared {
     upstream: String,
     rules: Mutex<Vec<Rule>>,
+    rewrites: Mutex<Vec<Rewrite>>,
     counts: Mutex<Vec<(String, usize)>>,
     injected: AtomicUsize,
     calls: Mutex<Vec<Call>>,
@@ -136,6 +138,7 @@ impl Front {
         let shared = Arc::new(Shared {
             upstream: upstream.trim_end_matches('/').to_string(),
             rules: Mutex::new(Vec::new()),
+            rewrites: Mutex::new(Vec::new()),
             counts: Mutex::new(Vec::new()),
             injected: AtomicUsize::new(0),
             calls: Mutex::new(Vec::new()),
@@ -155,6 +158,12 @@ impl Front {
     /// Adds a rule; the first rule that answers a call wins.
     pub fn rule(&self, f: impl FnMut(&Call) -> Option<Reply> + Send + 'static) {
         self.shared.rules.lock().unwrap().push(Box::new(f));
+    }
+
+    /// Adds an edit of moto's answers (text bodies only), for what the lab is in place of AWS:
+    /// the proxy's public address, say, which moto makes up.
+    pub fn rewrite(&self, f: impl FnMut(&Call, &mut String) + Send + 'static) {
+        self.shared.rewrites.lock().unwrap().push(Box::new(f));
     }
 
     /// The switch that makes AWS unreachable (set) or back (cleared); rules may hold it too.
@@ -220,18 +229,42 @@ impl Request {
     }
 }
 
+/// What a stand-in reads of one request at most: AWS's own API requests are far smaller.
+const MAX_HEAD: usize = 64 << 10;
+const MAX_BODY: usize = 16 << 20;
+/// A peer silent this long mid-request is gone.
+const READ_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// One read; None on end or error, and on silence mid-request (an idle keep-alive connection
+/// between requests may wait as long as the client likes).
+async fn read_some(
+    conn: &mut tokio::net::TcpStream,
+    chunk: &mut [u8],
+    mid_request: bool,
+) -> Option<usize> {
+    let n = if mid_request {
+        tokio::time::timeout(READ_IDLE, conn.read(chunk))
+            .await
+            .ok()?
+    } else {
+        conn.read(chunk).await
+    };
+    n.ok().filter(|&n| n > 0)
+}
+
 /// Reads the next request of a keep-alive connection (`buf` holds what was read past the last
-/// one); None when the peer is gone.
+/// one); None when the peer is gone, stalls, or sends more than any AWS request holds.
 pub async fn read_request(conn: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<Request> {
     let head_end = loop {
         if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break p + 4;
         }
-        let mut chunk = [0u8; 8192];
-        match conn.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        if buf.len() > MAX_HEAD {
+            return None;
         }
+        let mut chunk = [0u8; 8192];
+        let n = read_some(conn, &mut chunk, !buf.is_empty()).await?;
+        buf.extend_from_slice(&chunk[..n]);
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
     let mut lines = head.split("\r\n");
@@ -257,12 +290,13 @@ pub async fn read_request(conn: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -
         .header("content-length")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    if length > MAX_BODY {
+        return None;
+    }
     while buf.len() < head_end + length {
         let mut chunk = [0u8; 65536];
-        match conn.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
+        let n = read_some(conn, &mut chunk, true).await?;
+        buf.extend_from_slice(&chunk[..n]);
     }
     request.body = buf[head_end..head_end + length].to_vec();
     buf.drain(..head_end + length);
@@ -383,7 +417,16 @@ async fn serve(mut conn: tokio::net::TcpStream, shared: Arc<Shared>, client: req
                             .and_then(|v| v.to_str().ok())
                             .unwrap_or("text/xml")
                             .to_string();
-                        let bytes = resp.bytes().await.unwrap_or_default().to_vec();
+                        let mut bytes = resp.bytes().await.unwrap_or_default().to_vec();
+                        let mut rewrites = shared.rewrites.lock().unwrap();
+                        if !rewrites.is_empty()
+                            && let Ok(mut text) = String::from_utf8(bytes.clone())
+                        {
+                            for r in rewrites.iter_mut() {
+                                r(&call, &mut text);
+                            }
+                            bytes = text.into_bytes();
+                        }
                         (status, ct, bytes)
                     }
                     Err(e) => (502, "text/plain".into(), e.to_string().into_bytes()),

@@ -12,7 +12,7 @@ pub mod world;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types as ec2t;
@@ -42,6 +42,24 @@ pub fn require_tool(name: &str, candidates: &[PathBuf]) -> Option<PathBuf> {
         "{name} is not installed (run .ci/run, or see README)"
     ));
     None
+}
+
+/// True as root; otherwise the test skips (outside CI) or fails (under `CI=true`).
+pub fn require_root(what: &str) -> bool {
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<u32>().ok());
+    if uid == Some(0) {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{what} needs root");
+    }
+    skip(&format!("{what} needs root"));
+    false
 }
 
 /// Says that the running test skips, on stderr (which libtest hides for a passing test) and as a
@@ -221,6 +239,8 @@ pub struct LabOptions {
     /// Third octets of the public and private subnets (the head node is `.10` of the private one).
     pub public_third: u8,
     pub private_third: u8,
+    /// The head node's architecture: its AMI is AL2023's for it, from AWS's public parameter.
+    pub head_arch: &'static str,
 }
 
 impl Default for LabOptions {
@@ -233,6 +253,7 @@ impl Default for LabOptions {
             head_state_stopped: false,
             public_third: 1,
             private_third: 2,
+            head_arch: "x86_64",
         }
     }
 }
@@ -382,7 +403,10 @@ impl Clients {
         let ami = match self
             .ssm
             .get_parameter()
-            .name("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64")
+            .name(format!(
+                "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{}",
+                o.head_arch
+            ))
             .send()
             .await
         {
@@ -488,6 +512,17 @@ impl Clients {
                 r.security_group_rule_id().unwrap_or_default()
             ));
         }
+        // The root volume carries the instance's tags; it must go with the instance.
+        let volumes = self
+            .ec2
+            .describe_volumes()
+            .filters(f.clone())
+            .send()
+            .await
+            .unwrap();
+        for v in volumes.volumes() {
+            left.push(format!("volume {}", v.volume_id().unwrap_or_default()));
+        }
         let keys = self
             .ec2
             .describe_key_pairs()
@@ -519,6 +554,20 @@ impl Clients {
             left.push(format!("instance profile {}", p.instance_profile_name()));
         }
         left
+    }
+
+    /// The route table associated with `subnet`.
+    pub async fn route_table_of(&self, subnet: &str) -> String {
+        self.ec2
+            .describe_route_tables()
+            .filters(filter("association.subnet-id", subnet))
+            .send()
+            .await
+            .unwrap()
+            .route_tables()[0]
+            .route_table_id()
+            .unwrap()
+            .to_string()
     }
 
     /// Stops an instance, as the proxy's idle timer does (moto: at once).
@@ -581,6 +630,27 @@ macro_rules! moto_or_skip {
 
 pub fn filter(name: &str, value: &str) -> ec2t::Filter {
     ec2t::Filter::builder().name(name).values(value).build()
+}
+
+/// Where `up` keeps the ledger of cluster [`CLUSTER`] in moto's account and [`REGION`].
+pub fn ledger_path(b: &Bastion) -> PathBuf {
+    b.state_dir
+        .join("123456789012")
+        .join(REGION)
+        .join(CLUSTER)
+        .join("ledger.json")
+}
+
+/// The kinds of resource the ledger of cluster [`CLUSTER`] records, in order.
+pub fn ledger_kinds(b: &Bastion) -> Vec<String> {
+    let ledger: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ledger_path(b)).unwrap()).unwrap();
+    ledger["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// One run of the real binary against moto, with a state dir and HOME of its own.
@@ -686,13 +756,226 @@ impl Bastion {
         self.run_cmd(self.command(args))
     }
 
-    pub fn run_cmd(&self, mut cmd: Command) -> Run {
-        let out: Output = cmd.output().expect("bastion runs");
-        Run {
-            status: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    pub fn run_cmd(&self, cmd: Command) -> Run {
+        run_within(cmd, RUN_LIMIT)
+    }
+}
+
+/// How long one run of a command may take before the test fails instead of hanging (the
+/// slowest, `up` waiting out its own `--timeout 2`, takes about two minutes).
+pub const RUN_LIMIT: Duration = Duration::from_secs(300);
+/// What is kept of a run's stdout and of its stderr (a runaway writer cannot fill memory).
+pub const OUTPUT_CAP: u64 = 16 << 20;
+
+/// Runs `cmd` to its end within `limit`, its stdout and stderr read as they come (a full pipe
+/// never stalls it) and capped. Past the limit (the command, or a grandchild still holding its
+/// pipes) its process group is killed and the test fails with what it printed so far.
+pub fn run_within(cmd: Command, limit: Duration) -> Run {
+    run_fed(cmd, None, limit)
+}
+
+/// [`run_within`], with `input` written to its stdin from a thread (then closed), so a command
+/// that stops reading fails the test at the deadline instead of blocking the writer.
+pub fn run_fed(mut cmd: Command, input: Option<Vec<u8>>, limit: Duration) -> Run {
+    use std::os::unix::process::CommandExt;
+    use std::sync::mpsc;
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    if input.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    let mut child = cmd.spawn().expect("the command starts");
+    if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&data);
+        });
+    }
+    let drain = |pipe: Box<dyn Read + Send>| {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = pipe.take(OUTPUT_CAP).read_to_end(&mut buf);
+            let _ = tx.send(buf);
+        });
+        rx
+    };
+    let out = drain(Box::new(child.stdout.take().expect("piped")));
+    let err = drain(Box::new(child.stderr.take().expect("piped")));
+    let deadline = Instant::now() + limit;
+    let kill = |child: &mut Child| {
+        let group = format!("-{}", child.id());
+        kill_group(&group);
+        let _ = child.wait();
+    };
+    let mut status = None;
+    let mut late = false;
+    while status.is_none() {
+        status = child.try_wait().expect("the command can be waited for");
+        if status.is_none() && Instant::now() >= deadline {
+            kill(&mut child);
+            late = true;
+            break;
         }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut collect = |rx: &mpsc::Receiver<Vec<u8>>| {
+        let left = deadline.saturating_duration_since(Instant::now());
+        rx.recv_timeout(left.max(Duration::from_secs(5)))
+            .unwrap_or_else(|_| {
+                late = true;
+                kill(&mut child);
+                rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default()
+            })
+    };
+    let (out, err) = (collect(&out), collect(&err));
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    assert!(
+        !late,
+        "{cmd:?} did not finish within {limit:?}\n--- stdout\n{}\n--- stderr\n{}",
+        text(&out),
+        text(&err)
+    );
+    Run {
+        status: status.and_then(|s| s.code()).unwrap_or(-1),
+        stdout: text(&out),
+        stderr: text(&err),
+    }
+}
+
+/// SIGKILL to a process group (`-PGID`), quietly: it may be gone already.
+fn kill_group(group: &str) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", group])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// A command running in the background whose stdout and stderr are read as they come (capped),
+/// so a test can wait for what it says, with a deadline, and for its end. Killed (its whole
+/// process group) when dropped, also when the test panics.
+pub struct Watched {
+    child: Option<Child>,
+    stdout: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Watched {
+    pub fn start(mut cmd: Command) -> Watched {
+        use std::os::unix::process::CommandExt;
+        use std::sync::{Arc, Mutex};
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = cmd.spawn().expect("the command starts");
+        let mut readers = Vec::new();
+        let mut pump = |pipe: Box<dyn Read + Send>| {
+            let buf = Arc::new(Mutex::new(Vec::new()));
+            let sink = buf.clone();
+            readers.push(std::thread::spawn(move || {
+                let mut pipe = pipe.take(OUTPUT_CAP);
+                let mut chunk = [0u8; 8192];
+                while let Ok(n) = pipe.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+                }
+            }));
+            buf
+        };
+        let stdout = pump(Box::new(child.stdout.take().expect("piped")));
+        let stderr = pump(Box::new(child.stderr.take().expect("piped")));
+        Watched {
+            child: Some(child),
+            stdout,
+            stderr,
+            readers,
+        }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.stdout.lock().unwrap()).into_owned()
+    }
+
+    /// Still running (not exited, not a zombie)?
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// Waits until stderr holds `needle` at least `count` times; panics with what it holds
+    /// after `limit`.
+    pub fn wait_stderr(&self, needle: &str, count: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.stderr().matches(needle).count() < count {
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} not seen {count} times on stderr in {limit:?}:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the end (panicking after `limit`) and returns what it printed.
+    pub fn finish(mut self, limit: Duration) -> Run {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("the child can be waited for") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "did not finish within {limit:?}\n--- stdout\n{}\n--- stderr\n{}",
+                    self.stdout(),
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        // Nothing of its group may keep the pipes open past it.
+        let group = format!("-{}", child.id());
+        kill_group(&group);
+        for r in std::mem::take(&mut self.readers) {
+            let _ = r.join();
+        }
+        Run {
+            status: status.code().unwrap_or(-1),
+            stdout: self.stdout(),
+            stderr: self.stderr(),
+        }
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let group = format!("-{}", c.id());
+            kill_group(&group);
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Bastion {
+    /// Starts the binary in the background, its output watched (see [`Watched`]).
+    pub fn watch(&self, args: &[&str]) -> Watched {
+        Watched::start(self.command(args))
     }
 }
 
@@ -760,8 +1043,12 @@ pub fn echo_through(port: u16, data: &[u8]) -> Vec<u8> {
         w.write_all(&owned).unwrap();
         w.shutdown(std::net::Shutdown::Write).unwrap();
     });
+    // One byte past what was sent is enough to tell a forward that adds bytes.
     let mut back = Vec::with_capacity(data.len());
-    s.read_to_end(&mut back).unwrap();
+    (&mut s)
+        .take(data.len() as u64 + 1)
+        .read_to_end(&mut back)
+        .unwrap();
     writer.join().unwrap();
     back
 }

@@ -449,17 +449,31 @@ fn gone(e: &VpcEndpoint) -> bool {
         .any(|s| e.state.eq_ignore_ascii_case(s))
 }
 
-/// The endpoint that serves `service`, when several do: an available one first, then any live
-/// one (pending, say). None when every one is gone: the service has no endpoint.
-pub fn serving<'a>(endpoints: &'a [VpcEndpoint], service: &str) -> Option<&'a VpcEndpoint> {
-    let live = || {
-        endpoints
-            .iter()
-            .filter(|e| e.service == service && !gone(e))
-    };
-    live()
-        .find(|e| e.state.eq_ignore_ascii_case("available"))
-        .or_else(|| live().next())
+/// The endpoint that serves `service`, when several do: one of the `kind` asked for
+/// (`Interface` or `Gateway`) before another, an available one before one on its way (pending,
+/// say). None when every one is gone: the service has no endpoint.
+pub fn serving<'a>(
+    endpoints: &'a [VpcEndpoint],
+    service: &str,
+    kind: &str,
+) -> Option<&'a VpcEndpoint> {
+    endpoints
+        .iter()
+        .filter(|e| e.service == service && !gone(e))
+        .min_by_key(|e| {
+            (
+                !e.kind.eq_ignore_ascii_case(kind),
+                !e.state.eq_ignore_ascii_case("available"),
+            )
+        })
+}
+
+/// An endpoint of `service` that AWS is deleting: a new one with private DNS would clash with
+/// its names until it is gone.
+pub fn being_deleted<'a>(endpoints: &'a [VpcEndpoint], service: &str) -> Option<&'a VpcEndpoint> {
+    endpoints
+        .iter()
+        .find(|e| e.service == service && e.state.eq_ignore_ascii_case("deleting"))
 }
 
 fn endpoint_check(f: &Facts, req: &Required, partition: &str) -> Vec<Check> {
@@ -473,7 +487,7 @@ fn endpoint_check(f: &Facts, req: &Required, partition: &str) -> Vec<Check> {
         "`bastion doctor --fix`, or create a {kind} endpoint for {} in {}",
         req.service, f.vpc_id
     );
-    let Some(e) = serving(&f.endpoints, &req.service) else {
+    let Some(e) = serving(&f.endpoints, &req.service, kind) else {
         let gone: Vec<String> = f
             .endpoints
             .iter()

@@ -113,7 +113,7 @@ pub async fn run(mut cli: Cli, given: config::Given) -> anyhow::Result<()> {
 /// Credentials and permissions are the user's to fix (3); any other AWS failure is 1.
 fn aws_exit_code(e: &AwsError) -> u8 {
     match e {
-        AwsError::Credentials { .. } | AwsError::AccessDenied { .. } => 3,
+        e if e.is_denied() => 3,
         _ => 1,
     }
 }
@@ -149,6 +149,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
             .is_some()
         {
             return 2;
+        }
+        if let Some(e) = cause.downcast_ref::<commands::down::DownIncomplete>() {
+            return if e.denied { 3 } else { 1 };
         }
         if let Some(e) = cause.downcast_ref::<UpError>() {
             match e {

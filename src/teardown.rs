@@ -19,12 +19,69 @@ pub const TAG_RUN: &str = "bastion:run";
 /// IAM is global: roles and profiles also carry the region of their bastion.
 pub const TAG_REGION: &str = "bastion:region";
 
+/// What a teardown removed, could not remove, and left alone. Each resource is told once: the
+/// ledger and the sweeps may each try one (a sweep retries what the ledger could not remove, once
+/// what stood in its way is gone), and the last outcome is the one reported.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Report {
     pub removed: Vec<String>,
     pub failed: Vec<String>,
     /// Resources that carry bastion's tag but are not bastion's own: listed, never touched.
     pub spared: Vec<String>,
+    /// The resource behind each keyed line of `removed` and `failed` (see [`key`]).
+    #[serde(skip)]
+    keys: Vec<Keyed>,
+    /// A sweep was refused for want of credentials or permission (exit 3, not 1).
+    #[serde(skip)]
+    pub denied: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Keyed {
+    key: String,
+    line: String,
+    failed: bool,
+}
+
+/// Keys that name one resource whoever tries it (the ledger, a sweep). A part of a resource
+/// (a role's policy) is `<resource key>/<part>`: removing the whole settles the part.
+pub mod key {
+    pub fn instance(id: &str) -> String {
+        format!("instance:{id}")
+    }
+    pub fn group(id: &str) -> String {
+        format!("group:{id}")
+    }
+    pub fn rule(id: &str) -> String {
+        format!("rule:{id}")
+    }
+    pub fn key_pair(name: &str) -> String {
+        format!("key-pair:{name}")
+    }
+    pub fn role(name: &str) -> String {
+        format!("role:{name}")
+    }
+    pub fn profile(name: &str) -> String {
+        format!("profile:{name}")
+    }
+}
+
+/// The key of a ledger entry.
+fn resource_key(r: &Resource) -> String {
+    match r {
+        Resource::LocalKey { path } => format!("local:{}", path.display()),
+        Resource::KeyPair { name, .. } => key::key_pair(name),
+        Resource::SecurityGroup { id } => key::group(id),
+        Resource::IngressRule { rule_ids, .. } => key::rule(&rule_ids.join(",")),
+        Resource::Role { name } => key::role(name),
+        Resource::InlinePolicy { role, name } => format!("{}/inline:{name}", key::role(role)),
+        Resource::AttachedPolicy { role, arn } => format!("{}/attached:{arn}", key::role(role)),
+        Resource::InstanceProfile { name, .. } => key::profile(name),
+        Resource::RoleInProfile { profile, role } => {
+            format!("{}/role:{role}", key::profile(profile))
+        }
+        Resource::Instance { id } => key::instance(id),
+    }
 }
 
 impl Report {
@@ -32,32 +89,90 @@ impl Report {
         tracing::warn!("left alone {what}: it carries bastion's tag but {why}");
         self.spared.push(format!("{what}: {why}"));
     }
-    fn ok(&mut self, what: String) {
+
+    /// `key` is removed: said once, and what was said of it (or of its parts) failing is
+    /// taken back.
+    fn ok(&mut self, key: &str, what: String) {
+        let covers = |k: &str| k == key || k.strip_prefix(key).is_some_and(|r| r.starts_with('/'));
+        if self.keys.iter().any(|k| !k.failed && k.key == key) {
+            return;
+        }
+        let stale: Vec<String> = self
+            .keys
+            .iter()
+            .filter(|k| k.failed && covers(&k.key))
+            .map(|k| k.line.clone())
+            .collect();
+        self.failed.retain(|l| !stale.contains(l));
+        self.keys.retain(|k| !(k.failed && covers(&k.key)));
+        self.keys.push(Keyed {
+            key: key.into(),
+            line: what.clone(),
+            failed: false,
+        });
         self.removed.push(what);
     }
-    fn fail(&mut self, what: String, err: &dyn std::fmt::Display) {
-        self.failed.push(format!("{what}: {err}"));
+
+    /// `key` could not be removed: said once, with the latest reason.
+    fn fail(&mut self, key: &str, what: String, err: &dyn std::fmt::Display) {
+        self.fail_line(key, format!("{what}: {err}"));
     }
+
+    fn fail_line(&mut self, key: &str, line: String) {
+        if let Some(k) = self.keys.iter_mut().find(|k| k.failed && k.key == key) {
+            let old = std::mem::replace(&mut k.line, line.clone());
+            if let Some(l) = self.failed.iter_mut().find(|l| **l == old) {
+                *l = line;
+            }
+            return;
+        }
+        self.keys.push(Keyed {
+            key: key.into(),
+            line: line.clone(),
+            failed: true,
+        });
+        self.failed.push(line);
+    }
+
     /// Records the outcome of removing `what`, noting a success on the progress display.
     fn settle<E: std::fmt::Display>(
         &mut self,
         progress: &Progress,
-        what: String,
+        (key, what): (String, String),
         result: Result<(), E>,
     ) {
         match result {
             Ok(()) => {
                 progress.note(format!("removed {what}"));
-                self.ok(what)
+                self.ok(&key, what)
             }
-            Err(e) => self.fail(what, &e),
+            Err(e) => self.fail(&key, what, &e),
         }
     }
 
+    /// Adds another report's outcomes, keyed ones through [`Report::ok`] and [`Report::fail`].
     pub fn merge(&mut self, other: Report) {
-        self.removed.extend(other.removed);
-        self.failed.extend(other.failed);
+        let key_of = |line: &str, failed: bool| {
+            other
+                .keys
+                .iter()
+                .find(|k| k.failed == failed && k.line == line)
+                .map(|k| k.key.clone())
+        };
+        for line in &other.removed {
+            match key_of(line, false) {
+                Some(key) => self.ok(&key, line.clone()),
+                None => self.removed.push(line.clone()),
+            }
+        }
+        for line in &other.failed {
+            match key_of(line, true) {
+                Some(key) => self.fail_line(&key, line.clone()),
+                None => self.failed.push(line.clone()),
+            }
+        }
         self.spared.extend(other.spared);
+        self.denied |= other.denied;
     }
 }
 
@@ -197,10 +312,10 @@ pub async fn teardown_ledger(
                 }
                 if existed {
                     progress.note(format!("removed {what}"));
-                    report.ok(what);
+                    report.ok(&resource_key(&r), what);
                 }
             }
-            Err(e) => report.fail(what, &e),
+            Err(e) => report.fail(&resource_key(&r), what, &e),
         }
     }
     report
@@ -233,51 +348,18 @@ impl Kinds {
     };
 }
 
-/// The ids and names a ledger records: the sweep leaves them to the ledger's teardown, so a
-/// resource is tried (and reported) once, in the ledger's order.
-#[derive(Debug, Default)]
-pub struct Known(std::collections::HashSet<String>);
-
-impl Known {
-    pub fn of(ledger: &Ledger) -> Known {
-        let mut ids = std::collections::HashSet::new();
-        for r in ledger.resources() {
-            match r {
-                Resource::Instance { id } | Resource::SecurityGroup { id } => {
-                    ids.insert(id.clone());
-                }
-                Resource::IngressRule { rule_ids, .. } => ids.extend(rule_ids.iter().cloned()),
-                Resource::KeyPair { name, .. }
-                | Resource::Role { name }
-                | Resource::InstanceProfile { name, .. } => {
-                    ids.insert(name.clone());
-                }
-                Resource::InlinePolicy { .. }
-                | Resource::AttachedPolicy { .. }
-                | Resource::RoleInProfile { .. }
-                | Resource::LocalKey { .. } => {}
-            }
-        }
-        Known(ids)
-    }
-
-    fn has(&self, id: &str) -> bool {
-        self.0.contains(id)
-    }
-}
-
 /// Finds what carries `key=value` and is bastion's own, and removes it. A tag alone proves
 /// nothing (anyone with `ec2:CreateTags` can write it): an instance must also be the proxy
 /// bastion made (its instance profile and key pair, see `proxy::Expected`), a security group
 /// must have bastion's name and description, a rule must sit on or name such a group, a key pair
 /// and an IAM entity must have bastion's names. Tagged resources that fail are listed in
-/// `Report::spared`, untouched. What `known` holds is the ledger's to remove, and skipped.
+/// `Report::spared`, untouched.
 pub async fn sweep(
     cloud: &dyn Cloud,
     key: &str,
     value: &str,
     owner: &Expected,
-    (kinds, known): (Kinds, &Known),
+    kinds: Kinds,
     progress: &Progress,
 ) -> anyhow::Result<Report> {
     let mut report = Report::default();
@@ -293,7 +375,7 @@ pub async fn sweep(
         Vec::new()
     };
     let mut instances = Vec::new();
-    for i in found.into_iter().filter(|i| !known.has(&i.id)) {
+    for i in found {
         match owner.disqualify(&i) {
             None => instances.push(i),
             Some(why) => report.spare(format!("instance {}", i.id), &why),
@@ -307,7 +389,7 @@ pub async fn sweep(
         progress.phase(format!("terminating {what}"));
         match done_if_missing(cloud.terminate_instance(&i.id).await) {
             Ok(()) => terminating.push(i),
-            Err(e) => report.fail(what.clone(), &e),
+            Err(e) => report.fail(&key::instance(&i.id), what.clone(), &e),
         }
     }
     for i in &terminating {
@@ -315,7 +397,7 @@ pub async fn sweep(
         progress.phase(format!("waiting for {what} to terminate"));
         report.settle(
             progress,
-            what,
+            (key::instance(&i.id), what),
             wait_terminated(cloud, &i.id, Duration::from_secs(600)).await,
         );
     }
@@ -349,7 +431,7 @@ pub async fn sweep(
     for rule in rules {
         let what = format!("ingress rule {} on {}", rule.rule_id, rule.group_id);
         // The proxy's own group goes whole below; a rule elsewhere must admit that group.
-        if ours(&rule.group_id) || known.has(&rule.rule_id) {
+        if ours(&rule.group_id) {
             continue;
         }
         if !rule.referenced_group.as_deref().is_some_and(ours) {
@@ -358,7 +440,7 @@ pub async fn sweep(
         }
         report.settle(
             progress,
-            what,
+            (key::rule(&rule.rule_id), what),
             done_if_missing(
                 cloud
                     .revoke_ingress(&rule.group_id, std::slice::from_ref(&rule.rule_id))
@@ -368,10 +450,14 @@ pub async fn sweep(
     }
 
     if kinds.groups {
-        for g in groups.iter().filter(|g| !known.has(&g.id)) {
+        for g in &groups {
             let what = format!("security group {}", g.id);
             progress.phase(format!("removing {what}"));
-            report.settle(progress, what, delete_group(cloud, &g.id).await);
+            report.settle(
+                progress,
+                (key::group(&g.id), what),
+                delete_group(cloud, &g.id).await,
+            );
         }
     }
 
@@ -380,7 +466,7 @@ pub async fn sweep(
     } else {
         Vec::new()
     };
-    for k in key_pairs.into_iter().filter(|k| !known.has(&k.name)) {
+    for k in key_pairs {
         let what = format!("key pair {}", k.name);
         if !owner.owns_key_pair(&k) {
             report.spare(what, &format!("not named {}", names.key_pair));
@@ -388,7 +474,7 @@ pub async fn sweep(
         }
         report.settle(
             progress,
-            what,
+            (key::key_pair(&k.name), what),
             done_if_missing(cloud.delete_key_pair(&k.name).await),
         );
     }
@@ -397,7 +483,7 @@ pub async fn sweep(
         return Ok(report);
     }
     for p in cloud.instance_profiles_under(IAM_PATH).await? {
-        if !iam_matches(&p, key, value, &region) || known.has(&p.name) {
+        if !iam_matches(&p, key, value, &region) {
             continue;
         }
         let what = format!("instance profile {}", p.name);
@@ -405,11 +491,15 @@ pub async fn sweep(
             report.spare(what, &format!("not named {}", names.instance_profile));
             continue;
         }
-        report.settle(progress, what, delete_profile(cloud, &p.name).await);
+        report.settle(
+            progress,
+            (key::profile(&p.name), what),
+            delete_profile(cloud, &p.name).await,
+        );
     }
 
     for r in cloud.roles_under(IAM_PATH).await? {
-        if !iam_matches(&r, key, value, &region) || known.has(&r.name) {
+        if !iam_matches(&r, key, value, &region) {
             continue;
         }
         let what = format!("IAM role {}", r.name);
@@ -417,15 +507,62 @@ pub async fn sweep(
             report.spare(what, &format!("not named {}", names.role));
             continue;
         }
-        report.settle(progress, what, delete_role(cloud, &r.name).await);
+        report.settle(
+            progress,
+            (key::role(&r.name), what),
+            delete_role(cloud, &r.name).await,
+        );
     }
     Ok(report)
 }
 
-/// Removes what one `up` run made: first the rules it added to groups of others that its
-/// ledger does not record (tagged with its run: a rule that names the proxy's group keeps AWS
-/// from deleting that group), then what its ledger records, newest first, then anything else
-/// its run tag carries. Each resource is tried once: what the ledger records is its alone.
+/// Removes what carries the tag `key=value` and bastion's names, and what `ledger` records, in
+/// the order AWS needs: first instances and the rules on others' groups (an instance whose
+/// RunInstances response was lost, so the ledger never learned of it, holds the proxy's group,
+/// and a rule names it), then the ledger, newest first, then everything else the tag carries,
+/// which also retries what the ledger could not remove once what stood in its way is gone.
+/// Each resource is reported once, with its last outcome.
+pub async fn remove_tagged(
+    cloud: &dyn Cloud,
+    ledger: Option<&mut Ledger>,
+    (key, value): (&str, &str),
+    owner: &Expected,
+    kinds: Kinds,
+    progress: &Progress,
+) -> Report {
+    let mut report = Report::default();
+    let sweep_by_tag = async |kinds: Kinds, report: &mut Report| match sweep(
+        cloud, key, value, owner, kinds, progress,
+    )
+    .await
+    {
+        Ok(r) => report.merge(r),
+        Err(e) => {
+            report.denied |= e
+                .downcast_ref::<AwsError>()
+                .is_some_and(AwsError::is_denied);
+            report
+                .failed
+                .push(format!("the sweep by tag {key}={value}: {e:#}"));
+        }
+    };
+    let first = Kinds {
+        instances: kinds.instances,
+        rules: kinds.rules,
+        ..Kinds::default()
+    };
+    if first != Kinds::default() {
+        sweep_by_tag(first, &mut report).await;
+    }
+    if let Some(ledger) = ledger {
+        report.merge(teardown_ledger(cloud, ledger, progress).await);
+    }
+    sweep_by_tag(kinds, &mut report).await;
+    report
+}
+
+/// Removes what one `up` run made: what its ledger records and what carries its run tag (a
+/// resource whose create call succeeded but whose response was lost), see [`remove_tagged`].
 pub async fn remove_run(
     cloud: &dyn Cloud,
     ledger: &mut Ledger,
@@ -434,27 +571,12 @@ pub async fn remove_run(
     kinds: Kinds,
     progress: &Progress,
 ) -> Report {
-    let mut report = Report::default();
-    let sweep_by_run = async |kinds: Kinds, known: Known, report: &mut Report| {
-        let Some(run) = run_id else { return };
-        match sweep(cloud, TAG_RUN, run, owner, (kinds, &known), progress).await {
-            Ok(r) => report.merge(r),
-            Err(e) => report
-                .failed
-                .push(format!("the sweep by tag {TAG_RUN}={run}: {e}")),
+    match run_id {
+        Some(run) => {
+            remove_tagged(cloud, Some(ledger), (TAG_RUN, run), owner, kinds, progress).await
         }
-    };
-    if kinds.rules {
-        let rules_only = Kinds {
-            rules: true,
-            ..Kinds::default()
-        };
-        sweep_by_run(rules_only, Known::of(ledger), &mut report).await;
+        None => teardown_ledger(cloud, ledger, progress).await,
     }
-    report.merge(teardown_ledger(cloud, ledger, progress).await);
-    // What the ledger still holds failed above, and is reported there.
-    sweep_by_run(kinds, Known::of(ledger), &mut report).await;
-    report
 }
 
 /// What bastion made for the cluster and still exists, found by its tag and names (read only):

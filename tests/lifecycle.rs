@@ -418,10 +418,13 @@ async fn a_rollback_that_cannot_finish_names_what_it_left_and_down_finishes_it()
     let aws = moto.clients().await;
     let lab = aws.build_lab(LabOptions::default()).await;
     let head_rules_before = aws.ingress(&lab.head_sg).await;
-    // (teardown call, the ledger kind it leaves, the launch failure that starts the rollback:
-    // `:after` leaves an unrecorded instance for the run's sweep).
+    // (teardown call, the ledger kind it leaves, the creation failure that starts the
+    // rollback: `:after` leaves an unrecorded resource for the run's sweep).
     let cases = [
         ("terminate_instance", "instance", "run_instance:after"),
+        // The role fails; the profile (its creation's answer lost, so the sweep's to find)
+        // still goes, and is not hidden behind the role of the same name.
+        ("delete_role", "role", "create_instance_profile:after"),
         ("revoke_ingress", "ingress_rule", "run_instance"),
         ("delete_security_group", "security_group", "run_instance"),
         ("delete_key_pair", "key_pair", "run_instance"),
@@ -453,8 +456,10 @@ async fn a_rollback_that_cannot_finish_names_what_it_left_and_down_finishes_it()
             "--no-wait",
         ]);
         assert_eq!(up.status, 1, "{call}: {up:?}");
+        let creation = launch.split(':').next().unwrap();
         assert!(
-            up.stderr.contains("run_instance: injected failure"),
+            up.stderr
+                .contains(&format!("error: {creation}: injected failure")),
             "{call}: the original error first: {up:?}"
         );
         let not_removed: Vec<_> = up
@@ -463,13 +468,34 @@ async fn a_rollback_that_cannot_finish_names_what_it_left_and_down_finishes_it()
             .filter(|l| l.starts_with("  NOT removed "))
             .collect();
         // The failed call is named; what depends on it (a role still in its profile) says its
-        // own reason.
+        // own reason; each resource once, however many times it was tried.
         assert!(
             not_removed
                 .iter()
                 .any(|l| l.contains(&format!("{call}: injected failure"))),
             "{call}: {up:?}"
         );
+        let mut named: Vec<&str> = not_removed
+            .iter()
+            .map(|l| {
+                l.split(": ")
+                    .next()
+                    .unwrap()
+                    .trim_start_matches("  NOT removed ")
+            })
+            .map(|w| w.split(" (").next().unwrap())
+            .collect();
+        let count = named.len();
+        named.sort();
+        named.dedup();
+        assert_eq!(named.len(), count, "{call}: named twice: {up:?}");
+        // Only what the failed call holds up stays: with the profile made, it still goes.
+        if launch.starts_with("create_instance_profile") {
+            assert!(
+                up.stderr.contains("  removed instance profile "),
+                "{call}: {up:?}"
+            );
+        }
         assert!(
             up.stderr.contains(&format!(
                 "run `bastion down --cluster {CLUSTER}` to retry the rest"
@@ -478,7 +504,7 @@ async fn a_rollback_that_cannot_finish_names_what_it_left_and_down_finishes_it()
         );
         assert!(!aws.leftovers(CLUSTER).await.is_empty(), "{call}");
         // The ledger keeps what is left (a recorded resource), so `down` knows it.
-        if launch == "run_instance" {
+        if !launch.ends_with(":after") || kind != "instance" {
             let kinds = ledger_kinds(&b);
             assert!(kinds.iter().any(|k| k == kind), "{call}: ledger {kinds:?}");
         }
@@ -588,6 +614,11 @@ async fn ctrl_c_during_up_removes_what_it_created() {
     let mut b = Bastion::new(&moto, tmp.path());
     b.env
         .push(("BASTION_FAILPOINT".into(), "run_instance:pause".into()));
+    let paused = tmp.path().join("paused");
+    b.env.push((
+        "BASTION_FAILPOINT_PAUSED".into(),
+        paused.display().to_string(),
+    ));
     let child = b.watch(&[
         "up",
         "--cluster",
@@ -596,24 +627,14 @@ async fn ctrl_c_during_up_removes_what_it_created() {
         ALLOW,
         "--no-wait",
     ]);
-    // Wait until up is paused before RunInstances: the instance profile exists by then.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let p = aws
-            .iam
-            .list_instance_profiles()
-            .path_prefix("/bastion/")
-            .send()
-            .await
-            .unwrap();
-        if p.instance_profiles().iter().any(|p| !p.roles().is_empty()) {
-            break;
-        }
+    // Wait until up is held before RunInstances (it says so): everything else exists by then.
+    let deadline = std::time::Instant::now() + LIMIT;
+    while !paused.exists() {
         assert!(
             std::time::Instant::now() < deadline,
             "up never reached RunInstances"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(!aws.leftovers(CLUSTER).await.is_empty());
     let status = std::process::Command::new("kill")
@@ -788,6 +809,7 @@ async fn two_concurrent_ups_create_one_bastion() {
     assert_eq!(created, 1, "exactly one up creates:\n{r1:?}\n{r2:?}");
     for r in [&r1, &r2] {
         if r.status != 0 {
+            assert_eq!(r.status, 1, "{r:?}");
             assert!(r.stderr.contains("another `bastion up`"), "{r:?}");
         }
     }

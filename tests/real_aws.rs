@@ -296,6 +296,101 @@ async fn aws_going_unreachable_mid_run_is_said_and_down_finishes_the_job() {
     assert_eq!(aws.leftovers(CLUSTER).await, Vec::<String>::new());
 }
 
+/// A group an instance still uses cannot be deleted (AWS answers DependencyViolation, moto does
+/// not): a rollback whose launch answer was lost, so that its ledger never learned of the
+/// instance, and a `down` after it, must take the instance first, and leave nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_the_ledger_never_learned_of_is_removed_before_its_group() {
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    aws.build_lab(LabOptions::default()).await;
+    let front = Front::start(&moto.url).await;
+    // Groups in use by a launched instance, until it is terminated.
+    let in_use: Arc<Mutex<Vec<String>>> = Arc::default();
+    let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (groups, count) = (in_use.clone(), refused.clone());
+    front.rule(move |c| {
+        let mut groups = groups.lock().unwrap();
+        match c.action.as_str() {
+            "RunInstances" => {
+                groups.extend(
+                    c.params
+                        .iter()
+                        .filter(|(k, _)| k.contains("SecurityGroupId"))
+                        .map(|(_, v)| v.clone()),
+                );
+                None
+            }
+            "TerminateInstances" => {
+                groups.clear();
+                None
+            }
+            "DeleteSecurityGroup" => {
+                let g = c.param("GroupId").unwrap_or_default();
+                groups.iter().any(|x| x == g).then(|| {
+                    count.fetch_add(1, Ordering::Relaxed);
+                    Reply::ec2_error(
+                        400,
+                        "DependencyViolation",
+                        &format!("resource {g} has a dependent object"),
+                    )
+                })
+            }
+            _ => None,
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = Bastion::new(&moto, tmp.path());
+    b.endpoint = front.url.clone();
+    b.env
+        .push(("BASTION_FAILPOINT".into(), "run_instance:after".into()));
+    let up = b.run(&[
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--allow-cidr",
+        ALLOW,
+        "--no-wait",
+    ]);
+    assert_eq!(up.status, 1, "{up:?}");
+    assert!(up.stderr.contains("cleaned up"), "{up:?}");
+    assert!(!up.stderr.contains("NOT removed"), "{up:?}");
+    assert!(
+        up.stderr.contains("  removed instance i-"),
+        "the unrecorded instance: {up:?}"
+    );
+    assert_eq!(aws.leftovers(CLUSTER).await, Vec::<String>::new());
+    assert_eq!(
+        refused.load(Ordering::Relaxed),
+        0,
+        "the group was tried while its instance still ran"
+    );
+
+    // `down` meets the same: a proxy the ledger does not know (killed before its record).
+    b.env.clear();
+    let up = b.run(&[
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--allow-cidr",
+        ALLOW,
+        "--no-wait",
+    ]);
+    assert_eq!(up.status, 0, "{up:?}");
+    let ledger = ledger_path(&b);
+    let mut data: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&ledger).unwrap()).unwrap();
+    data["resources"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|r| r["kind"] != "instance");
+    std::fs::write(&ledger, serde_json::to_vec(&data).unwrap()).unwrap();
+    let down = b.run(&["down", "--cluster", CLUSTER]);
+    assert_eq!(down.status, 0, "{down:?}");
+    assert_eq!(aws.leftovers(CLUSTER).await, Vec::<String>::new());
+    assert_eq!(refused.load(Ordering::Relaxed), 0, "{down:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_up_never_blocks_the_next_one() {
     let moto = moto_or_skip!();

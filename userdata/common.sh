@@ -8,7 +8,7 @@ IMDS="${BASTION_IMDS:-http://169.254.169.254}"
 LOG="$ROOT/var/log/bastion-bootstrap.log"
 STATE="$ROOT/var/lib/bastion"
 export HOME="${HOME:-/root}"
-export PATH="${PATH:-/usr/bin:/bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin:/snap/bin"
+export PATH="${PATH:-/usr/bin:/bin}:$ROOT/usr/local/sbin:$ROOT/usr/local/bin:$ROOT/usr/sbin:$ROOT/sbin:$ROOT/snap/bin"
 mkdir -p "$(dirname "$LOG")" "$STATE"
 exec >>"$LOG" 2>&1
 PHASE=bootstrap

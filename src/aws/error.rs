@@ -60,6 +60,14 @@ impl AwsError {
         matches!(self, AwsError::NotFound { code, .. } if code == "InvalidPermission.NotFound")
     }
 
+    /// Credentials missing or expired, or the call denied: what the user must fix (exit 3).
+    pub fn is_denied(&self) -> bool {
+        matches!(
+            self,
+            AwsError::Credentials { .. } | AwsError::AccessDenied { .. }
+        )
+    }
+
     pub fn is_dependency_violation(&self) -> bool {
         matches!(self, AwsError::DependencyViolation { .. })
     }

@@ -231,7 +231,20 @@ async fn fix(ctx: &Context, f: &Facts, target: &str) -> anyhow::Result<Vec<Strin
     for req in doctor::endpoints_for(f) {
         // One that works, or is on its way (pending), is left alone; a deleted or failed one
         // does not count.
-        if doctor::serving(&f.endpoints, &req.service).is_some() {
+        let kind = if req.interface {
+            "Interface"
+        } else {
+            "Gateway"
+        };
+        if doctor::serving(&f.endpoints, &req.service, kind).is_some() {
+            continue;
+        }
+        // One being deleted is waited for: its private DNS names are still taken.
+        if let Some(e) = doctor::being_deleted(&f.endpoints, &req.service) {
+            changes.push(format!(
+                "skipped {}: {} is being deleted; run `bastion doctor --fix` again once it is gone",
+                req.service, e.id
+            ));
             continue;
         }
         let tags = vec![

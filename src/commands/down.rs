@@ -62,6 +62,8 @@ impl fmt::Display for DownResult {
 pub struct DownIncomplete {
     pub cluster: String,
     pub count: usize,
+    /// AWS refused for want of credentials or permission: exit 3.
+    pub denied: bool,
 }
 
 pub async fn run(ctx: &Context, args: DownArgs) -> anyhow::Result<()> {
@@ -88,31 +90,31 @@ pub async fn run(ctx: &Context, args: DownArgs) -> anyhow::Result<()> {
             None
         }
     };
-    // What the ledger could not remove is reported once, by the ledger, not again by the sweep.
-    let mut known = teardown::Known::default();
-    if let Some(mut ledger) = ledger {
-        progress.phase(format!("removing what {} records", ledger.path().display()));
-        report.merge(teardown::teardown_ledger(cloud, &mut ledger, progress).await);
-        known = teardown::Known::of(&ledger);
-        if ledger.resources().is_empty() {
-            ledger.remove()?;
-        }
-    }
-    // Whatever the ledger said, the sweep takes any proxy bastion made for the cluster (one
-    // made from another machine too), and nothing that only carries the tag.
+    // Whatever the ledger says, the sweep by tag takes any proxy bastion made for the cluster
+    // (one made from another machine too), and nothing that only carries the tag.
     let account = ctx.identity().await?.account.clone();
     let owner = Expected::new(&args.cluster, cloud.region(), &account, None);
+    let mut ledger = ledger;
+    if let Some(l) = &ledger {
+        progress.phase(format!("removing what {} records", l.path().display()));
+    }
     report.merge(
-        teardown::sweep(
+        teardown::remove_tagged(
             cloud,
-            TAG_CLUSTER,
-            &args.cluster,
+            ledger.as_mut(),
+            (TAG_CLUSTER, &args.cluster),
             &owner,
-            (teardown::Kinds::ALL, &known),
+            teardown::Kinds::ALL,
             progress,
         )
-        .await?,
+        .await,
     );
+    if let Some(l) = ledger
+        && l.resources().is_empty()
+        && let Err(e) = l.remove()
+    {
+        report.failed.push(e.to_string());
+    }
 
     // An unreadable ledger (a crash, a full disk), after the sweep by tag did its job: moved
     // aside, so the next `up` starts clean.
@@ -153,7 +155,7 @@ pub async fn run(ctx: &Context, args: DownArgs) -> anyhow::Result<()> {
     }
 
     progress.finish();
-    let failed = report.failed.len();
+    let (failed, denied) = (report.failed.len(), report.denied);
     emit(
         ctx.opts.output,
         &DownResult {
@@ -168,6 +170,7 @@ pub async fn run(ctx: &Context, args: DownArgs) -> anyhow::Result<()> {
         return Err(DownIncomplete {
             cluster: args.cluster,
             count: failed,
+            denied,
         }
         .into());
     }

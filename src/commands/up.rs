@@ -396,10 +396,11 @@ async fn cleanup(
     let work = teardown::remove_run(cloud, ledger, Some(run_id), owner, attempted, progress);
     let report = tokio::select! {
         r = work => r,
-        _ = tokio::signal::ctrl_c() => Report {
-            failed: vec!["cleanup interrupted by a second Ctrl-C".into()],
-            ..Report::default()
-        },
+        _ = tokio::signal::ctrl_c() => {
+            let mut r = Report::default();
+            r.failed.push("cleanup interrupted by a second Ctrl-C".into());
+            r
+        }
     };
     if report.failed.is_empty() && ledger.resources().is_empty() {
         let _ = std::fs::remove_file(ledger.path());

@@ -937,6 +937,7 @@ impl Watched {
                 break status;
             }
             if Instant::now() >= deadline {
+                kill_group(&format!("-{}", child.id()));
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!(

@@ -1,7 +1,9 @@
-//! Removing what `up` created: first exactly what the ledger records, in reverse order, then a
-//! sweep by tag that catches what the ledger could not know (another machine, a lost state dir,
-//! a create call whose response never arrived). NotFound counts as done, so every step can be
-//! re-run. A resource without bastion's tag is never touched.
+//! Removing what `up` created: first the instances and the rules on others' groups found by tag
+//! (one the ledger never learned of would hold the proxy's group), then exactly what the ledger
+//! records, in reverse order, then a sweep by tag that catches what the ledger could not know
+//! (another machine, a lost state dir, a create call whose response never arrived) and retries
+//! what it could not remove. NotFound counts as done, so every step can be re-run; each resource
+//! is reported once. A resource without bastion's tag and names is never touched.
 
 use std::time::Duration;
 

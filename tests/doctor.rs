@@ -1032,3 +1032,77 @@ async fn a_doctor_that_cannot_run_says_so_in_json_too() {
         );
     }
 }
+
+/// States moto never shows, played by the front on DescribeVpcEndpoints: a pending endpoint is
+/// on its way (a problem, but `--fix` makes no second one); one being deleted is waited for (a
+/// new one would clash with its private DNS names); a failed one does not count (`--fix`
+/// replaces it).
+#[tokio::test(flavor = "multi_thread")]
+async fn endpoints_on_their_way_or_on_their_way_out_are_told_apart() {
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    let lab = aws.build_lab(LabOptions::default()).await;
+    let front = common::front::Front::start(&moto.url).await;
+    let state = std::sync::Arc::new(std::sync::Mutex::new(String::from("available")));
+    let shown = state.clone();
+    front.rewrite(move |call, body| {
+        if call.action == "DescribeVpcEndpoints" {
+            let to = format!("<state>{}</state>", shown.lock().unwrap());
+            *body = body.replace("<state>available</state>", &to);
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = Bastion::new(&moto, tmp.path());
+    b.endpoint = front.url.clone();
+    // The only endpoint of the VPC, so the front's edit names it alone.
+    let logs = aws
+        .ec2
+        .create_vpc_endpoint()
+        .vpc_id(&lab.vpc)
+        .service_name("com.amazonaws.us-east-1.logs")
+        .vpc_endpoint_type(ec2t::VpcEndpointType::Interface)
+        .subnet_ids(&lab.private_subnet)
+        .private_dns_enabled(true)
+        .send()
+        .await
+        .unwrap()
+        .vpc_endpoint()
+        .unwrap()
+        .vpc_endpoint_id()
+        .unwrap()
+        .to_string();
+    let logs_endpoints = async || {
+        aws.ec2
+            .describe_vpc_endpoints()
+            .filters(filter("vpc-id", &lab.vpc))
+            .filters(filter("service-name", "com.amazonaws.us-east-1.logs"))
+            .send()
+            .await
+            .unwrap()
+            .vpc_endpoints()
+            .len()
+    };
+    for (shown_state, detail, fixed) in [
+        ("pending", format!("{logs} is pending, not available"), 1),
+        ("deleting", format!("that works ({logs} is deleting)"), 1),
+        ("failed", format!("that works ({logs} is failed)"), 2),
+    ] {
+        *state.lock().unwrap() = shown_state.to_string();
+        let r = b.run(&["doctor", "--cluster", CLUSTER, "--output", "json"]);
+        assert_eq!(r.status, 1, "{shown_state}: {r:?}");
+        let all = statuses(&r);
+        let l = status_of(&all, "endpoint.logs");
+        assert!(
+            l.1 == "problem" && l.2.contains(&detail),
+            "{shown_state}: {l:?}"
+        );
+        let r = b.run(&["doctor", "--cluster", CLUSTER, "--fix"]);
+        assert_eq!(logs_endpoints().await, fixed, "{shown_state}: {r:?}");
+        if shown_state == "deleting" {
+            assert!(
+                r.stdout.contains(&format!("{logs} is being deleted")),
+                "{r:?}"
+            );
+        }
+    }
+}

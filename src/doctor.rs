@@ -57,6 +57,17 @@ pub struct Required {
     pub interface: bool,
 }
 
+impl Required {
+    /// The endpoint type, as AWS names it.
+    pub fn kind(&self) -> &'static str {
+        if self.interface {
+            "Interface"
+        } else {
+            "Gateway"
+        }
+    }
+}
+
 /// The endpoints the AWS page lists, named for the region's partition: Secrets Manager's when the
 /// cluster reads a secret (`secrets`); Elastic Load Balancing's and Auto Scaling's with login
 /// nodes ("only required when LoginNodes is enabled", the page says).
@@ -478,11 +489,7 @@ pub fn being_deleted<'a>(endpoints: &'a [VpcEndpoint], service: &str) -> Option<
 
 fn endpoint_check(f: &Facts, req: &Required, partition: &str) -> Vec<Check> {
     let id = format!("endpoint.{}", req.short);
-    let kind = if req.interface {
-        "Interface"
-    } else {
-        "Gateway"
-    };
+    let kind = req.kind();
     let fix_create = format!(
         "`bastion doctor --fix`, or create a {kind} endpoint for {} in {}",
         req.service, f.vpc_id

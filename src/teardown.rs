@@ -7,8 +7,6 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
-
 use crate::aws::{
     AwsError, AwsResult, Cloud, IAM_PATH, IamEntity, TAG_CLUSTER, Tag, or_missing, tag_value,
 };
@@ -24,25 +22,22 @@ pub const TAG_REGION: &str = "bastion:region";
 /// What a teardown removed, could not remove, and left alone. Each resource is told once: the
 /// ledger and the sweeps may each try one (a sweep retries what the ledger could not remove, once
 /// what stood in its way is gone), and the last outcome is the one reported.
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone)]
 pub struct Report {
-    pub removed: Vec<String>,
-    pub failed: Vec<String>,
+    /// In the order they happened; a keyed one replaces what was said of its resource before.
+    outcomes: Vec<Outcome>,
     /// Resources that carry bastion's tag but are not bastion's own: listed, never touched.
     pub spared: Vec<String>,
-    /// The resource behind each keyed line of `removed` and `failed` (see [`key`]).
-    #[serde(skip)]
-    keys: Vec<Keyed>,
     /// A sweep was refused for want of credentials or permission (exit 3, not 1).
-    #[serde(skip)]
     pub denied: bool,
 }
 
 #[derive(Debug, Clone)]
-struct Keyed {
-    key: String,
+struct Outcome {
+    /// The resource (see [`key`]); None for what has no second teller (a local file).
+    key: Option<String>,
     line: String,
-    failed: bool,
+    removed: bool,
 }
 
 /// Keys that name one resource whoever tries it (the ledger, a sweep). A part of a resource
@@ -87,53 +82,74 @@ fn resource_key(r: &Resource) -> String {
 }
 
 impl Report {
+    /// What was removed, in order.
+    pub fn removed(&self) -> Vec<String> {
+        self.lines(true)
+    }
+
+    /// What could not be removed, each with its reason, in order.
+    pub fn failed(&self) -> Vec<String> {
+        self.lines(false)
+    }
+
+    fn lines(&self, removed: bool) -> Vec<String> {
+        self.outcomes
+            .iter()
+            .filter(|o| o.removed == removed)
+            .map(|o| o.line.clone())
+            .collect()
+    }
+
+    /// A removal only this caller makes (a local file): no sweep will tell it again.
+    pub fn add_removed(&mut self, line: String) {
+        self.outcomes.push(Outcome {
+            key: None,
+            line,
+            removed: true,
+        });
+    }
+
+    /// A failure only this caller meets.
+    pub fn add_failed(&mut self, line: String) {
+        self.outcomes.push(Outcome {
+            key: None,
+            line,
+            removed: false,
+        });
+    }
+
     fn spare(&mut self, what: String, why: &dyn std::fmt::Display) {
         tracing::warn!("left alone {what}: it carries bastion's tag but {why}");
         self.spared.push(format!("{what}: {why}"));
     }
 
-    /// `key` is removed: said once, and what was said of it (or of its parts) failing is
-    /// taken back.
-    fn ok(&mut self, key: &str, what: String) {
-        let covers = |k: &str| k == key || k.strip_prefix(key).is_some_and(|r| r.starts_with('/'));
-        if self.keys.iter().any(|k| !k.failed && k.key == key) {
-            return;
-        }
-        let stale: Vec<String> = self
-            .keys
-            .iter()
-            .filter(|k| k.failed && covers(&k.key))
-            .map(|k| k.line.clone())
-            .collect();
-        self.failed.retain(|l| !stale.contains(l));
-        self.keys.retain(|k| !(k.failed && covers(&k.key)));
-        self.keys.push(Keyed {
-            key: key.into(),
-            line: what.clone(),
-            failed: false,
-        });
-        self.removed.push(what);
-    }
-
-    /// `key` could not be removed: said once, with the latest reason.
-    fn fail(&mut self, key: &str, what: String, err: &dyn std::fmt::Display) {
-        self.fail_line(key, format!("{what}: {err}"));
-    }
-
-    fn fail_line(&mut self, key: &str, line: String) {
-        if let Some(k) = self.keys.iter_mut().find(|k| k.failed && k.key == key) {
-            let old = std::mem::replace(&mut k.line, line.clone());
-            if let Some(l) = self.failed.iter_mut().find(|l| **l == old) {
-                *l = line;
+    /// One outcome for the resource `key`. Removed: said once, and what was said of it (or of
+    /// its parts) failing is taken back. Failed: said once, with the latest reason.
+    fn record(&mut self, key: &str, line: String, removed: bool) {
+        let covers = |k: &Option<String>| {
+            k.as_deref().is_some_and(|k| {
+                k == key || k.strip_prefix(key).is_some_and(|r| r.starts_with('/'))
+            })
+        };
+        let same = |o: &Outcome| o.removed == removed && o.key.as_deref() == Some(key);
+        if removed {
+            if self.outcomes.iter().any(same) {
+                return;
             }
+            self.outcomes.retain(|o| o.removed || !covers(&o.key));
+        } else if let Some(o) = self.outcomes.iter_mut().find(|o| same(o)) {
+            o.line = line;
             return;
         }
-        self.keys.push(Keyed {
-            key: key.into(),
-            line: line.clone(),
-            failed: true,
+        self.outcomes.push(Outcome {
+            key: Some(key.to_string()),
+            line,
+            removed,
         });
-        self.failed.push(line);
+    }
+
+    fn fail(&mut self, key: &str, what: String, err: &dyn std::fmt::Display) {
+        self.record(key, format!("{what}: {err}"), false);
     }
 
     /// Records the outcome of removing `what`, noting a success on the progress display.
@@ -146,31 +162,18 @@ impl Report {
         match result {
             Ok(()) => {
                 progress.note(format!("removed {what}"));
-                self.ok(&key, what)
+                self.record(&key, what, true)
             }
             Err(e) => self.fail(&key, what, &e),
         }
     }
 
-    /// Adds another report's outcomes, keyed ones through [`Report::ok`] and [`Report::fail`].
+    /// Adds another report's outcomes, in order, each keyed one as [`Report::record`] does.
     pub fn merge(&mut self, other: Report) {
-        let key_of = |line: &str, failed: bool| {
-            other
-                .keys
-                .iter()
-                .find(|k| k.failed == failed && k.line == line)
-                .map(|k| k.key.clone())
-        };
-        for line in &other.removed {
-            match key_of(line, false) {
-                Some(key) => self.ok(&key, line.clone()),
-                None => self.removed.push(line.clone()),
-            }
-        }
-        for line in &other.failed {
-            match key_of(line, true) {
-                Some(key) => self.fail_line(&key, line.clone()),
-                None => self.failed.push(line.clone()),
+        for o in other.outcomes {
+            match o.key {
+                Some(key) => self.record(&key, o.line, o.removed),
+                None => self.outcomes.push(o),
             }
         }
         self.spared.extend(other.spared);
@@ -314,7 +317,7 @@ pub async fn teardown_ledger(
                 }
                 if existed {
                     progress.note(format!("removed {what}"));
-                    report.ok(&resource_key(&r), what);
+                    report.record(&resource_key(&r), what, true);
                 }
             }
             Err(e) => report.fail(&resource_key(&r), what, &e),
@@ -543,9 +546,7 @@ pub async fn remove_tagged(
             report.denied |= e
                 .downcast_ref::<AwsError>()
                 .is_some_and(AwsError::is_denied);
-            report
-                .failed
-                .push(format!("the sweep by tag {key}={value}: {e:#}"));
+            report.add_failed(format!("the sweep by tag {key}={value}: {e:#}"));
         }
     };
     let first = Kinds {
@@ -557,6 +558,7 @@ pub async fn remove_tagged(
         sweep_by_tag(first, &mut report).await;
     }
     if let Some(ledger) = ledger {
+        progress.phase(format!("removing what {} records", ledger.path().display()));
         report.merge(teardown_ledger(cloud, ledger, progress).await);
     }
     sweep_by_tag(kinds, &mut report).await;

@@ -18,16 +18,12 @@ impl<C: Cloud> Faulty<C> {
     pub fn new(inner: C, points: &'static Failpoints) -> Self {
         Faulty { inner, points }
     }
-
-    /// Counts a call of `op`; the mode of the point that fires on it, if any.
-    fn mode_for(&self, op: &str) -> Option<Mode> {
-        self.points.mode_for(op)
-    }
 }
 
 macro_rules! write_op {
     ($self:ident, $op:literal, $call:expr) => {{
-        let mode = $self.mode_for($op);
+        // Counts this call of `$op`; the mode of the point that fires on it, if any.
+        let mode = $self.points.mode_for($op);
         match mode {
             Some(Mode::Before) => {
                 return Err(AwsError::Injected {

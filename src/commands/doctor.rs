@@ -231,12 +231,7 @@ async fn fix(ctx: &Context, f: &Facts, target: &str) -> anyhow::Result<Vec<Strin
     for req in doctor::endpoints_for(f) {
         // One that works, or is on its way (pending), is left alone; a deleted or failed one
         // does not count.
-        let kind = if req.interface {
-            "Interface"
-        } else {
-            "Gateway"
-        };
-        if doctor::serving(&f.endpoints, &req.service, kind).is_some() {
+        if doctor::serving(&f.endpoints, &req.service, req.kind()).is_some() {
             continue;
         }
         // One being deleted is waited for: its private DNS names are still taken.
@@ -289,11 +284,7 @@ async fn fix(ctx: &Context, f: &Facts, target: &str) -> anyhow::Result<Vec<Strin
         };
         let change = format!(
             "created {} endpoint {id} for {} {place}",
-            if req.interface {
-                "Interface"
-            } else {
-                "Gateway"
-            },
+            req.kind(),
             req.service
         );
         ctx.progress.note(&change);

@@ -82,7 +82,7 @@ pub async fn run(ctx: &Context, args: DownArgs) -> anyhow::Result<()> {
         }
     };
     let mut corrupt = false;
-    let ledger = match Ledger::load(&dir.ledger()) {
+    let mut ledger = match Ledger::load(&dir.ledger()) {
         Ok(l) => l,
         Err(e) => {
             tracing::warn!("{e}");
@@ -94,10 +94,6 @@ pub async fn run(ctx: &Context, args: DownArgs) -> anyhow::Result<()> {
     // (one made from another machine too), and nothing that only carries the tag.
     let account = ctx.identity().await?.account.clone();
     let owner = Expected::new(&args.cluster, cloud.region(), &account, None);
-    let mut ledger = ledger;
-    if let Some(l) = &ledger {
-        progress.phase(format!("removing what {} records", l.path().display()));
-    }
     report.merge(
         teardown::remove_tagged(
             cloud,
@@ -113,18 +109,18 @@ pub async fn run(ctx: &Context, args: DownArgs) -> anyhow::Result<()> {
         && l.resources().is_empty()
         && let Err(e) = l.remove()
     {
-        report.failed.push(e.to_string());
+        report.add_failed(e.to_string());
     }
 
     // An unreadable ledger (a crash, a full disk), after the sweep by tag did its job: moved
     // aside, so the next `up` starts clean.
-    if corrupt && report.failed.is_empty() && lock.is_some() {
+    if corrupt && report.failed().is_empty() && lock.is_some() {
         match Ledger::move_aside(&dir.ledger()) {
-            Ok(to) => report.removed.push(format!(
+            Ok(to) => report.add_removed(format!(
                 "the unreadable ledger (moved to {}; the sweep by tag found what it held)",
                 to.display()
             )),
-            Err(e) => report.failed.push(format!("the unreadable ledger: {e}")),
+            Err(e) => report.add_failed(format!("the unreadable ledger: {e}")),
         }
     }
     // The local key of a bastion whose ledger was lost.
@@ -132,45 +128,42 @@ pub async fn run(ctx: &Context, args: DownArgs) -> anyhow::Result<()> {
     if key.exists() && lock.is_some() {
         let what = format!("local key {}", key.display());
         match teardown::remove_local(&key) {
-            Ok(_) => report.removed.push(what),
-            Err(e) => report.failed.push(format!("{what}: {e}")),
+            Ok(_) => report.add_removed(what),
+            Err(e) => report.add_failed(format!("{what}: {e}")),
         }
     }
     // The OpenSSH config `ssh-config --install` wrote.
     let installed = crate::commands::ssh_config::installed_file(ctx, &args.cluster);
     if installed.exists() {
         match std::fs::remove_file(&installed) {
-            Ok(()) => report
-                .removed
-                .push(format!("ssh config {}", installed.display())),
-            Err(e) => report
-                .failed
-                .push(format!("ssh config {}: {e}", installed.display())),
+            Ok(()) => report.add_removed(format!("ssh config {}", installed.display())),
+            Err(e) => report.add_failed(format!("ssh config {}: {e}", installed.display())),
         }
     }
     drop(lock);
-    if report.failed.is_empty() {
+    let failed = report.failed();
+    if failed.is_empty() {
         let _ = std::fs::remove_file(dir.dir.join("lock"));
         let _ = std::fs::remove_dir(&dir.dir);
     }
 
     progress.finish();
-    let (failed, denied) = (report.failed.len(), report.denied);
+    let count = failed.len();
     emit(
         ctx.opts.output,
         &DownResult {
             cluster: args.cluster.clone(),
             region: cloud.region().to_string(),
-            removed: report.removed,
-            failed: report.failed,
+            removed: report.removed(),
+            failed,
             spared: report.spared,
         },
     )?;
-    if failed > 0 {
+    if count > 0 {
         return Err(DownIncomplete {
             cluster: args.cluster,
-            count: failed,
-            denied,
+            count,
+            denied: report.denied,
         }
         .into());
     }

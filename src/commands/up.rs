@@ -77,17 +77,18 @@ impl fmt::Display for CleanupSummary {
                 self.cluster
             );
         }
-        if self.report.removed.is_empty() && self.report.failed.is_empty() {
+        let (removed, failed) = (self.report.removed(), self.report.failed());
+        if removed.is_empty() && failed.is_empty() {
             return write!(f, "nothing had been created");
         }
         write!(f, "cleaned up what this run created:")?;
-        for r in &self.report.removed {
+        for r in &removed {
             write!(f, "\n  removed {r}")?;
         }
-        for r in &self.report.failed {
+        for r in &failed {
             write!(f, "\n  NOT removed {r}")?;
         }
-        if !self.report.failed.is_empty() {
+        if !failed.is_empty() {
             write!(
                 f,
                 "\nrun `bastion down --cluster {}` to retry the rest",
@@ -354,11 +355,12 @@ async fn remove_dead_run(
     let run = old.data.run_id.clone();
     let report =
         teardown::remove_run(cloud, &mut old, run.as_deref(), owner, Kinds::ALL, progress).await;
-    if !report.failed.is_empty() {
+    let (removed, failed) = (report.removed(), report.failed());
+    if !failed.is_empty() {
         return Err(UpError::Leftovers {
             cluster: cluster.into(),
             ledger: old.path().display().to_string(),
-            failed: report.failed,
+            failed,
         }
         .into());
     }
@@ -366,10 +368,10 @@ async fn remove_dead_run(
     old.remove()?;
     tracing::warn!(
         "an earlier `bastion up` here was interrupted; removed what it left ({path}){}",
-        if report.removed.is_empty() {
+        if removed.is_empty() {
             ": nothing was left in AWS".to_string()
         } else {
-            format!(": {}", report.removed.join(", "))
+            format!(": {}", removed.join(", "))
         }
     );
     Ok(())
@@ -398,11 +400,11 @@ async fn cleanup(
         r = work => r,
         _ = tokio::signal::ctrl_c() => {
             let mut r = Report::default();
-            r.failed.push("cleanup interrupted by a second Ctrl-C".into());
+            r.add_failed("cleanup interrupted by a second Ctrl-C".into());
             r
         }
     };
-    if report.failed.is_empty() && ledger.resources().is_empty() {
+    if report.failed().is_empty() && ledger.resources().is_empty() {
         let _ = std::fs::remove_file(ledger.path());
     }
     CleanupSummary {

@@ -127,15 +127,7 @@ async fn fix_creates_exactly_the_missing_endpoints_and_a_second_run_is_clean() {
     let b = Bastion::new(&moto, tmp.path());
     // One endpoint is already there, made by someone else: doctor must leave it alone.
     let rt = private_route_table(&aws, &lab).await;
-    aws.ec2
-        .create_vpc_endpoint()
-        .vpc_id(&lab.vpc)
-        .service_name("com.amazonaws.us-east-1.dynamodb")
-        .vpc_endpoint_type(ec2t::VpcEndpointType::Gateway)
-        .route_table_ids(&rt)
-        .send()
-        .await
-        .unwrap();
+    endpoint(&aws, &lab, "dynamodb", Via::RouteTable(&rt, None)).await;
 
     let r = b.run(&["doctor", "--cluster", CLUSTER, "--fix"]);
     assert_eq!(r.status, 0, "{r:?}");
@@ -284,31 +276,8 @@ async fn each_check_is_a_problem_when_aws_holds_the_fault() {
     let rt = private_route_table(&aws, &lab).await;
 
     // ec2 as a Gateway endpoint; logs made, then deleted (AWS lists it as `deleted` a while).
-    aws.ec2
-        .create_vpc_endpoint()
-        .vpc_id(&lab.vpc)
-        .service_name("com.amazonaws.us-east-1.ec2")
-        .vpc_endpoint_type(ec2t::VpcEndpointType::Gateway)
-        .route_table_ids(&rt)
-        .send()
-        .await
-        .unwrap();
-    let logs = aws
-        .ec2
-        .create_vpc_endpoint()
-        .vpc_id(&lab.vpc)
-        .service_name("com.amazonaws.us-east-1.logs")
-        .vpc_endpoint_type(ec2t::VpcEndpointType::Interface)
-        .subnet_ids(&lab.private_subnet)
-        .private_dns_enabled(true)
-        .send()
-        .await
-        .unwrap()
-        .vpc_endpoint()
-        .unwrap()
-        .vpc_endpoint_id()
-        .unwrap()
-        .to_string();
+    endpoint(&aws, &lab, "ec2", Via::RouteTable(&rt, None)).await;
+    let logs = endpoint(&aws, &lab, "logs", Via::Subnet(&lab.private_subnet, true)).await;
     aws.ec2
         .delete_vpc_endpoints()
         .vpc_endpoint_ids(&logs)
@@ -317,22 +286,7 @@ async fn each_check_is_a_problem_when_aws_holds_the_fault() {
         .unwrap();
     // S3 on the right route table, with a policy that keeps CloudFormation's wait condition out.
     let narrow = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::my-bucket/*"}]}"#;
-    let s3 = aws
-        .ec2
-        .create_vpc_endpoint()
-        .vpc_id(&lab.vpc)
-        .service_name("com.amazonaws.us-east-1.s3")
-        .vpc_endpoint_type(ec2t::VpcEndpointType::Gateway)
-        .route_table_ids(&rt)
-        .policy_document(narrow)
-        .send()
-        .await
-        .unwrap()
-        .vpc_endpoint()
-        .unwrap()
-        .vpc_endpoint_id()
-        .unwrap()
-        .to_string();
+    let s3 = endpoint(&aws, &lab, "s3", Via::RouteTable(&rt, Some(narrow))).await;
     let all = doctor();
     let ec2 = status_of(&all, "endpoint.ec2");
     assert!(
@@ -427,14 +381,7 @@ async fn each_check_is_a_problem_when_aws_holds_the_fault() {
     }
 
     // A proxy whose public subnet lost its route to the internet.
-    let up = b.run(&[
-        "up",
-        "--cluster",
-        CLUSTER,
-        "--allow-cidr",
-        "198.51.100.7/32",
-        "--no-wait",
-    ]);
+    let up = b.up_no_wait();
     assert_eq!(up.status, 0, "{up:?}");
     assert_eq!(status_of(&doctor(), "bastion.subnet-public").1, "ok");
     let public_rt = aws.route_table_of(&lab.public_subnet).await;
@@ -451,6 +398,40 @@ async fn each_check_is_a_problem_when_aws_holds_the_fault() {
     assert_eq!(b.run(&["down", "--cluster", CLUSTER]).status, 0);
 }
 
+/// Where a test's endpoint goes: Interface in a subnet (private DNS on or off), or Gateway on a
+/// route table (with a policy, or AWS's default one).
+enum Via<'a> {
+    Subnet(&'a str, bool),
+    RouteTable(&'a str, Option<&'a str>),
+}
+
+/// Creates an endpoint for `com.amazonaws.us-east-1.<service>` in the lab's VPC; its id.
+async fn endpoint(aws: &Clients, lab: &Lab, service: &str, via: Via<'_>) -> String {
+    let req = aws
+        .ec2
+        .create_vpc_endpoint()
+        .vpc_id(&lab.vpc)
+        .service_name(format!("com.amazonaws.us-east-1.{service}"));
+    let req = match via {
+        Via::Subnet(subnet, private_dns) => req
+            .vpc_endpoint_type(ec2t::VpcEndpointType::Interface)
+            .subnet_ids(subnet)
+            .private_dns_enabled(private_dns),
+        Via::RouteTable(table, policy) => req
+            .vpc_endpoint_type(ec2t::VpcEndpointType::Gateway)
+            .route_table_ids(table)
+            .set_policy_document(policy.map(str::to_string)),
+    };
+    req.send()
+        .await
+        .unwrap()
+        .vpc_endpoint()
+        .unwrap()
+        .vpc_endpoint_id()
+        .unwrap()
+        .to_string()
+}
+
 async fn private_route_table(aws: &Clients, lab: &Lab) -> String {
     aws.route_table_of(&lab.private_subnet).await
 }
@@ -464,25 +445,8 @@ async fn each_misconfiguration_is_the_right_problem() {
     let b = Bastion::new(&moto, tmp.path());
     // S3 on the wrong route table (the public one); logs without private DNS.
     let public_rt = aws.route_table_of(&lab.public_subnet).await;
-    aws.ec2
-        .create_vpc_endpoint()
-        .vpc_id(&lab.vpc)
-        .service_name("com.amazonaws.us-east-1.s3")
-        .vpc_endpoint_type(ec2t::VpcEndpointType::Gateway)
-        .route_table_ids(&public_rt)
-        .send()
-        .await
-        .unwrap();
-    aws.ec2
-        .create_vpc_endpoint()
-        .vpc_id(&lab.vpc)
-        .service_name("com.amazonaws.us-east-1.logs")
-        .vpc_endpoint_type(ec2t::VpcEndpointType::Interface)
-        .subnet_ids(&lab.private_subnet)
-        .private_dns_enabled(false)
-        .send()
-        .await
-        .unwrap();
+    endpoint(&aws, &lab, "s3", Via::RouteTable(&public_rt, None)).await;
+    endpoint(&aws, &lab, "logs", Via::Subnet(&lab.private_subnet, false)).await;
     // ec2 in another subnet of the same AZ (fine); cloudformation only in another AZ (not).
     let other_az = aws
         .ec2
@@ -499,16 +463,7 @@ async fn each_misconfiguration_is_the_right_problem() {
         .unwrap()
         .to_string();
     for (service, subnet) in [("ec2", &lab.public_subnet), ("cloudformation", &other_az)] {
-        aws.ec2
-            .create_vpc_endpoint()
-            .vpc_id(&lab.vpc)
-            .service_name(format!("com.amazonaws.us-east-1.{service}"))
-            .vpc_endpoint_type(ec2t::VpcEndpointType::Interface)
-            .subnet_ids(subnet)
-            .private_dns_enabled(true)
-            .send()
-            .await
-            .unwrap();
+        endpoint(&aws, &lab, service, Via::Subnet(subnet, true)).await;
     }
     let r = b.run(&["doctor", "--cluster", CLUSTER, "--output", "json"]);
     assert_eq!(r.status, 1);
@@ -1055,22 +1010,7 @@ async fn endpoints_on_their_way_or_on_their_way_out_are_told_apart() {
     let mut b = Bastion::new(&moto, tmp.path());
     b.endpoint = front.url.clone();
     // The only endpoint of the VPC, so the front's edit names it alone.
-    let logs = aws
-        .ec2
-        .create_vpc_endpoint()
-        .vpc_id(&lab.vpc)
-        .service_name("com.amazonaws.us-east-1.logs")
-        .vpc_endpoint_type(ec2t::VpcEndpointType::Interface)
-        .subnet_ids(&lab.private_subnet)
-        .private_dns_enabled(true)
-        .send()
-        .await
-        .unwrap()
-        .vpc_endpoint()
-        .unwrap()
-        .vpc_endpoint_id()
-        .unwrap()
-        .to_string();
+    let logs = endpoint(&aws, &lab, "logs", Via::Subnet(&lab.private_subnet, true)).await;
     let logs_endpoints = async || {
         aws.ec2
             .describe_vpc_endpoints()

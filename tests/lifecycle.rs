@@ -7,7 +7,6 @@ use std::os::unix::fs::PermissionsExt;
 use base64::Engine;
 use common::*;
 
-const ALLOW: &str = "198.51.100.7/32";
 /// How long a background `up` may take to say or do what a test waits for (a deadline, never a
 /// verdict: it only turns a hang into a failure).
 const LIMIT: std::time::Duration = std::time::Duration::from_secs(180);
@@ -349,14 +348,7 @@ async fn a_failure_at_any_creation_step_leaves_nothing_behind() {
             let tmp = tempfile::tempdir().unwrap();
             let mut b = Bastion::new(&moto, tmp.path());
             b.env.push(("BASTION_FAILPOINT".into(), failpoint.clone()));
-            let up = b.run(&[
-                "up",
-                "--cluster",
-                CLUSTER,
-                "--allow-cidr",
-                ALLOW,
-                "--no-wait",
-            ]);
+            let up = b.up_no_wait();
             assert_eq!(up.status, code, "{failpoint}: {up:?}");
             assert!(
                 up.stderr.contains("injected failure"),
@@ -447,14 +439,7 @@ async fn a_rollback_that_cannot_finish_names_what_it_left_and_down_finishes_it()
         let mut b = Bastion::new(&moto, tmp.path());
         b.env
             .push(("BASTION_FAILPOINT".into(), format!("{launch},{call}")));
-        let up = b.run(&[
-            "up",
-            "--cluster",
-            CLUSTER,
-            "--allow-cidr",
-            ALLOW,
-            "--no-wait",
-        ]);
+        let up = b.up_no_wait();
         assert_eq!(up.status, 1, "{call}: {up:?}");
         let creation = launch.split(':').next().unwrap();
         assert!(
@@ -869,14 +854,7 @@ async fn down_without_a_ledger_finds_resources_by_tag_and_spares_the_untagged() 
 
     let tmp = tempfile::tempdir().unwrap();
     let b = Bastion::new(&moto, tmp.path());
-    let up = b.run(&[
-        "up",
-        "--cluster",
-        CLUSTER,
-        "--allow-cidr",
-        ALLOW,
-        "--no-wait",
-    ]);
+    let up = b.up_no_wait();
     assert_eq!(up.status, 0, "{up:?}");
     // Another machine: no ledger, no key.
     let other = tempfile::tempdir().unwrap();

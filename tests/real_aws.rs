@@ -13,8 +13,6 @@ use std::time::{Duration, Instant};
 use common::front::{Front, Reply};
 use common::*;
 
-const ALLOW: &str = "198.51.100.7/32";
-
 #[derive(Default)]
 struct Aws {
     profile_at: Option<Instant>,
@@ -271,14 +269,7 @@ async fn aws_going_unreachable_mid_run_is_said_and_down_finishes_the_job() {
     let tmp = tempfile::tempdir().unwrap();
     let mut b = Bastion::new(&moto, tmp.path());
     b.endpoint = front.url.clone();
-    let up = b.run(&[
-        "up",
-        "--cluster",
-        CLUSTER,
-        "--allow-cidr",
-        ALLOW,
-        "--no-wait",
-    ]);
+    let up = b.up_no_wait();
     assert_eq!(up.status, 1, "{up:?}");
     assert!(up.stderr.contains("could not reach AWS"), "{up:?}");
     assert!(
@@ -344,14 +335,7 @@ async fn an_instance_the_ledger_never_learned_of_is_removed_before_its_group() {
     b.endpoint = front.url.clone();
     b.env
         .push(("BASTION_FAILPOINT".into(), "run_instance:after".into()));
-    let up = b.run(&[
-        "up",
-        "--cluster",
-        CLUSTER,
-        "--allow-cidr",
-        ALLOW,
-        "--no-wait",
-    ]);
+    let up = b.up_no_wait();
     assert_eq!(up.status, 1, "{up:?}");
     assert!(up.stderr.contains("cleaned up"), "{up:?}");
     assert!(!up.stderr.contains("NOT removed"), "{up:?}");
@@ -368,14 +352,7 @@ async fn an_instance_the_ledger_never_learned_of_is_removed_before_its_group() {
 
     // `down` meets the same: a proxy the ledger does not know (killed before its record).
     b.env.clear();
-    let up = b.run(&[
-        "up",
-        "--cluster",
-        CLUSTER,
-        "--allow-cidr",
-        ALLOW,
-        "--no-wait",
-    ]);
+    let up = b.up_no_wait();
     assert_eq!(up.status, 0, "{up:?}");
     let ledger = ledger_path(&b);
     let mut data: serde_json::Value =

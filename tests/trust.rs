@@ -10,7 +10,6 @@ use std::os::unix::fs::PermissionsExt;
 use aws_sdk_ec2::types as ec2t;
 use common::*;
 
-const ALLOW: &str = "198.51.100.7/32";
 const ADDRESS: &str = "192.0.2.10";
 
 fn key_line(dir: &std::path::Path, name: &str) -> String {
@@ -280,14 +279,7 @@ async fn down_leaves_alone_what_only_carries_the_tag() {
     let head_rules_before = aws.ingress(&lab.head_sg).await;
     let tmp = tempfile::tempdir().unwrap();
     let b = Bastion::new(&moto, tmp.path());
-    let up = b.run(&[
-        "up",
-        "--cluster",
-        CLUSTER,
-        "--allow-cidr",
-        ALLOW,
-        "--no-wait",
-    ]);
+    let up = b.up_no_wait();
     assert_eq!(up.status, 0, "{up:?}");
 
     // From another machine (no ledger: the sweep by tag alone decides).
@@ -432,14 +424,7 @@ async fn a_finished_bastion_whose_proxy_vanished_is_never_cleaned_on_a_guess() {
         .await
         .unwrap();
     let before = aws.leftovers(CLUSTER).await;
-    let up = b.run(&[
-        "up",
-        "--cluster",
-        CLUSTER,
-        "--allow-cidr",
-        ALLOW,
-        "--no-wait",
-    ]);
+    let up = b.up_no_wait();
     assert_eq!(up.status, 1, "{up:?}");
     assert!(
         up.stderr.contains("does not list") && up.stderr.contains("bastion down"),
@@ -481,14 +466,7 @@ async fn the_proxy_role_may_not_write_bastion_tags_elsewhere() {
         names
     };
 
-    let up = b.run(&[
-        "up",
-        "--cluster",
-        CLUSTER,
-        "--allow-cidr",
-        ALLOW,
-        "--no-wait",
-    ]);
+    let up = b.up_no_wait();
     assert_eq!(up.status, 0, "{up:?}");
     assert_eq!(
         policies().await,

@@ -355,15 +355,20 @@ impl Sandbox {
     /// The environment the scripts run in: stubs and the allowed real tools only on PATH.
     fn command(&self, script: &std::path::Path) -> Command {
         let mut cmd = Command::new("bash");
-        cmd.arg(script)
-            .env_clear()
+        cmd.arg(script);
+        self.confine(&mut cmd);
+        cmd
+    }
+
+    /// Gives `cmd` the scripts' environment and nothing else.
+    fn confine(&self, cmd: &mut Command) {
+        cmd.env_clear()
             .env("PATH", &self.stubs)
             .env("STUB_LOG", &self.log)
             .env("STUB_STATE", &self.state)
             .env("STUB_DIR", &self.stubs)
             .env("STUB_URLS", &self.urls)
             .env("STUB_FAIL", "");
-        cmd
     }
 
     /// Runs the script as cloud-init would (bash, as root), confined to the scratch root, with
@@ -810,17 +815,12 @@ fn the_idle_check_powers_off_after_the_idle_minutes_and_not_before() {
             lib = lib.display(),
             check = check.display()
         );
-        let out = Command::new(&unshare)
-            .args(["--mount", "--propagation", "private"])
+        let mut cmd = Command::new(&unshare);
+        cmd.args(["--mount", "--propagation", "private"])
             .arg(&bash)
-            .args(["-c", &inner])
-            .env_clear()
-            .env("PATH", &sb.stubs)
-            .env("STUB_LOG", &sb.log)
-            .env("STUB_STATE", &sb.state)
-            .env("STUB_DIR", &sb.stubs)
-            .env("STUB_URLS", &sb.urls)
-            .env("STUB_FAIL", "")
+            .args(["-c", &inner]);
+        sb.confine(&mut cmd);
+        let out = cmd
             .env("STUB_NOW", now.to_string())
             .env(
                 "STUB_SS",

@@ -19,6 +19,8 @@ use aws_sdk_ec2::types as ec2t;
 
 pub const REGION: &str = "us-east-1";
 pub const CLUSTER: &str = "demo";
+/// The address `up` admits in tests that name one (a documentation range, never routed).
+pub const ALLOW: &str = "198.51.100.7/32";
 
 /// Finds a tool the tests need. Under CI a missing tool is a failure; elsewhere the test is skipped.
 pub fn require_tool(name: &str, candidates: &[PathBuf]) -> Option<PathBuf> {
@@ -745,15 +747,21 @@ impl Bastion {
         cmd
     }
 
-    /// Starts the binary in the background, stdout and stderr captured; killed if the test fails.
-    pub fn spawn(&self, args: &[&str]) -> Guard {
-        let mut cmd = self.command(args);
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        Guard(Some(cmd.spawn().expect("bastion starts")))
-    }
-
     pub fn run(&self, args: &[&str]) -> Run {
         self.run_cmd(self.command(args))
+    }
+
+    /// `up --cluster demo --allow-cidr <ALLOW> --no-wait`: the proxy made, its bootstrap not
+    /// waited for.
+    pub fn up_no_wait(&self) -> Run {
+        self.run(&[
+            "up",
+            "--cluster",
+            CLUSTER,
+            "--allow-cidr",
+            ALLOW,
+            "--no-wait",
+        ])
     }
 
     pub fn run_cmd(&self, cmd: Command) -> Run {
@@ -768,79 +776,16 @@ pub const RUN_LIMIT: Duration = Duration::from_secs(300);
 pub const OUTPUT_CAP: u64 = 16 << 20;
 
 /// Runs `cmd` to its end within `limit`, its stdout and stderr read as they come (a full pipe
-/// never stalls it) and capped. Past the limit (the command, or a grandchild still holding its
-/// pipes) its process group is killed and the test fails with what it printed so far.
+/// never stalls it) and capped. Past the limit its process group is killed (a `ProxyCommand`
+/// grandchild too) and the test fails with what it printed so far.
 pub fn run_within(cmd: Command, limit: Duration) -> Run {
     run_fed(cmd, None, limit)
 }
 
 /// [`run_within`], with `input` written to its stdin from a thread (then closed), so a command
 /// that stops reading fails the test at the deadline instead of blocking the writer.
-pub fn run_fed(mut cmd: Command, input: Option<Vec<u8>>, limit: Duration) -> Run {
-    use std::os::unix::process::CommandExt;
-    use std::sync::mpsc;
-    cmd.stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    if input.is_some() {
-        cmd.stdin(Stdio::piped());
-    }
-    let mut child = cmd.spawn().expect("the command starts");
-    if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
-        std::thread::spawn(move || {
-            let _ = stdin.write_all(&data);
-        });
-    }
-    let drain = |pipe: Box<dyn Read + Send>| {
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = pipe.take(OUTPUT_CAP).read_to_end(&mut buf);
-            let _ = tx.send(buf);
-        });
-        rx
-    };
-    let out = drain(Box::new(child.stdout.take().expect("piped")));
-    let err = drain(Box::new(child.stderr.take().expect("piped")));
-    let deadline = Instant::now() + limit;
-    let kill = |child: &mut Child| {
-        let group = format!("-{}", child.id());
-        kill_group(&group);
-        let _ = child.wait();
-    };
-    let mut status = None;
-    let mut late = false;
-    while status.is_none() {
-        status = child.try_wait().expect("the command can be waited for");
-        if status.is_none() && Instant::now() >= deadline {
-            kill(&mut child);
-            late = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut collect = |rx: &mpsc::Receiver<Vec<u8>>| {
-        let left = deadline.saturating_duration_since(Instant::now());
-        rx.recv_timeout(left.max(Duration::from_secs(5)))
-            .unwrap_or_else(|_| {
-                late = true;
-                kill(&mut child);
-                rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default()
-            })
-    };
-    let (out, err) = (collect(&out), collect(&err));
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    assert!(
-        !late,
-        "{cmd:?} did not finish within {limit:?}\n--- stdout\n{}\n--- stderr\n{}",
-        text(&out),
-        text(&err)
-    );
-    Run {
-        status: status.and_then(|s| s.code()).unwrap_or(-1),
-        stdout: text(&out),
-        stderr: text(&err),
-    }
+pub fn run_fed(cmd: Command, input: Option<Vec<u8>>, limit: Duration) -> Run {
+    Watched::start_fed(cmd, input).finish(limit)
 }
 
 /// SIGKILL to a process group (`-PGID`), quietly: it may be gone already.
@@ -855,6 +800,8 @@ fn kill_group(group: &str) {
 /// so a test can wait for what it says, with a deadline, and for its end. Killed (its whole
 /// process group) when dropped, also when the test panics.
 pub struct Watched {
+    /// The command line, for a failure's message.
+    what: String,
     child: Option<Child>,
     stdout: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
     stderr: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
@@ -862,13 +809,27 @@ pub struct Watched {
 }
 
 impl Watched {
-    pub fn start(mut cmd: Command) -> Watched {
+    pub fn start(cmd: Command) -> Watched {
+        Watched::start_fed(cmd, None)
+    }
+
+    /// [`Watched::start`], with `input` written to its stdin from a thread, then closed.
+    pub fn start_fed(mut cmd: Command, input: Option<Vec<u8>>) -> Watched {
         use std::os::unix::process::CommandExt;
         use std::sync::{Arc, Mutex};
         cmd.stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
+        if input.is_some() {
+            cmd.stdin(Stdio::piped());
+        }
+        let what = format!("{cmd:?}");
         let mut child = cmd.spawn().expect("the command starts");
+        if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
+            std::thread::spawn(move || {
+                let _ = stdin.write_all(&data);
+            });
+        }
         let mut readers = Vec::new();
         let mut pump = |pipe: Box<dyn Read + Send>| {
             let buf = Arc::new(Mutex::new(Vec::new()));
@@ -888,6 +849,7 @@ impl Watched {
         let stdout = pump(Box::new(child.stdout.take().expect("piped")));
         let stderr = pump(Box::new(child.stderr.take().expect("piped")));
         Watched {
+            what,
             child: Some(child),
             stdout,
             stderr,
@@ -941,7 +903,8 @@ impl Watched {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!(
-                    "did not finish within {limit:?}\n--- stdout\n{}\n--- stderr\n{}",
+                    "{} did not finish within {limit:?}\n--- stdout\n{}\n--- stderr\n{}",
+                    self.what,
                     self.stdout(),
                     self.stderr()
                 );
@@ -992,11 +955,6 @@ impl Guard {
         self.0.as_ref().expect("the child is still guarded").id()
     }
 
-    /// Waits for the child's exit and collects its output.
-    pub fn wait_with_output(self) -> std::io::Result<std::process::Output> {
-        self.take().wait_with_output()
-    }
-
     /// Ctrl-C (SIGINT), then the exit status within `limit`; a lost Ctrl-C fails the test
     /// instead of hanging it.
     pub fn interrupt(&mut self, limit: Duration) -> std::process::ExitStatus {
@@ -1017,11 +975,6 @@ impl Guard {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-    }
-
-    /// Hands the child back (to wait for it).
-    pub fn take(mut self) -> std::process::Child {
-        self.0.take().expect("the child is still guarded")
     }
 }
 

@@ -911,12 +911,28 @@ impl Watched {
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        // Nothing of its group may keep the pipes open past it.
-        let group = format!("-{}", child.id());
-        kill_group(&group);
+        // The pipes close with it. Something of its group (a `ProxyCommand` child) that still
+        // holds them past the deadline fails the run as a hang would, its group killed only
+        // then (a group whose leader is reaped and whose members are gone is not signalled:
+        // its id may be another's by now).
+        let settle = deadline.max(Instant::now() + Duration::from_secs(5));
+        while self.readers.iter().any(|r| !r.is_finished()) && Instant::now() < settle {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let held = self.readers.iter().any(|r| !r.is_finished());
+        if held {
+            kill_group(&format!("-{}", child.id()));
+        }
         for r in std::mem::take(&mut self.readers) {
             let _ = r.join();
         }
+        assert!(
+            !held,
+            "{} ended, but its pipes stayed open past {limit:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.what,
+            self.stdout(),
+            self.stderr()
+        );
         Run {
             status: status.code().unwrap_or(-1),
             stdout: self.stdout(),

@@ -37,6 +37,27 @@ pub enum AccessError {
         cluster: String,
         group: String,
     },
+    #[error(
+        "the proxy's group {group} admits {cidr} to SSH with a rule bastion did not make \
+         (described {description:?}), so `bastion allow --revoke` leaves it alone. Remove it \
+         where it was made (the EC2 console, your infrastructure code) if it should go"
+    )]
+    NotBastions {
+        cidr: Ipv4Net,
+        group: String,
+        description: String,
+    },
+}
+
+/// How `up` describes the rules it adds for `--allow-cidr`.
+pub const UP_RULE_DESCRIPTION: &str = "bastion: SSH from an allowed CIDR";
+
+/// How `allow` starts the description of each rule it adds.
+const ALLOW_PREFIX: &str = "bastion allow: ";
+
+/// Whether a rule's description is one bastion writes (`up`'s, or `allow`'s).
+pub fn described_by_bastion(description: &str) -> bool {
+    description == UP_RULE_DESCRIPTION || description.starts_with(ALLOW_PREFIX)
 }
 
 /// This machine's public IPv4 address, as the address service sees it (5 s at most).
@@ -79,7 +100,7 @@ pub fn admits(rules: &[IngressRule], ip: Ipv4Addr) -> bool {
 
 /// A rule's description: who added it and when, in the characters AWS allows.
 pub fn description(identity_arn: &str, date: &str) -> String {
-    let text = format!("bastion allow: {identity_arn} {date}");
+    let text = format!("{ALLOW_PREFIX}{identity_arn} {date}");
     text.chars()
         .filter(|c| c.is_ascii_alphanumeric() || DESCRIPTION_CHARS.contains(*c))
         .take(DESCRIPTION_LIMIT)
@@ -168,31 +189,44 @@ pub async fn admit(
     }
 }
 
-/// Removes the tcp 22 rules for exactly `cidr` from the proxy's group; returns how many.
+/// Removes the tcp 22 rule for exactly `cidr` from the proxy's group, where bastion made it
+/// (`up` or `allow`); returns how many were removed. A rule someone else made for that block is
+/// refused, named with its description, and nothing is removed.
 pub async fn revoke(
     cloud: &dyn Cloud,
     group: &SecurityGroup,
     cidr: Ipv4Net,
-) -> Result<usize, AwsError> {
-    let wanted = cidr.to_string();
-    let ids: Vec<String> = ssh_rules(cloud, group)
+) -> anyhow::Result<usize> {
+    let wanted = cidr.trunc();
+    let matching: Vec<GroupRule> = ssh_rules(cloud, group)
         .await?
         .into_iter()
         .filter(|r| {
             r.cidr
                 .as_deref()
                 .and_then(|c| c.parse::<Ipv4Net>().ok())
-                .is_some_and(|c| c.trunc().to_string() == wanted)
+                .is_some_and(|c| c.trunc() == wanted)
         })
-        .map(|r| r.rule_id)
         .collect();
+    if let Some(r) = matching
+        .iter()
+        .find(|r| !described_by_bastion(r.description.as_deref().unwrap_or_default()))
+    {
+        return Err(AccessError::NotBastions {
+            cidr: wanted,
+            group: group.id.clone(),
+            description: r.description.clone().unwrap_or_default(),
+        }
+        .into());
+    }
+    let ids: Vec<String> = matching.into_iter().map(|r| r.rule_id).collect();
     if ids.is_empty() {
         return Ok(0);
     }
     match cloud.revoke_ingress(&group.id, &ids).await {
         Ok(()) => Ok(ids.len()),
         Err(e) if e.is_missing_rule() => Ok(0),
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     }
 }
 

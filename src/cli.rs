@@ -123,9 +123,8 @@ impl Command {
             Command::Forget(a) => Some(&a.cluster),
             Command::Doctor(a) => a.cluster.as_deref(),
             Command::Config(ConfigCommand::Show(a)) => a.cluster.as_deref(),
-            Command::Policy(_) | Command::Completions(_) | Command::Man(_) | Command::Clusters => {
-                None
-            }
+            Command::Policy(a) => a.cluster.as_deref(),
+            Command::Completions(_) | Command::Man(_) | Command::Clusters => None,
         }
     }
 }
@@ -276,13 +275,12 @@ pub fn parse_cluster_name(s: &str) -> Result<String, String> {
 }
 
 fn parse_version(s: &str) -> Result<String, String> {
-    let ok = !s.is_empty()
-        && s.starts_with(|c: char| c.is_ascii_digit())
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '.');
-    if ok {
+    if crate::userdata::is_release_version(s) {
         Ok(s.to_string())
     } else {
-        Err(format!("'{s}' is not a version such as 3.16.1"))
+        Err(format!(
+            "{s:?} is not a ParallelCluster release such as 3.16.1 (X.Y.Z, digits only)"
+        ))
     }
 }
 
@@ -412,6 +410,10 @@ pub struct PolicyArgs {
     /// Whose policy to print
     #[arg(value_enum)]
     pub role: PolicyRole,
+    /// `user` only: grant for this cluster's proxy, group and head node alone (without it, the
+    /// document covers every cluster bastion serves in the account)
+    #[arg(long, value_parser = parse_cluster_name)]
+    pub cluster: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -175,11 +175,17 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
                 _ => 2,
             };
         }
-        if let Some(route::RouteError::NoBastion { .. }) = cause.downcast_ref::<route::RouteError>()
-        {
-            return 2;
+        match cause.downcast_ref::<route::RouteError>() {
+            Some(route::RouteError::NoBastion { .. }) => return 2,
+            // A teammate asking for what only the operator's login may do: a permission.
+            Some(route::RouteError::OperatorOnly { .. }) => return 3,
+            _ => {}
         }
-        if cause.downcast_ref::<config::ConfigError>().is_some() {
+        if cause.downcast_ref::<config::ConfigError>().is_some()
+            || cause
+                .downcast_ref::<commands::policy::OperatorHasNoCluster>()
+                .is_some()
+        {
             return 2;
         }
         if cause.downcast_ref::<access::AccessError>().is_some() {

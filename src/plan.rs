@@ -41,6 +41,23 @@ pub enum PlanError {
          parallelcluster:version tag); pass --pcluster-version"
     )]
     UnknownVersion { cluster: String },
+
+    #[error(
+        "the head node of cluster '{cluster}' says it runs ParallelCluster {value:?} (its \
+         parallelcluster:version tag), which is not a release such as 3.16.1; nothing was \
+         created. Pass --pcluster-version X.Y.Z"
+    )]
+    BadVersion { cluster: String, value: String },
+
+    #[error(
+        "the head node {instance} of cluster '{cluster}' has no private IPv4 address that bastion \
+         can read ({value:?}); the proxy's sshd admits teammates to exactly that address"
+    )]
+    NoHeadIp {
+        cluster: String,
+        instance: String,
+        value: Option<String>,
+    },
 }
 
 impl fmt::Display for Plan {
@@ -207,6 +224,23 @@ pub async fn plan(ctx: &Context, args: &UpArgs, head: &HeadNode) -> anyhow::Resu
         .ok_or_else(|| PlanError::UnknownVersion {
             cluster: head.cluster.clone(),
         })?;
+    if !userdata::is_release_version(&pcluster_version) {
+        return Err(PlanError::BadVersion {
+            cluster: head.cluster.clone(),
+            value: pcluster_version,
+        }
+        .into());
+    }
+    let head_ip: std::net::Ipv4Addr = head
+        .instance
+        .private_ip
+        .as_deref()
+        .and_then(|ip| ip.parse().ok())
+        .ok_or_else(|| PlanError::NoHeadIp {
+            cluster: head.cluster.clone(),
+            instance: head.instance.id.clone(),
+            value: head.instance.private_ip.clone(),
+        })?;
 
     let vpc_cidrs = cloud.vpc_cidrs(&head.vpc_id).await?;
     let head_groups = cloud
@@ -239,6 +273,7 @@ pub async fn plan(ctx: &Context, args: &UpArgs, head: &HeadNode) -> anyhow::Resu
         pcluster_version: &pcluster_version,
         idle_stop_minutes: args.idle_stop,
         install_dcv: !args.no_dcv,
+        head_ip,
     });
     Ok(Plan {
         cluster: head.cluster.clone(),
@@ -246,7 +281,7 @@ pub async fn plan(ctx: &Context, args: &UpArgs, head: &HeadNode) -> anyhow::Resu
         account: identity.account,
         partition: identity.partition,
         head_node: head.instance.id.clone(),
-        head_node_private_ip: head.instance.private_ip.clone(),
+        head_node_private_ip: Some(head_ip.to_string()),
         vpc_id: head.vpc_id.clone(),
         vpc_cidrs,
         subnet_id: subnet.id,

@@ -92,11 +92,72 @@ fn pretty(name: &'static str, template: &str, t: &Target) -> Result<String, Poli
     serde_json::to_string_pretty(&value).map_err(|source| PolicyError::Invalid { name, source })
 }
 
+/// Which clusters a teammate's policy covers: every one (by the tags alone), or one, named by
+/// its tag values and, where they exist, by its proxy's, group's and head node's ids.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UserScope<'a> {
+    pub cluster: Option<&'a str>,
+    pub proxy_instance: Option<&'a str>,
+    pub proxy_group: Option<&'a str>,
+    pub head_node: Option<&'a str>,
+}
+
 /// What a teammate needs: find the proxy and the head node, push a one-time key to the proxy
-/// (EC2 Instance Connect, its login users only), start it, and admit or revoke addresses on its
-/// group. Nothing that creates or removes a resource.
-pub fn user_policy(t: &Target) -> Result<String, PolicyError> {
-    pretty("bastion-user", BASTION_USER, t)
+/// (EC2 Instance Connect, for the teammate user only), start it, admit or revoke addresses on
+/// its group, and read the host keys the proxy and the head node print to their consoles.
+/// Nothing that creates or removes a resource. With a cluster in `scope`, each grant names that
+/// cluster's resources instead of any that carry the tag.
+pub fn user_policy(t: &Target, scope: &UserScope) -> Result<String, PolicyError> {
+    let name = "bastion-user";
+    let minified = render(name, BASTION_USER, t)?;
+    let mut doc: Value =
+        serde_json::from_str(&minified).map_err(|source| PolicyError::Invalid { name, source })?;
+    if let Some(cluster) = scope.cluster {
+        let arn = |kind: &str, id: &str| {
+            Value::String(format!(
+                "arn:{}:ec2:{}:{}:{kind}/{id}",
+                t.partition, t.region, t.account
+            ))
+        };
+        let tagged = |key: &str| serde_json::json!({ "StringEquals": { key: cluster } });
+        let statements = doc["Statement"].as_array_mut().into_iter().flatten();
+        for st in statements {
+            let sid = st["Sid"].as_str().unwrap_or_default().to_string();
+            let (resource, key) = match sid.as_str() {
+                "OneTimeKeysForTheTeammateLoginOnly"
+                | "StartAProxyTheIdleTimerStopped"
+                | "ReadTheProxyHostKeys" => (
+                    scope.proxy_instance.map(|i| arn("instance", i)),
+                    "aws:ResourceTag/bastion:cluster",
+                ),
+                "AdmitAddressesToTheProxyGroupOnly" => (
+                    scope.proxy_group.map(|g| arn("security-group", g)),
+                    "aws:ResourceTag/bastion:cluster",
+                ),
+                "ReadTheHeadNodeHostKeys" => (
+                    scope.head_node.map(|h| arn("instance", h)),
+                    "aws:ResourceTag/parallelcluster:cluster-name",
+                ),
+                _ => continue,
+            };
+            if let Some(r) = resource {
+                st["Resource"] = r;
+            }
+            // The tag's value as well as its presence: another cluster's resources carry it too.
+            let condition = &mut st["Condition"];
+            if let Some(c) = condition.as_object_mut() {
+                c.remove("Null");
+                let extra = tagged(key);
+                for (op, keys) in extra.as_object().into_iter().flatten() {
+                    let entry = c.entry(op.clone()).or_insert_with(|| serde_json::json!({}));
+                    if let (Some(e), Some(k)) = (entry.as_object_mut(), keys.as_object()) {
+                        e.extend(k.clone());
+                    }
+                }
+            }
+        }
+    }
+    serde_json::to_string_pretty(&doc).map_err(|source| PolicyError::Invalid { name, source })
 }
 
 /// What `up`, `down` and `doctor --fix` need.

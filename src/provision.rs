@@ -175,7 +175,7 @@ pub async fn create(
                 &sg,
                 22,
                 &source,
-                "bastion: SSH from an allowed CIDR",
+                crate::access::UP_RULE_DESCRIPTION,
                 &group_tags,
             )
         })

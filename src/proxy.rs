@@ -23,10 +23,11 @@ use crate::aws::{
 };
 use crate::context::Context;
 use crate::ledger::{Ledger, Resource};
-use crate::ssh::client::{Credentials, MemoryKey, new_ed25519_key};
-use crate::ssh::known_hosts::{self, HostKeyError};
+use crate::ssh::client::{Credentials, MemoryKey, Trust, new_ed25519_key};
+use crate::ssh::known_hosts::{self, FirstUse, HostKeyError};
 use crate::state::{BastionDir, Names};
 use crate::ui::Progress;
+use crate::userdata::{ProxyOs, TEAMMATE_USER};
 use crate::wait::{Goal, wait_for};
 
 /// The states in which an instance may still be (or become) a proxy.
@@ -47,7 +48,12 @@ pub struct Lookalike {
 
 impl std::fmt::Display for Lookalike {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.instance, self.reason)
+        write!(
+            f,
+            "{} ({})",
+            crate::ui::printable(&self.instance),
+            crate::ui::printable(&self.reason)
+        )
     }
 }
 
@@ -292,10 +298,41 @@ pub enum LoginError {
     NoGroup { instance: String, name: String },
 }
 
-/// How a session logs in to the proxy: a fresh ed25519 key, pushed with EC2 Instance Connect
-/// for `user` just before connecting (AWS lets it in for 60 s; the session outlives it), then
-/// the state dir's key where this machine has one (a proxy whose OS lacks the Instance Connect
-/// agent). Each call makes a new key, so a reconnect pushes a fresh one. The key is held in
+/// Who a session logs in to the proxy as, and so what it may do there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Login {
+    /// Whoever ran `up` (this machine holds the proxy's key): the OS's sudo user.
+    Operator,
+    /// Anyone else: [`TEAMMATE_USER`], who may open the head node's port 22 and nothing more.
+    Teammate,
+}
+
+impl Login {
+    /// The operator's login where this machine holds the proxy's key, else a teammate's. A
+    /// `--bastion-user` decides where given: the teammate user is a teammate's login, any other
+    /// name the operator's (and the proxy's sshd judges it).
+    pub fn choose(bastion_user: Option<&str>, key_file: &Path) -> Login {
+        match bastion_user {
+            Some(TEAMMATE_USER) => Login::Teammate,
+            Some(_) => Login::Operator,
+            None if key_file.exists() => Login::Operator,
+            None => Login::Teammate,
+        }
+    }
+
+    /// The user it logs in as on a proxy of `os`.
+    pub fn default_user(self, os: ProxyOs) -> &'static str {
+        match self {
+            Login::Operator => os.default_user(),
+            Login::Teammate => TEAMMATE_USER,
+        }
+    }
+}
+
+/// How a session logs in to the proxy: the operator's with the state dir's key where this
+/// machine has one; else a fresh ed25519 key, pushed with EC2 Instance Connect for `user` just
+/// before connecting (AWS lets it in for 60 s; the session outlives it). Each call makes a new key, so a reconnect pushes a fresh one. The key is held in
 /// memory only. Neither way: the denied action and the policy that grants it are named.
 pub async fn login(
     cloud: &dyn Cloud,
@@ -303,10 +340,22 @@ pub async fn login(
     user: &str,
     key_file: &Path,
 ) -> Result<Credentials, LoginError> {
+    // The operator's machine holds the proxy's key: nothing to push, and no call for an
+    // operator policy to refuse.
+    if user != TEAMMATE_USER && key_file.exists() {
+        return Ok(Credentials {
+            files: vec![key_file.to_path_buf()],
+            hint: Some(format!(
+                "The proxy refused the state dir's key for '{user}': is '{user}' its login user \
+                 (--bastion-user)?"
+            )),
+            ..Credentials::default()
+        });
+    }
     let mut credentials = Credentials {
         hint: Some(format!(
-            "The proxy refused the Instance Connect key and the state dir's key: is its Instance \
-             Connect agent running, and is '{user}' its login user (--bastion-user)?"
+            "The proxy refused the Instance Connect key: is its Instance Connect agent running, \
+             and is '{user}' a user it has (--bastion-user)?"
         )),
         ..Credentials::default()
     };
@@ -362,14 +411,100 @@ pub async fn group(
         })
 }
 
-/// The proxy's host key from its `bastion:host-key` tag: missing is "not published yet", and
-/// anything but exactly one allowed key is refused with the instance and the tag named.
-pub fn host_key(proxy: &Instance) -> Result<PublicKey, HostKeyError> {
-    match proxy.tag(TAG_HOST_KEY) {
-        None => Err(HostKeyError::ProxyUnpublished {
+/// The proxy's host key from its `bastion:host-key` tag, if it has one: anything but exactly
+/// one allowed key is refused with the instance and the tag named.
+pub fn tagged_host_key(proxy: &Instance) -> Result<Option<PublicKey>, HostKeyError> {
+    proxy
+        .tag(TAG_HOST_KEY)
+        .map(|v| known_hosts::parse_host_key_tag(&proxy.id, v))
+        .transpose()
+}
+
+/// How the proxy's host key is judged, anchored by AWS rather than by its tag (anyone with
+/// `ec2:CreateTags` writes tags): the key pinned under its instance id in `known_hosts`, once
+/// there is one; before that, the keys the proxy printed to its console (`GetConsoleOutput`:
+/// the user-data prints them at every boot, cloud-init at the first); only where the console
+/// shows none yet (EC2 makes it readable minutes after boot), the tag's, said as such. The tag,
+/// where present, must agree with the pin or the console, or the proxy is refused naming both.
+pub async fn host_trust(
+    cloud: &dyn Cloud,
+    proxy: &Instance,
+    known_hosts_file: &Path,
+) -> Result<Trust, HostKeyError> {
+    let tagged = tagged_host_key(proxy)?;
+    let disagrees = |anchor: String, keys: &[PublicKey]| HostKeyError::ProxyTagDisagrees {
+        instance: proxy.id.clone(),
+        tag: tagged
+            .as_ref()
+            .map(known_hosts::fingerprint)
+            .unwrap_or_default(),
+        anchor,
+        anchored: keys
+            .iter()
+            .map(known_hosts::fingerprint)
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    let agrees = |keys: &[PublicKey]| tagged.as_ref().is_none_or(|t| known_hosts::holds(keys, t));
+    let trust = |first_use, anchor| Trust::Proxy {
+        file: known_hosts_file.to_path_buf(),
+        instance: proxy.id.clone(),
+        first_use,
+        anchor,
+    };
+    let pinned = known_hosts::pinned(known_hosts_file, &proxy.id);
+    if !pinned.is_empty() {
+        if !agrees(&pinned) {
+            return Err(disagrees(
+                format!("{} pinned", known_hosts_file.display()),
+                &pinned,
+            ));
+        }
+        return Ok(trust(
+            FirstUse::Unanchored("already pinned".into()),
+            "the key pinned for it",
+        ));
+    }
+    let console = match cloud.console_output(&proxy.id).await {
+        Ok(text) => known_hosts::console_host_keys(&text),
+        Err(e) => {
+            tracing::info!(
+                "the proxy {}'s console output could not be read: {e}",
+                proxy.id
+            );
+            None
+        }
+    };
+    match (console, tagged.clone()) {
+        (Some(keys), _) => {
+            if !agrees(&keys) {
+                return Err(disagrees(
+                    "the host keys it printed to its console (read with ec2:GetConsoleOutput) are"
+                        .into(),
+                    &keys,
+                ));
+            }
+            Ok(trust(
+                FirstUse::Anchored(keys),
+                "the host keys it printed to its console (read with ec2:GetConsoleOutput)",
+            ))
+        }
+        (None, Some(key)) => {
+            tracing::warn!(
+                "the proxy {}'s console output shows no host keys yet: trusting the key its \
+                 bastion:host-key tag names ({}), which anyone with ec2:CreateTags can write; it \
+                 is pinned now, so later connections check it",
+                proxy.id,
+                known_hosts::fingerprint(&key)
+            );
+            Ok(trust(
+                FirstUse::Anchored(vec![key]),
+                "its bastion:host-key tag (its console shows no keys yet)",
+            ))
+        }
+        (None, None) => Err(HostKeyError::ProxyUnpublished {
             instance: proxy.id.clone(),
         }),
-        Some(v) => known_hosts::parse_host_key_tag(&proxy.id, v),
     }
 }
 

@@ -10,7 +10,7 @@ use crate::access::{self, AccessError};
 use crate::aws::{Instance, TAG_OS, TAG_STATE};
 use crate::cluster::{HeadNode, find_head_node};
 use crate::context::Context;
-use crate::proxy::{self, Expected, Lookalike};
+use crate::proxy::{self, Expected, Login, Lookalike};
 use crate::ssh::client::{Credentials, Target, Trust};
 use crate::ssh::known_hosts::{self, FirstUse};
 use crate::userdata::ProxyOs;
@@ -37,6 +37,26 @@ pub enum RouteError {
     ProxyFailed { instance: String },
     #[error("the head node {instance} of cluster '{cluster}' has no private IP address")]
     NoHeadIp { cluster: String, instance: String },
+    #[error(
+        "cluster '{cluster}' has {} instances that each pass as its proxy: {}. bastion connects \
+         to none of them, since one of them was not made by this cluster's `bastion up` (check \
+         CloudTrail for its RunInstances). `bastion down --cluster {cluster}` on the machine \
+         that ran `up` removes them; then `bastion up` again",
+        instances.len(),
+        instances.join(", ")
+    )]
+    TwoProxies {
+        cluster: String,
+        instances: Vec<String>,
+    },
+    #[error(
+        "{what} needs the operator's login on the proxy, and this machine logs in as a teammate \
+         ({user}: no proxy key from `bastion up` in the state dir). A teammate's login opens the \
+         head node's SSH port and nothing else on the proxy: no shell, no desktop, no instance \
+         credentials. Run it where `bastion up` ran, or pass --bastion-user with the proxy's \
+         sudo user if an administrator lets you push a key for it"
+    )]
+    OperatorOnly { what: String, user: String },
 }
 
 /// How `resolve` goes about it: the user's route flags, whether to start a stopped proxy
@@ -58,6 +78,7 @@ pub struct Route {
     pub proxy_address: String,
     pub proxy_port: u16,
     pub proxy_key_file: PathBuf,
+    pub proxy_login: Login,
     pub proxy_target: Target,
     pub head: HeadNode,
     pub head_ip: String,
@@ -97,6 +118,17 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
         }
         .into());
     };
+    // As for head nodes: two that qualify is one too many to pick from.
+    if !search.more.is_empty() {
+        return Err(RouteError::TwoProxies {
+            cluster: cluster.into(),
+            instances: std::iter::once(&proxy)
+                .chain(&search.more)
+                .map(|i| format!("{} ({})", i.id, i.state))
+                .collect(),
+        }
+        .into());
+    }
     if opts.start && proxy.state != "running" {
         proxy = proxy::ensure_running(cloud, proxy, opts.timeout, progress)
             .await?
@@ -117,7 +149,8 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
     if opts.check_address {
         gate(ctx, &expected, &proxy, opts).await?;
     }
-    let host_key = proxy::host_key(&proxy)?;
+    let known_hosts = known_hosts_file(ctx);
+    let proxy_trust = proxy::host_trust(cloud, &proxy, &known_hosts).await?;
     let (proxy_address, proxy_port) = match (&opts.args.bastion_address, &proxy.public_ip) {
         (Some(a), _) => split_address(a),
         (None, Some(ip)) => (ip.clone(), 22),
@@ -125,14 +158,15 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
     };
     // The fallback for proxies without the Instance Connect agent (see proxy::login).
     let proxy_key_file = ctx.bastion_dir(cluster).await?.private_key();
+    let proxy_login = Login::choose(opts.args.bastion_user.as_deref(), &proxy_key_file);
     let proxy_user = opts.args.bastion_user.clone().unwrap_or_else(|| {
-        proxy
+        let os = proxy
             .tag(TAG_OS)
             .and_then(ProxyOs::parse)
-            .unwrap_or(ProxyOs::Al2023)
-            .default_user()
-            .to_string()
+            .unwrap_or(ProxyOs::Al2023);
+        proxy_login.default_user(os).to_string()
     });
+    tracing::info!("logging in to the proxy as {proxy_user} ({proxy_login:?})");
 
     progress.phase(format!("finding the head node of cluster {cluster}"));
     let head = find_head_node(cloud, cluster).await?;
@@ -149,7 +183,6 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
         .user
         .clone()
         .unwrap_or_else(|| head.default_user().to_string());
-    let known_hosts = known_hosts_file(ctx);
     let first_use = if known_hosts::is_pinned(&known_hosts, &head.instance.id) {
         FirstUse::Unanchored("already pinned".into())
     } else {
@@ -177,10 +210,7 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
         proxy_target: Target {
             what: format!("the proxy {}", proxy.id),
             user: proxy_user,
-            trust: Trust::Expect {
-                key: host_key,
-                instance: proxy.id.clone(),
-            },
+            trust: proxy_trust,
             // Per session: link::open pushes a one-time key (proxy::login), with the state
             // dir's key as the fallback.
             credentials: Credentials::default(),
@@ -200,10 +230,24 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
         proxy_address,
         proxy_port,
         proxy_key_file,
+        proxy_login,
         head_ip,
         head,
         known_hosts,
     })
+}
+
+impl Route {
+    /// Refuses `what` (a session on the proxy itself) for a teammate's login, saying why.
+    pub fn operator_only(&self, what: &str) -> Result<(), RouteError> {
+        match self.proxy_login {
+            Login::Operator => Ok(()),
+            Login::Teammate => Err(RouteError::OperatorOnly {
+                what: what.into(),
+                user: self.proxy_target.user.clone(),
+            }),
+        }
+    }
 }
 
 /// Checks this machine's public address against the proxy's SSH rules before dialling: not

@@ -6,7 +6,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use russh::keys::ssh_key::LineEnding;
@@ -74,12 +74,14 @@ pub fn known_clusters(root: &Path) -> Vec<String> {
 #[derive(Debug, Clone)]
 pub struct BastionDir {
     pub dir: PathBuf,
+    root: PathBuf,
 }
 
 impl BastionDir {
     pub fn new(root: &Path, account: &str, region: &str, cluster: &str) -> Self {
         BastionDir {
             dir: root.join(account).join(region).join(cluster),
+            root: root.to_path_buf(),
         }
     }
 
@@ -101,8 +103,14 @@ impl BastionDir {
             path: self.dir.clone(),
             error: source,
         };
-        std::fs::create_dir_all(&self.dir).map_err(err)?;
-        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+        // Every level from the state root down, also where an older bastion made them 0755.
+        private_dir(&self.dir).map_err(err)?;
+        for level in self.dir.ancestors().skip(1) {
+            if !level.starts_with(&self.root) {
+                break;
+            }
+            std::fs::set_permissions(level, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+        }
         let probe = self.dir.join(".write-test");
         File::create(&probe).map_err(err)?;
         let _ = std::fs::remove_file(probe);
@@ -115,15 +123,10 @@ impl BastionDir {
     pub fn lock(&self, cluster: &str) -> Result<File, StateError> {
         self.ensure()?;
         let path = self.dir.join("lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|source| StateError::NotWritable {
-                path: path.clone(),
-                error: source,
-            })?;
+        let file = private_file(&path).map_err(|source| StateError::NotWritable {
+            path: path.clone(),
+            error: source,
+        })?;
         match file.try_lock() {
             Ok(()) => Ok(file),
             Err(std::fs::TryLockError::WouldBlock) => Err(StateError::Busy {
@@ -187,6 +190,26 @@ fn iam_name(full: &str) -> String {
     format!("{}{}", &full[..cut], suffix)
 }
 
+/// Creates `dir` and any missing parent 0700 (what bastion keeps is its user's alone), and
+/// sets `dir` itself 0700 where it already was.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Opens (creating it 0600 where it is missing) a file of bastion's for appending or locking.
+pub fn private_file(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+}
+
 /// Replaces `path` with `contents` through a unique temporary file in the same directory (so
 /// concurrent writers never share one, and a crash leaves the old file whole). A symlink is
 /// followed: its target is replaced and the link stays a link. The file keeps its mode; a new
@@ -202,7 +225,9 @@ pub fn write_file_atomic(path: &Path, contents: &[u8], new_mode: u32) -> std::io
         Err(e) => return Err(e),
     };
     let dir = target.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
+    if !dir.exists() {
+        private_dir(dir)?;
+    }
     let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -249,7 +274,15 @@ pub fn generate_key(private: &Path, public: &Path, comment: &str) -> Result<Stri
             .map_err(err(private))?;
         f.write_all(private_text.as_bytes()).map_err(err(private))?;
         f.sync_all().map_err(err(private))?;
-        std::fs::write(public, format!("{public_line}\n")).map_err(err(public))
+        let _ = std::fs::remove_file(public);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(public)
+            .map_err(err(public))?;
+        f.write_all(format!("{public_line}\n").as_bytes())
+            .map_err(err(public))
     };
     crate::failpoint::local("generate_key", write, err(private))?;
     Ok(public_line)

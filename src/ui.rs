@@ -79,3 +79,44 @@ pub fn emit<T: Serialize + Display>(format: OutputFormat, value: &T) -> anyhow::
     }
     Ok(())
 }
+
+/// `text` made safe to show on a terminal: control characters (C0, DEL and C1: `U+009B` is
+/// read by terminals as `ESC [`) and the bidirectional overrides that reorder what is shown are
+/// written as `\u{..}` escapes. For what AWS or a remote host says (tags, logs), never for
+/// bastion's own text.
+pub fn printable(text: &str) -> String {
+    escape(text, false)
+}
+
+/// As [`printable`], keeping line breaks and tabs (a log's tail).
+pub fn printable_lines(text: &str) -> String {
+    escape(text, true)
+}
+
+fn escape(text: &str, keep_lines: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let layout = keep_lines && matches!(c, '\n' | '\t');
+        let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if (c.is_control() && !layout) || bidi {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_shown_not_obeyed() {
+        assert_eq!(printable("ready"), "ready");
+        assert_eq!(printable("a\u{9b}31mb"), "a\\u{9b}31mb");
+        assert_eq!(printable("a\u{1b}[2Jb\n"), "a\\u{1b}[2Jb\\u{a}");
+        assert_eq!(printable("x\u{202e}y"), "x\\u{202e}y");
+        assert_eq!(printable_lines("l1\n\tl2\u{7}"), "l1\n\tl2\\u{7}");
+    }
+}

@@ -243,11 +243,9 @@ async fn the_one_time_url_works_once_and_enter_mints_a_fresh_one() {
     }
     let mut w = world_or_skip!();
     start_head_dcv(&mut w);
-    // The proxy forwards nothing but SSH to the head node: DCV must travel inside the head
-    // node's own session, where root on the proxy cannot read it.
-    let permit = format!("PermitOpen {}:22", w.lab.head_ip);
-    w.lab.add_sshd_config("proxy", &permit);
-    w.lab.start_sshd("proxy");
+    // DCV travels inside the head node's own session, where root on the proxy cannot read it
+    // (the teammate's --dcv, through a proxy whose sshd opens the head node's port 22 and
+    // nothing else, proves it takes no other path).
 
     let (mut child, out) = start_dcv(&w, &[]);
     let first = next_url(&out, &mut child);
@@ -389,6 +387,13 @@ async fn desktop_reaches_the_proxys_own_dcv_on_its_loopback_with_a_token_per_url
     // The proxy's DCV listens on its 127.0.0.1 only (as its user-data configures it), and admits
     // only a token its authenticator was given.
     let token_file = w.lab.path("dcv-token");
+    // The helper runs as the proxy's login user, not root.
+    std::fs::write(&token_file, "").unwrap();
+    std::fs::set_permissions(
+        &token_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
     w.lab
         .set_proxy_sbin(&[("bastion-dcv-token", &proxy_token_helper(&token_file))]);
     start_dcv_server(&mut w, "proxy", "127.0.0.1", true);
@@ -503,6 +508,7 @@ async fn a_teammate_without_the_proxy_key_opens_the_desktop() {
     let pushes = t.eic.pushes();
     assert_eq!(pushes.len(), 1, "{pushes:?}");
     assert_eq!(pushes[0].instance, w.proxy_id);
+    assert_eq!(pushes[0].user, bastion::userdata::TEAMMATE_USER);
     assert!(
         !t.b.state_dir
             .join(format!("123456789012/{REGION}/{CLUSTER}/id_ed25519"))

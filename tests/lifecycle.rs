@@ -1617,3 +1617,67 @@ async fn an_arm64_head_node_gets_an_arm64_proxy_with_the_volume_asked_for() {
     assert_eq!(b.run(&["down", "--cluster", CLUSTER]).status, 0);
     assert_eq!(aws.leftovers(CLUSTER).await, Vec::<String>::new());
 }
+
+/// The head node's `parallelcluster:version` tag is anyone's to write, and its value becomes
+/// the `pip install` line in the proxy's user-data: `X.Y.Z` only, refused with the value shown
+/// before anything is created; `--pcluster-version` is held to the same form.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_that_is_not_a_release_is_refused_before_anything_exists() {
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    let lab = aws.build_lab(LabOptions::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Bastion::new(&moto, tmp.path());
+    for bad in ["3.9.0; rm -rf /", "latest", "3.16.1rc1", "3.16.1\u{9b}31m"] {
+        aws.set_instance_tags(&lab.head_node, &[("parallelcluster:version", bad)])
+            .await;
+        let r = b.run(&[
+            "up",
+            "--cluster",
+            CLUSTER,
+            "--allow-cidr",
+            ALLOW,
+            "--no-wait",
+        ]);
+        assert_eq!(r.status, 2, "{bad:?}: {r:?}");
+        assert!(
+            r.stderr.contains(&format!("{bad:?}"))
+                && r.stderr.contains("parallelcluster:version")
+                && r.stderr.contains("--pcluster-version X.Y.Z"),
+            "the value, escaped, and what to do: {r:?}"
+        );
+        assert!(
+            !r.stderr.contains('\u{9b}'),
+            "no control character reaches the terminal"
+        );
+        assert_eq!(
+            aws.leftovers(CLUSTER).await,
+            Vec::<String>::new(),
+            "{bad:?}"
+        );
+    }
+    let r = b.run(&[
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--allow-cidr",
+        ALLOW,
+        "--pcluster-version",
+        "latest",
+    ]);
+    assert_eq!(r.status, 2, "{r:?}");
+    assert!(r.stderr.contains("X.Y.Z, digits only"), "{r:?}");
+    // A release in the tag goes through, as before.
+    aws.set_instance_tags(&lab.head_node, &[("parallelcluster:version", "3.16.1")])
+        .await;
+    let r = b.run(&[
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--allow-cidr",
+        ALLOW,
+        "--dry-run",
+    ]);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(r.stdout.contains("pcluster 3.16.1"), "{r:?}");
+}

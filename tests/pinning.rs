@@ -160,3 +160,100 @@ async fn a_first_use_key_absent_from_the_console_output_is_refused() {
         r.stdout
     );
 }
+
+/// The proxy's host key is anchored by AWS, not by its tag: the keys it printed to its console
+/// (served by the front, as AWS words GetConsoleOutput) decide a first use, and a tag that
+/// disagrees with them is refused, both fingerprints named; the key is then pinned under the
+/// proxy's instance id, and a decoy at its address with the tag rewritten to the decoy's key is
+/// refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_proxys_key_is_anchored_by_its_console_and_pinned_not_taken_from_its_tag() {
+    use common::front::{Front, Reply};
+    use std::sync::{Arc, Mutex};
+
+    let mut w = world_or_skip!();
+    let front = Front::start(&w.moto.url).await;
+    w.b.endpoint = front.url.clone();
+    let known_hosts = w.b.state_dir.join("known_hosts");
+    let (other_file, other) = netlab::NetLab::key_pair(w.lab.dir.path(), "not-the-proxy");
+    let other = other
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let real = w.lab.host_key("proxy");
+    let real_fp = fingerprint(&w.lab.path("proxy_host_ed25519.pub"));
+    let other_fp = fingerprint(&other_file.with_extension("pub"));
+    let block = |key: &str| {
+        format!(
+            "[  OK  ] Started sshd.service.\r\n-----BEGIN SSH HOST KEY KEYS-----\r\n{key} root@proxy\r\n\
+             -----END SSH HOST KEY KEYS-----\r\n"
+        )
+    };
+    let console = Arc::new(Mutex::new(block(&other)));
+    let (proxy, text) = (w.proxy_id.clone(), console.clone());
+    front.rule(move |c| {
+        (c.action == "GetConsoleOutput" && c.param("InstanceId") == Some(proxy.as_str()))
+            .then(|| Reply::console_output(&proxy, &text.lock().unwrap()))
+    });
+    let pinned = || {
+        std::fs::read_to_string(&known_hosts)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with(&w.proxy_id))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+
+    // The console says one key, the tag (the real one) another: refused before dialling.
+    let r = w.connect(&["--", "true"]);
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("bastion:host-key tag names")
+            && r.stderr.contains(&real_fp)
+            && r.stderr.contains(&other_fp)
+            && r.stderr.contains("printed to its console"),
+        "both named: {r:?}"
+    );
+    // The tag rewritten to agree with a console that lists someone else's key: the proxy
+    // presents its own, which is not the console's, and is refused.
+    w.aws
+        .set_instance_tags(&w.proxy_id, &[("bastion:host-key", &other)])
+        .await;
+    let r = w.connect(&["--", "true"]);
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(
+        r.stderr.contains(&real_fp) && r.stderr.contains(&other_fp),
+        "{r:?}"
+    );
+    assert!(pinned().is_empty(), "nothing pinned: {:?}", pinned());
+
+    // Console and tag agree with the proxy: pinned under its instance id.
+    *console.lock().unwrap() = block(&real);
+    w.aws
+        .set_instance_tags(&w.proxy_id, &[("bastion:host-key", &real)])
+        .await;
+    let r = w.connect(&["--", "true"]);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(pinned(), vec![format!("{} {real}", w.proxy_id)]);
+
+    // A decoy sshd at the proxy's address, with the tag rewritten to the decoy's key: the pin
+    // decides, and both keys are named.
+    w.lab.new_host_key("proxy");
+    let decoy = w.lab.host_key("proxy");
+    let decoy_fp = fingerprint(&w.lab.path("proxy_host_ed25519.pub"));
+    w.aws
+        .set_instance_tags(&w.proxy_id, &[("bastion:host-key", &decoy)])
+        .await;
+    let r = w.connect(&["--", "true"]);
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(
+        r.stderr.contains(&decoy_fp) && r.stderr.contains(&real_fp),
+        "{r:?}"
+    );
+    assert_eq!(
+        pinned(),
+        vec![format!("{} {real}", w.proxy_id)],
+        "the pin stays"
+    );
+}

@@ -46,7 +46,10 @@ fn documents_are_valid_json_within_iam_limits() {
         );
         // The teammate's and the operator's policies are attached as managed policies.
         for (name, doc) in [
-            ("bastion-user", user_policy(&t).unwrap()),
+            (
+                "bastion-user",
+                user_policy(&t, &Default::default()).unwrap(),
+            ),
             ("bastion-operator", operator_policy(&t).unwrap()),
         ] {
             let v: serde_json::Value = serde_json::from_str(&doc).unwrap();
@@ -129,7 +132,10 @@ fn identity_policies_are_clean_under_parliament() {
             .unwrap();
         }
         for (name, doc) in [
-            ("bastion-user", user_policy(&t).unwrap()),
+            (
+                "bastion-user",
+                user_policy(&t, &Default::default()).unwrap(),
+            ),
             ("bastion-operator", operator_policy(&t).unwrap()),
         ] {
             std::fs::write(dir.path().join(format!("{partition}-{name}.json")), doc).unwrap();
@@ -155,4 +161,302 @@ fn identity_policies_are_clean_under_parliament() {
             .iter()
             .any(|f| f["issue"] == "UNKNOWN_ACTION" && !accepted(f))
     );
+}
+
+/// `bastion` in each of its 128 case spellings: IAM matches tag keys in
+/// `aws:ResourceTag/...` without regard to case, and `StringLike` on `aws:TagKeys` with it.
+fn spellings() -> Vec<String> {
+    (0..128u32)
+        .map(|bits| {
+            "bastion"
+                .chars()
+                .enumerate()
+                .map(|(i, c)| {
+                    if bits & (1 << i) != 0 {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The decisions of an IAM evaluator (`tests/iam/evaluate.mjs` on `@cloud-copilot/iam-simulate`,
+/// which models condition operators, policy variables, boundaries and IAM's case-insensitive
+/// condition-key names) for `requests` against the identity policies `identity`. Each request
+/// is `(name, action, resource, context)`. An invalid policy or request fails the test.
+fn evaluate(
+    identity: &[String],
+    principal: &str,
+    requests: &[(String, &str, String, serde_json::Value)],
+) -> std::collections::HashMap<String, String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/iam");
+    let node = common::require_tool("node", &[]);
+    if node.is_none()
+        || !dir
+            .join("node_modules/@cloud-copilot/iam-simulate")
+            .exists()
+    {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("the IAM evaluator is not installed: run `npm ci` in tests/iam (.ci/run does)");
+        }
+        return std::collections::HashMap::new();
+    }
+    let policies: Vec<serde_json::Value> = identity
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let input = serde_json::json!({
+        "policies": { "identity": policies, "boundary": null },
+        "requests": requests.iter().map(|(name, action, resource, context)| serde_json::json!({
+            "name": name, "action": action, "resource": resource,
+            "principal": principal, "context": context,
+        })).collect::<Vec<_>>(),
+    });
+    let mut child = Command::new(node.unwrap())
+        .arg(dir.join("evaluate.mjs"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), input.to_string().as_bytes()).unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the evaluator refused the input: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["name"].as_str().unwrap().to_string(),
+                v["decision"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+const ACCOUNT: &str = "123456789012";
+const REGION: &str = "us-east-1";
+const PROXY: &str = "i-0aaaaaaaaaaaaaaa1";
+const OTHER_PROXY: &str = "i-0ccccccccccccccc3";
+const HEAD: &str = "i-0bbbbbbbbbbbbbbb2";
+const GROUP: &str = "sg-0aaaaaaaaaaaaaaa1";
+const OTHER_GROUP: &str = "sg-0ccccccccccccccc3";
+const HEAD_GROUP: &str = "sg-0bbbbbbbbbbbbbbb2";
+
+fn arn(kind: &str, id: &str) -> String {
+    format!("arn:aws:ec2:{REGION}:{ACCOUNT}:{kind}/{id}")
+}
+
+fn aws_target() -> Target<'static> {
+    Target {
+        partition: "aws",
+        account: ACCOUNT,
+        region: REGION,
+    }
+}
+
+/// A teammate's policy, judged by the evaluator: a one-time key for the teammate user on its
+/// cluster's proxy only; never for a sudo user, whatever tag an instance carries and however
+/// it is spelled (the evaluator does not know `ec2:osuser` as a condition key of
+/// SendSSHPublicKey; `evaluate.mjs` validates the rest of each request, then takes the decision
+/// from the simulator's unchecked path, which compares it as a string key, as IAM does).
+/// Ingress rules on its cluster's proxy group only.
+#[test]
+fn a_teammate_may_push_a_key_for_the_teammate_user_to_its_proxy_and_nothing_more() {
+    let t = aws_target();
+    let one = bastion::policy::UserScope {
+        cluster: Some("demo"),
+        proxy_instance: Some(PROXY),
+        proxy_group: Some(GROUP),
+        head_node: Some(HEAD),
+    };
+    let scoped = user_policy(&t, &one).unwrap();
+    let every = user_policy(&t, &Default::default()).unwrap();
+    let push = |name: &str, instance: &str, tag: (&str, &str), user: &str| {
+        (
+            name.to_string(),
+            "ec2-instance-connect:SendSSHPublicKey",
+            arn("instance", instance),
+            serde_json::json!({
+                format!("aws:ResourceTag/{}", tag.0): tag.1,
+                "ec2:osuser": user,
+            }),
+        )
+    };
+    let ingress = |name: &str, group: &str, tag: (&str, &str)| {
+        (
+            name.to_string(),
+            "ec2:AuthorizeSecurityGroupIngress",
+            arn("security-group", group),
+            serde_json::json!({ format!("aws:ResourceTag/{}", tag.0): tag.1 }),
+        )
+    };
+    let mut requests = vec![
+        push(
+            "own proxy, teammate user",
+            PROXY,
+            ("bastion:cluster", "demo"),
+            "bastion-jump",
+        ),
+        push(
+            "own proxy, ec2-user",
+            PROXY,
+            ("bastion:cluster", "demo"),
+            "ec2-user",
+        ),
+        push(
+            "own proxy, ubuntu",
+            PROXY,
+            ("bastion:cluster", "demo"),
+            "ubuntu",
+        ),
+        push(
+            "own proxy, root",
+            PROXY,
+            ("bastion:cluster", "demo"),
+            "root",
+        ),
+        push(
+            "other proxy",
+            OTHER_PROXY,
+            ("bastion:cluster", "other"),
+            "bastion-jump",
+        ),
+        ingress("own group", GROUP, ("bastion:cluster", "demo")),
+        ingress("other group", OTHER_GROUP, ("bastion:cluster", "other")),
+        ingress("head group tagged", HEAD_GROUP, ("bastion:cluster", "demo")),
+    ];
+    for s in spellings() {
+        for user in ["ec2-user", "ubuntu", "root"] {
+            requests.push(push(
+                &format!("head node tagged {s}:cluster, {user}"),
+                HEAD,
+                (&format!("{s}:cluster"), "demo"),
+                user,
+            ));
+        }
+    }
+    let principal = format!("arn:aws:iam::{ACCOUNT}:user/alice");
+    for (doc, per_cluster) in [(&scoped, true), (&every, false)] {
+        let d = evaluate(std::slice::from_ref(doc), &principal, &requests);
+        if d.is_empty() {
+            return;
+        }
+        let is = |name: &str| d.get(name).map(String::as_str).unwrap_or("missing");
+        assert_eq!(is("own proxy, teammate user"), "Allowed");
+        for denied in [
+            "own proxy, ec2-user",
+            "own proxy, ubuntu",
+            "own proxy, root",
+        ] {
+            assert_ne!(is(denied), "Allowed", "{denied}");
+        }
+        let heads: Vec<_> = d
+            .iter()
+            .filter(|(n, v)| n.starts_with("head node tagged") && *v == "Allowed")
+            .collect();
+        assert!(
+            heads.is_empty(),
+            "a sudo user's key to a head node: {heads:?}"
+        );
+        assert_eq!(
+            d.keys()
+                .filter(|n| n.starts_with("head node tagged"))
+                .count(),
+            128 * 3
+        );
+        assert_eq!(is("own group"), "Allowed");
+        if per_cluster {
+            assert_ne!(is("other proxy"), "Allowed");
+            assert_ne!(is("other group"), "Allowed");
+            assert_ne!(is("head group tagged"), "Allowed");
+        } else {
+            // What --cluster is for: without it, every tagged proxy and group.
+            assert_eq!(is("other proxy"), "Allowed");
+            assert_eq!(is("other group"), "Allowed");
+        }
+    }
+}
+
+/// The proxy's role, judged by the evaluator with all its inline policies (the ParallelCluster
+/// user policy allows ec2:CreateTags on "*"): it tags its own instance with `bastion:*` keys,
+/// and no other instance or resource directly, whatever the key and however `bastion` is
+/// spelled; tags written by CloudFormation for `pcluster`'s stacks (aws:CalledVia) still go.
+#[test]
+fn the_proxy_role_writes_bastion_tags_on_its_own_instance_only_in_any_spelling() {
+    let t = aws_target();
+    let docs: Vec<String> = inline_policies(&t, true)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.document)
+        .collect();
+    let principal = format!("arn:aws:sts::{ACCOUNT}:assumed-role/bastion-demo-us-east-1/{PROXY}");
+    let userid = format!("AROAEXAMPLEROLEID12345:{PROXY}");
+    let tag = |name: String, action: &'static str, instance: &str, key: &str, via: Option<&str>| {
+        let mut context = serde_json::json!({
+            "aws:userid": userid,
+            "ec2:InstanceID": instance,
+            "aws:TagKeys": [key],
+        });
+        if let Some(v) = via {
+            context["aws:CalledVia"] = serde_json::json!([v]);
+        }
+        (name, action, arn("instance", instance), context)
+    };
+    let mut requests = vec![
+        tag(
+            "itself, bastion:state".into(),
+            "ec2:CreateTags",
+            PROXY,
+            "bastion:state",
+            None,
+        ),
+        tag(
+            "head via CloudFormation".into(),
+            "ec2:CreateTags",
+            HEAD,
+            "parallelcluster:node-type",
+            Some("cloudformation.amazonaws.com"),
+        ),
+        (
+            "a security group, directly".to_string(),
+            "ec2:CreateTags",
+            arn("security-group", HEAD_GROUP),
+            serde_json::json!({"aws:userid": userid, "aws:TagKeys": ["Bastion:cluster"]}),
+        ),
+    ];
+    for s in spellings() {
+        for action in ["ec2:CreateTags", "ec2:DeleteTags"] {
+            requests.push(tag(
+                format!("head {action} {s}:cluster"),
+                action,
+                HEAD,
+                &format!("{s}:cluster"),
+                None,
+            ));
+        }
+    }
+    let d = evaluate(&docs, &principal, &requests);
+    if d.is_empty() {
+        return;
+    }
+    let is = |name: &str| d.get(name).map(String::as_str).unwrap_or("missing");
+    assert_eq!(is("itself, bastion:state"), "Allowed");
+    assert_eq!(is("head via CloudFormation"), "Allowed");
+    assert_eq!(is("a security group, directly"), "ExplicitlyDenied");
+    let forged: Vec<_> = d
+        .iter()
+        .filter(|(n, v)| n.starts_with("head ec2:") && *v != "ExplicitlyDenied")
+        .collect();
+    assert!(forged.is_empty(), "{forged:?}");
+    assert_eq!(d.keys().filter(|n| n.starts_with("head ec2:")).count(), 256);
 }

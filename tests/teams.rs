@@ -69,7 +69,8 @@ async fn a_teammate_without_the_proxy_key_logs_in_with_one_time_keys() {
     let mut w = world_or_skip!();
     // The teammate's address is admitted by the rule `up` made (10.77.0.0/16).
     let t = w.teammate(&format!("10.77.{}.1", w.lab.n)).await;
-    let proxy_login = common::netlab::HEAD_LOGIN_USER;
+    // Not the proxy's sudo user: the user the user-data made for teammates.
+    let proxy_login = bastion::userdata::TEAMMATE_USER;
 
     let mut args = w.teammate_args(&["-v", "--", "echo", "on:$SSH_CONNECTION"]);
     args.insert(1, "--no-progress");
@@ -93,7 +94,7 @@ async fn a_teammate_without_the_proxy_key_logs_in_with_one_time_keys() {
     let pushes = t.eic.pushes();
     assert_eq!(pushes.len(), 1, "{pushes:?}");
     assert_eq!(pushes[0].instance, w.proxy_id);
-    assert_eq!(pushes[0].user, proxy_login, "the proxy's login user");
+    assert_eq!(pushes[0].user, proxy_login, "the teammate's login user");
     assert_eq!(pushes[0].service, "ec2-instance-connect");
 
     // A port forward, in a session of its own: another push, another key.
@@ -126,25 +127,24 @@ async fn a_teammate_without_the_proxy_key_logs_in_with_one_time_keys() {
     assert_no_private_key(&t.b.state_dir);
     assert_no_private_key(&t.b.home);
 
-    // The operator, whose machine has the proxy key, logs in with it when the proxy does not
-    // take the pushed key (here moto's own Instance Connect accepts the push but the proxy
-    // never hears of it, as on a proxy whose OS lacks the agent): the fallback.
+    // The operator, whose machine has the proxy key, logs in with it as the OS's sudo user,
+    // and pushes nothing.
+    let pushed = t.eic.pushes().len();
     let mut args = w.connect_args(&["-v", "--", "true"]);
     args.insert(1, "--no-progress");
+    let at = args.iter().position(|a| *a == "--bastion-user").unwrap();
+    args.drain(at..at + 2);
     let r = w.b.run(&args);
     assert_eq!(r.status, 0, "{r:?}");
     assert!(
-        (r.stderr.contains(&format!(
-            "the proxy {} refused a one-time key pushed with EC2 Instance Connect for root",
-            w.proxy_id
-        )) || r.stderr.contains("EC2 Instance Connect did not take a key"))
-            && r.stderr.contains(&format!(
-                "logged in to the proxy {} as root with the key {}",
-                w.proxy_id,
-                w.b.state_dir.display()
-            )),
+        r.stderr.contains(&format!(
+            "logged in to the proxy {} as ec2-user with the key {}",
+            w.proxy_id,
+            w.b.state_dir.display()
+        )) && !r.stderr.contains("EC2 Instance Connect"),
         "-v says the state dir's key logged in: {r:?}"
     );
+    assert_eq!(t.eic.pushes().len(), pushed);
 }
 
 /// The session outlives its key (valid seconds here), and a reconnect after the key expired
@@ -163,7 +163,7 @@ async fn a_reconnect_pushes_a_fresh_key() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let out = std::process::Command::new("sh")
-            .args(["-c", &keys, "keys", "ec2-user"])
+            .args(["-c", &keys, "keys", bastion::userdata::TEAMMATE_USER])
             .output()
             .unwrap();
         if out.status.success() && out.stdout.is_empty() {
@@ -537,7 +537,7 @@ fn render_for_moto(policy: &str) -> String {
         region: REGION,
     };
     match policy {
-        "user" => bastion::policy::user_policy(&t).unwrap(),
+        "user" => bastion::policy::user_policy(&t, &Default::default()).unwrap(),
         _ => bastion::policy::operator_policy(&t).unwrap(),
     }
 }
@@ -714,4 +714,237 @@ async fn up_down_and_doctor_fix_call_only_what_the_operator_policy_allows() {
             "{a}, a write of up, is in the user policy"
         );
     }
+}
+
+/// A key pushed for `user` on the proxy through the Instance Connect stand-in's API, as the
+/// SDK sends it (what a teammate's own `aws ec2-instance-connect send-ssh-public-key` does).
+async fn push_key(w: &World, t: &common::world::Teammate, user: &str, public_key: &str) {
+    let c = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .endpoint_url(&t.eic.url)
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .load()
+        .await;
+    aws_sdk_ec2instanceconnect::Client::new(&c)
+        .send_ssh_public_key()
+        .instance_id(&w.proxy_id)
+        .instance_os_user(user)
+        .ssh_public_key(public_key)
+        .send()
+        .await
+        .unwrap();
+}
+
+/// OpenSSH's client as a teammate with a pushed key would use it against the proxy's real
+/// sshd, which runs the configuration the shipped user-data writes: `extra` then the target.
+fn teammate_ssh(w: &World, key: &std::path::Path, extra: &[&str]) -> (i32, String, String) {
+    let known = w.lab.path("teammate_known_hosts");
+    std::fs::write(
+        &known,
+        format!("{} {}\n", w.lab.proxy_ip, w.lab.host_key("proxy")),
+    )
+    .unwrap();
+    let out = std::process::Command::new("ssh")
+        .args([
+            "-F",
+            "none",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+        ])
+        .args(["-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10"])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", known.display()))
+        .arg("-i")
+        .arg(key)
+        .args(extra)
+        .arg(format!(
+            "{}@{}",
+            bastion::userdata::TEAMMATE_USER,
+            w.lab.proxy_ip
+        ))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The proxy's sshd runs what the user-data writes (its `harden_sshd`, rendered into the lab):
+/// a teammate's login opens the head node's port 22 and nothing else. bastion refuses
+/// `--on-proxy` and `--desktop` for a teammate before logging in; OpenSSH's own `-W` to any
+/// other address or port, and a session, are refused by sshd. The teammate user has no sudo;
+/// the operator's login keeps it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_teammates_login_opens_the_head_nodes_ssh_port_and_nothing_else() {
+    let mut w = world_or_skip!();
+    if require_tool("ssh", &[]).is_none() || require_tool("sudo", &[]).is_none() {
+        return;
+    }
+    let t = w.teammate(&format!("10.77.{}.1", w.lab.n)).await;
+
+    for (flags, what) in [
+        (vec!["--on-proxy", "--", "id"], "--on-proxy"),
+        (vec!["--dcv", "--desktop", "--show-url"], "--desktop"),
+        (vec!["--stdio", "127.0.0.1:22"], "--stdio 127.0.0.1:22"),
+    ] {
+        let r = t.b.run(&w.teammate_args(&flags));
+        assert_eq!(r.status, 3, "{r:?}");
+        assert!(
+            r.stderr.contains(what)
+                && r.stderr.contains("needs the operator's login on the proxy")
+                && r.stderr.contains("bastion-jump")
+                && r.stderr.contains("head node's SSH port and nothing else"),
+            "the refusal says why: {r:?}"
+        );
+    }
+    assert!(
+        t.eic.pushes().is_empty(),
+        "refused before any login: {:?}",
+        t.eic.pushes()
+    );
+
+    // OpenSSH, with a key pushed for the teammate user.
+    let (key, public) = common::netlab::NetLab::key_pair(&w.lab.path("."), "teammate-key");
+    // As the CLI sends it: the algorithm and the key, no comment.
+    let public: Vec<&str> = public.split_whitespace().take(2).collect();
+    push_key(&w, &t, bastion::userdata::TEAMMATE_USER, &public.join(" ")).await;
+    let head = format!("{}:22", w.lab.head_ip);
+    let (code, out, err) = teammate_ssh(&w, &key, &["-W", &head]);
+    assert!(
+        out.starts_with("SSH-2.0-"),
+        "the head node's sshd answers through the teammate's jump: {code} {out:?} {err}"
+    );
+    for target in [
+        format!("{}:8443", w.lab.head_ip),
+        format!("{}:9000", w.lab.head_ip),
+        "127.0.0.1:22".to_string(),
+        format!("{}:22", w.lab.proxy_ip),
+        "169.254.169.254:80".to_string(),
+    ] {
+        let (code, out, err) = teammate_ssh(&w, &key, &["-W", &target]);
+        assert!(
+            code != 0 && out.is_empty() && err.contains("administratively prohibited"),
+            "-W {target} is refused by the proxy's sshd: {code} {out:?} {err}"
+        );
+    }
+    let (code, out, err) = teammate_ssh(&w, &key, &["echo", "ran-on-the-proxy"]);
+    assert!(
+        code != 0 && !out.contains("ran-on-the-proxy"),
+        "no command runs for a teammate: {code} {out:?} {err}"
+    );
+    let (code, out, err) = teammate_ssh(&w, &key, &["-tt"]);
+    assert!(
+        code != 0 && out.is_empty(),
+        "no shell: {code} {out:?} {err}"
+    );
+    let (code, _, err) = teammate_ssh(
+        &w,
+        &key,
+        &[
+            "-N",
+            "-R",
+            "0:127.0.0.1:22",
+            "-o",
+            "ExitOnForwardFailure=yes",
+        ],
+    );
+    assert!(code != 0, "no remote forward: {code} {err}");
+
+    // sudo: not for the teammate user; the operator's login (the AMI's user) keeps it.
+    let (ok, out) = w.lab.exec_as(
+        "proxy",
+        common::netlab::PROXY_TEAMMATE_UID,
+        &["sudo", "-n", "true"],
+    );
+    assert!(!ok, "the teammate user has no sudo: {out}");
+    let r = w.connect(&["--on-proxy", "--", "sudo", "-n", "true", "&&", "id", "-u"]);
+    assert_eq!(r.status, 0, "the operator's sudo: {r:?}");
+    assert_eq!(
+        r.stdout.trim(),
+        common::netlab::PROXY_OPERATOR_UID.to_string(),
+        "the operator's login is not root itself: {r:?}"
+    );
+}
+
+/// The user-data's firewall rule, applied by its own function in the lab proxy: the teammate
+/// user's connections to the instance metadata service are refused, root's and the operator's
+/// are not.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_teammate_user_never_reaches_the_instance_metadata_service() {
+    let mut w = world_or_skip!();
+    if require_tool("nft", &[std::path::PathBuf::from("/usr/sbin/nft")]).is_none()
+        || require_tool("socat", &[]).is_none()
+    {
+        return;
+    }
+    // A metadata service on the proxy's own loopback (the address never leaves its namespace,
+    // which has no default route).
+    let ns = w.lab.proxy_ns.clone();
+    let ok = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            "ip",
+            "addr",
+            "add",
+            "169.254.169.254/32",
+            "dev",
+            "lo",
+        ])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    w.lab.spawn_in(
+        "proxy",
+        "imds",
+        &[
+            "socat",
+            "TCP-LISTEN:80,bind=169.254.169.254,fork,reuseaddr",
+            "SYSTEM:echo instance-credentials",
+        ],
+    );
+    let ask = ["socat", "-T5", "-", "TCP:169.254.169.254:80"];
+    let teammate = common::netlab::PROXY_TEAMMATE_UID;
+    let operator = common::netlab::PROXY_OPERATOR_UID;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ok, out) = w.lab.exec_as("proxy", teammate, &ask);
+        if ok && out.contains("instance-credentials") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stand-in never answered: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    w.lab.run_userdata("guard_imds");
+    let (ok, out) = w.lab.exec_as("proxy", teammate, &ask);
+    assert!(
+        !ok && !out.contains("instance-credentials") && out.contains("Connection refused"),
+        "the teammate user is refused: {out}"
+    );
+    for uid in [0, operator] {
+        let (ok, out) = w.lab.exec_as("proxy", uid, &ask);
+        assert!(
+            ok && out.contains("instance-credentials"),
+            "uid {uid}: {out}"
+        );
+    }
+    // Loaded again (every boot does), the rule is not doubled.
+    w.lab.run_userdata("guard_imds");
+    let rules = w
+        .lab
+        .exec_in("proxy", &["nft", "list", "table", "inet", "bastion_imds"]);
+    assert_eq!(rules.matches("reject").count(), 2, "{rules}");
 }

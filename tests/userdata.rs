@@ -18,6 +18,7 @@ fn script(os: ProxyOs, idle: u32, dcv: bool) -> String {
         pcluster_version: "3.16.1",
         idle_stop_minutes: idle,
         install_dcv: dcv,
+        head_ip: "10.0.1.10".parse().unwrap(),
     })
 }
 
@@ -81,6 +82,10 @@ exit 0"#,
         ("systemctl", ""),
         ("dconf", ""),
         ("usermod", ""),
+        // A user exists once `useradd` made it (its last argument is the name).
+        ("id", r#"[ "$1" = -u ] && has "user-$2""#),
+        ("useradd", r#"mark "user-${!#}""#),
+        ("nft", ""),
         ("logger", ""),
         // Imports only the key file curl fetched (non-empty).
         ("gpg", r#"[ "$1" = --import ] && [ -s "$2" ]"#),
@@ -290,6 +295,13 @@ impl Sandbox {
                 "NICE-GPG-KEY".to_string(),
                 "-----BEGIN PGP PUBLIC KEY BLOCK-----\n",
             ),
+            // DCV's simple external authenticator, as AWS's guide has it: plain HTTP on
+            // loopback (an HTTPS request to it fails, as curl's would).
+            (
+                "http://127.0.0.1:8444".to_string(),
+                "extauth".to_string(),
+                "<auth result=\"no\"/>\n",
+            ),
         ];
         for (os, files) in [
             (
@@ -480,6 +492,30 @@ fn al2023_publishes_ready_first_then_installs_the_desktop_and_is_idempotent() {
         c.starts_with("aws ec2 create-tags --region us-east-1 --resources i-0123456789abcdef0")
     }));
 
+    // The teammate login: a user of its own, made before sshd is told about it, with its
+    // metadata rule loaded; sshd opens it the head node's port 22 only.
+    let user = position(&calls, "useradd --system");
+    assert!(calls[user].ends_with(" bastion-jump"), "{}", calls[user]);
+    assert!(user < position(&calls, "nft -f"));
+    assert!(position(&calls, "nft -f") < position(&calls, "systemctl reload sshd"));
+    let sshd = sb.file("etc/ssh/sshd_config.d/10-bastion.conf");
+    assert!(
+        sshd.contains("Match User bastion-jump\n")
+            && sshd.contains("    PermitOpen 10.0.1.10:22\n")
+            && sshd.contains("    MaxSessions 0\n"),
+        "{sshd}"
+    );
+    let guard = sb.file("etc/bastion/imds-guard.nft");
+    assert!(
+        guard.contains("meta skuid \"bastion-jump\" ip daddr 169.254.169.254 reject"),
+        "{guard}"
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|c| c == "systemctl enable bastion-imds-guard.service")
+    );
+
     // What it leaves on the proxy.
     let dcv_conf = sb.file("etc/dcv/dcv.conf");
     assert!(
@@ -492,7 +528,8 @@ fn al2023_publishes_ready_first_then_installs_the_desktop_and_is_idempotent() {
         "{dcv_conf}"
     );
     assert!(
-        dcv_conf.contains("auth-token-verifier = \"https://127.0.0.1:8444\""),
+        dcv_conf.contains("auth-token-verifier = \"http://127.0.0.1:8444\"")
+            && !dcv_conf.contains("no-tls-strict"),
         "{dcv_conf}"
     );
     assert!(
@@ -571,6 +608,7 @@ fn al2023_publishes_ready_first_then_installs_the_desktop_and_is_idempotent() {
         "pip install",
         "python3 -m venv",
         "rpm --import",
+        "useradd",
     ] {
         assert!(
             !calls.iter().any(|c| c.starts_with(again)),

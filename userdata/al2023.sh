@@ -9,6 +9,10 @@ ensure_instance_connect() {
     rpm -q ec2-instance-connect >/dev/null || dnf install -y ec2-instance-connect
 }
 
+ensure_nft() {
+    command -v nft >/dev/null || dnf install -y nftables
+}
+
 dcv_arch() {
     case "$(uname -m)" in aarch64 | arm64) echo aarch64 ;; *) echo x86_64 ;; esac
 }

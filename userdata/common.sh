@@ -45,10 +45,64 @@ on_error() {
 }
 trap on_error ERR
 
+# The teammate login: a user of its own that can do one thing, open a TCP connection to the head
+# node's SSH port (shell, commands, -L and DCV all run inside the head node's own session). No
+# password, no shell, no sudo, no home; keys reach it only through EC2 Instance Connect.
+ensure_teammate_user() {
+    local nologin
+    nologin=$(command -v nologin || echo /bin/false)
+    if ! id -u "$TEAMMATE_USER" >/dev/null 2>&1; then
+        useradd --system --no-create-home --home-dir /nonexistent --shell "$nologin" \
+            --comment 'bastion: teammates jump to the head node only' "$TEAMMATE_USER"
+    fi
+    # '*' (not '!'): no password can match, and sshd without PAM does not take it for a lock.
+    usermod --password '*' "$TEAMMATE_USER"
+}
+
+# Instance credentials are the operator's: the teammate user's sockets (its forwards included:
+# sshd opens them with that user's id) never reach the instance metadata service. A rule by
+# owner, since IMDSv2's hop limit does not stop a local process. Loaded at every boot.
+guard_imds() {
+    ensure_nft
+    mkdir -p "$ROOT/etc/bastion" "$ROOT/etc/systemd/system"
+    cat >"$ROOT/etc/bastion/imds-guard.nft" <<NFT
+# Written by bastion: the teammate user never reaches the instance metadata service.
+table inet bastion_imds
+delete table inet bastion_imds
+table inet bastion_imds {
+    chain output {
+        type filter hook output priority 0; policy accept;
+        meta skuid "$TEAMMATE_USER" ip daddr 169.254.169.254 reject
+        meta skuid "$TEAMMATE_USER" ip6 daddr fd00:ec2::254 reject
+    }
+}
+NFT
+    cat >"$ROOT/etc/systemd/system/bastion-imds-guard.service" <<'UNIT'
+[Unit]
+Description=bastion: the teammate user never reaches the instance metadata service
+Before=sshd.service ssh.service
+DefaultDependencies=no
+After=local-fs.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/sbin/nft -f /etc/bastion/imds-guard.nft
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+    systemctl daemon-reload
+    systemctl enable bastion-imds-guard.service
+    nft -f "$ROOT/etc/bastion/imds-guard.nft"
+}
+
+# sshd keeps the first value it reads, and this file is read before the distribution's own
+# (its Include comes first), so these lines decide. A Match block ends with its file.
 harden_sshd() {
     local conf="$ROOT/etc/ssh/sshd_config.d/10-bastion.conf"
     mkdir -p "$(dirname "$conf")"
-    cat >"$conf" <<'SSHD'
+    cat >"$conf" <<SSHD
 # Written by bastion: keys only, no root, forwarding for the jump to the head node.
 PasswordAuthentication no
 KbdInteractiveAuthentication no
@@ -57,7 +111,26 @@ AllowTcpForwarding yes
 X11Forwarding no
 ClientAliveInterval 30
 ClientAliveCountMax 4
+
+# A teammate reaches the head node's SSH port and nothing else.
+Match User $TEAMMATE_USER
+    AllowTcpForwarding local
+    PermitOpen $HEAD_IP:22
+    PermitListen none
+    MaxSessions 0
+    PermitTTY no
+    PermitTunnel no
+    PermitUserRC no
+    AllowAgentForwarding no
+    AllowStreamLocalForwarding no
+    X11Forwarding no
+    GatewayPorts no
+    ForceCommand /bin/false
 SSHD
+    # Checked here: a config sshd refuses would lock the operator out as well.
+    if [ -e "$ROOT/etc/ssh/sshd_config" ] && command -v sshd >/dev/null; then
+        sshd -t -f "$ROOT/etc/ssh/sshd_config"
+    fi
     systemctl reload sshd 2>/dev/null || systemctl reload ssh 2>/dev/null || true
 }
 
@@ -70,6 +143,37 @@ publish_host_key() {
     done
     [ -s "$key" ]
     tag bastion:host-key "$(awk '{print $1" "$2}' "$key")"
+}
+
+# The host keys on the console at every boot, in cloud-init's block: `bastion connect` reads
+# them with ec2:GetConsoleOutput to anchor the proxy's key (cloud-init prints them at the first
+# boot only, and the idle timer stops and starts the proxy).
+install_console_keys() {
+    mkdir -p "$ROOT/usr/local/sbin" "$ROOT/etc/systemd/system"
+    cat >"$ROOT/usr/local/sbin/bastion-console-keys" <<'KEYS'
+#!/bin/bash
+# Written by bastion: the host keys on the console, as cloud-init prints them at first boot.
+{
+    echo "-----BEGIN SSH HOST KEY KEYS-----"
+    cat /etc/ssh/ssh_host_*key.pub
+    echo "-----END SSH HOST KEY KEYS-----"
+} >/dev/console
+KEYS
+    chmod 0755 "$ROOT/usr/local/sbin/bastion-console-keys"
+    cat >"$ROOT/etc/systemd/system/bastion-console-keys.service" <<'UNIT'
+[Unit]
+Description=bastion: print the SSH host keys to the console
+After=sshd-keygen.target sshd.service ssh.service
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/bastion-console-keys
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+    systemctl daemon-reload
+    systemctl enable bastion-console-keys.service
 }
 
 install_idle_timer() {
@@ -137,8 +241,6 @@ web-port = 8443
 web-listen-endpoints = ['127.0.0.1:8443']
 enable-quic-frontend = false
 
-[security]
-auth-token-verifier = "https://127.0.0.1:8444"
 DCV
     cat >"$ROOT/usr/local/sbin/bastion-dcv-token" <<TOKEN
 #!/bin/bash
@@ -179,6 +281,23 @@ WantedBy=multi-user.target
 UNIT
     systemctl daemon-reload
     systemctl enable --now dcvsimpleextauth
+    # The authenticator's scheme: HTTP in AWS's guide, HTTPS in dcv.conf's own example; asked,
+    # not guessed (a wrong one makes DCV refuse every token). Its certificate, if any, is its
+    # own, on loopback: DCV checks it strictly unless told not to.
+    local verifier="" scheme i
+    for i in $(seq 1 30); do
+        for scheme in http https; do
+            if curl -sk -m 5 -o /dev/null -d sessionId=probe -d authenticationToken=probe "$scheme://127.0.0.1:8444"; then
+                verifier="$scheme://127.0.0.1:8444"
+                break 2
+            fi
+        done
+        sleep 2
+    done
+    [ -n "$verifier" ] || { log "DCV's authenticator never answered on 127.0.0.1:8444 (i=$i)"; return 1; }
+    log "DCV's authenticator answers at $verifier"
+    printf '\n[security]\nauth-token-verifier = "%s"\n' "$verifier" >>"$ROOT/etc/dcv/dcv.conf"
+    [ "$scheme" = http ] || printf 'no-tls-strict = true\n' >>"$ROOT/etc/dcv/dcv.conf"
     systemctl enable dcvserver
     systemctl restart dcvserver
     systemctl enable --now bastion-dcv-session.service
@@ -222,11 +341,14 @@ main() {
     REGION=$(imds meta-data/placement/region)
     ensure_awscli
     tag bastion:state bootstrapping
+    ensure_teammate_user
+    guard_imds
     harden_sshd
     # Teammates log in with keys pushed through EC2 Instance Connect; without the agent, only
     # the key of whoever ran `bastion up` works, so a failure here is said, not fatal.
     ensure_instance_connect || log "the EC2 Instance Connect agent could not be installed: only the proxy key logs in"
     publish_host_key
+    install_console_keys
     # Before the slow part: a proxy whose desktop install fails must still stop when idle.
     install_idle_timer
     tag bastion:state ready

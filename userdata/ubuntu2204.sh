@@ -16,6 +16,10 @@ ensure_instance_connect() {
     dpkg -s ec2-instance-connect >/dev/null 2>&1 || apt_install ec2-instance-connect
 }
 
+ensure_nft() {
+    command -v nft >/dev/null || apt_install nftables
+}
+
 dcv_arch() {
     case "$(uname -m)" in aarch64 | arm64) echo aarch64 ;; *) echo x86_64 ;; esac
 }

@@ -45,6 +45,17 @@ pub enum AwsError {
     #[error("{action} failed: could not reach AWS: {message}")]
     Transport { action: String, message: String },
 
+    /// A value in AWS's answer that is not of its documented form (see `aws::checked`).
+    #[error(
+        "{action} answered with {what} that is not of its documented form: {value:?}. bastion \
+         uses nothing from that answer; check --endpoint-url and any proxy between you and AWS"
+    )]
+    Malformed {
+        action: String,
+        what: String,
+        value: String,
+    },
+
     /// An error injected by `BASTION_FAILPOINT` (tests only).
     #[error("{action}: injected failure (BASTION_FAILPOINT)")]
     Injected { action: String },

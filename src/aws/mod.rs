@@ -4,6 +4,7 @@
 //! Commands never see an SDK type. The real adapter is [`sdk::SdkCloud`]; [`faults::Faulty`]
 //! wraps any `Cloud` to fail the calls `BASTION_FAILPOINT` names (tests only; see `failpoint`).
 
+pub mod checked;
 pub mod error;
 pub mod faults;
 pub mod fresh;

@@ -146,47 +146,67 @@ fn from_iam_tags(tags: &[aws_sdk_iam::types::Tag]) -> Vec<Tag> {
     tags.iter().map(|t| Tag::new(t.key(), t.value())).collect()
 }
 
-fn to_instance(i: &ec2t::Instance) -> Instance {
-    Instance {
-        id: i.instance_id().unwrap_or_default().to_string(),
+/// An instance as bastion holds it: ids and addresses checked against their forms (see
+/// `aws::checked`); anything else is refused, naming the instance.
+fn to_instance(i: &ec2t::Instance) -> Result<Instance, AwsError> {
+    const ACTION: &str = "ec2:DescribeInstances";
+    let id = checked::id(
+        ACTION,
+        "i",
+        "an instance id",
+        i.instance_id().unwrap_or_default(),
+    )?;
+    let of = |what: &str| format!("{what} for instance {id}");
+    let opt_id = |prefix: &str, what: &str, v: Option<&str>| -> Result<Option<String>, AwsError> {
+        v.map(|v| checked::id(ACTION, prefix, &of(what), v))
+            .transpose()
+    };
+    let ip = |what: &str, v: Option<&str>| -> Result<Option<String>, AwsError> {
+        v.map(|v| checked::ipv4(v).ok_or_else(|| checked::malformed(ACTION, of(what), v)))
+            .transpose()
+    };
+    // The instance's groups, else its network interfaces' (moto fills only the latter when the
+    // launch names groups on the interface).
+    let mut security_group_ids = Vec::new();
+    for g in i
+        .security_groups()
+        .iter()
+        .chain(i.network_interfaces().iter().flat_map(|n| n.groups()))
+    {
+        if let Some(g) = g.group_id() {
+            security_group_ids.push(checked::id(ACTION, "sg", &of("a security group id"), g)?);
+        }
+    }
+    security_group_ids.sort();
+    security_group_ids.dedup();
+    Ok(Instance {
         state: i
             .state()
             .and_then(|s| s.name())
             .map(|n| n.as_str().to_string())
             .unwrap_or_else(|| "unknown".into()),
-        subnet_id: i.subnet_id().map(str::to_string),
-        vpc_id: i.vpc_id().map(str::to_string),
+        subnet_id: opt_id("subnet", "a subnet id", i.subnet_id())?,
+        vpc_id: opt_id("vpc", "a VPC id", i.vpc_id())?,
         availability_zone: i
             .placement()
             .and_then(|p| p.availability_zone())
             .map(str::to_string),
-        private_ip: i.private_ip_address().map(str::to_string),
-        public_ip: i.public_ip_address().map(str::to_string),
+        private_ip: ip("a private IPv4 address", i.private_ip_address())?,
+        public_ip: ip("a public IPv4 address", i.public_ip_address())?,
         instance_type: i.instance_type().map(|t| t.as_str().to_string()),
         architecture: i.architecture().map(|a| a.as_str().to_string()),
         launch_time: i
             .launch_time()
             .and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()),
-        security_group_ids: {
-            // The instance's groups, else its network interfaces' (moto fills only the latter
-            // when the launch names groups on the interface).
-            let mut ids: Vec<String> = i
-                .security_groups()
-                .iter()
-                .chain(i.network_interfaces().iter().flat_map(|n| n.groups()))
-                .filter_map(|g| g.group_id().map(str::to_string))
-                .collect();
-            ids.sort();
-            ids.dedup();
-            ids
-        },
+        security_group_ids,
         key_name: i.key_name().map(str::to_string),
         instance_profile_arn: i
             .iam_instance_profile()
             .and_then(|p| p.arn())
             .map(str::to_string),
         tags: from_ec2_tags(i.tags()),
-    }
+        id,
+    })
 }
 
 /// One group's permissions (ingress or egress), flattened to one source each; IPv6 ranges only
@@ -299,7 +319,9 @@ impl Cloud for SdkCloud {
                     .send()
             )?;
             for r in page.reservations() {
-                out.extend(r.instances().iter().map(to_instance));
+                for i in r.instances() {
+                    out.push(to_instance(i)?);
+                }
             }
             token = page.next_token().map(str::to_string);
             if token.is_none() {
@@ -314,13 +336,14 @@ impl Cloud for SdkCloud {
             "ec2:DescribeInstances",
             self.ec2.describe_instances().instance_ids(id).send()
         ))?;
-        Ok(page.and_then(|page| {
+        page.and_then(|page| {
             page.reservations()
                 .iter()
                 .flat_map(|r| r.instances())
-                .map(to_instance)
                 .next()
-        }))
+                .map(to_instance)
+        })
+        .transpose()
     }
 
     async fn subnets(&self, vpc_id: &str) -> AwsResult<Vec<Subnet>> {

@@ -50,6 +50,9 @@ pub async fn run(ctx: &Context, args: ConnectArgs) -> anyhow::Result<()> {
         return crate::commands::dcv::run(ctx, &args, opts).await;
     }
     let route = route::resolve(ctx, &args.cluster, &opts).await?;
+    if args.on_proxy {
+        route.operator_only("--on-proxy")?;
+    }
 
     // Bind every listener before connecting: a busy port fails fast.
     let mut listeners = Vec::new();
@@ -140,6 +143,11 @@ async fn stdio(
         Some(a) => route::split_address(a),
         None => (route.head_ip.clone(), 22),
     };
+    if (host.as_str(), port) != (route.head_ip.as_str(), 22) {
+        route.operator_only(&format!(
+            "--stdio {host}:{port} (not the head node's SSH port)"
+        ))?;
+    }
     let carrier = Carrier::Proxy {
         window: CHANNEL_WINDOW,
     };

@@ -55,7 +55,7 @@ struct BrowserPage {
 
 impl BrowserPage {
     fn new(ctx: &Context) -> BrowserPage {
-        let dir = std::fs::create_dir_all(&ctx.state_root)
+        let dir = crate::state::private_dir(&ctx.state_root)
             .and_then(|_| {
                 tempfile::Builder::new()
                     .prefix(".dcv-")
@@ -223,6 +223,7 @@ where
 pub async fn run(ctx: &Context, args: &ConnectArgs, opts: RouteOptions) -> anyhow::Result<()> {
     let route = route::resolve(ctx, &args.cluster, &opts).await?;
     if args.desktop {
+        route.operator_only("--desktop (the proxy's own DCV desktop)")?;
         return desktop(ctx, args, &route, &opts).await;
     }
     let what = route.head_target.what.clone();
@@ -313,7 +314,8 @@ async fn desktop(
         )
         .await?;
         return Err(DesktopError::Failed {
-            log: log.trim_end().to_string(),
+            // The proxy's log: shown, never obeyed by the terminal.
+            log: crate::ui::printable_lines(log.trim_end()),
         }
         .into());
     }

@@ -1,20 +1,71 @@
 //! `bastion policy user|operator`: the IAM policy a teammate or an operator needs, rendered for
-//! the caller's partition and account, for an administrator to attach.
+//! the caller's partition and account, for an administrator to attach. `user --cluster NAME`
+//! grants for that cluster's resources alone, by id where they exist.
 
 use crate::cli::{PolicyArgs, PolicyRole};
+use crate::cluster::find_head_node;
 use crate::context::Context;
-use crate::policy::{self, Target};
+use crate::policy::{self, Target, UserScope};
+use crate::proxy::{self, Expected};
+
+#[derive(Debug, thiserror::Error)]
+#[error("--cluster applies to `bastion policy user`; the operator's policy covers every cluster")]
+pub struct OperatorHasNoCluster;
 
 pub async fn run(ctx: &Context, args: PolicyArgs) -> anyhow::Result<()> {
-    let identity = ctx.identity().await?;
+    let identity = ctx.identity().await?.clone();
     let target = Target {
         partition: &identity.partition,
         account: &identity.account,
         region: ctx.cloud.region(),
     };
-    let document = match args.role {
-        PolicyRole::User => policy::user_policy(&target)?,
-        PolicyRole::Operator => policy::operator_policy(&target)?,
+    let document = match (args.role, args.cluster.as_deref()) {
+        (PolicyRole::Operator, None) => policy::operator_policy(&target)?,
+        (PolicyRole::Operator, Some(_)) => return Err(OperatorHasNoCluster.into()),
+        (PolicyRole::User, None) => {
+            ctx.progress.note(
+                "this document covers every cluster bastion serves in the account (any instance \
+                 and group tagged bastion:cluster); `bastion policy user --cluster NAME` grants \
+                 one cluster's alone",
+            );
+            policy::user_policy(&target, &UserScope::default())?
+        }
+        (PolicyRole::User, Some(cluster)) => {
+            let cloud = ctx.cloud.as_ref();
+            ctx.progress
+                .phase(format!("finding the bastion of cluster {cluster}"));
+            let expected = Expected::of(ctx, cluster).await?;
+            let search = proxy::find(cloud, &expected).await?;
+            search.warn_lookalikes();
+            // Two that qualify: neither is named (connect refuses them too).
+            let proxy = search.proxy.filter(|_| search.more.is_empty());
+            let group = match &proxy {
+                Some(p) => Some(proxy::group(cloud, &expected, p).await?.id),
+                None => None,
+            };
+            ctx.progress
+                .phase(format!("finding the head node of cluster {cluster}"));
+            let head = find_head_node(cloud, cluster).await?;
+            match (&proxy, &group) {
+                (Some(p), Some(g)) => ctx.progress.note(format!(
+                    "for cluster {cluster}: its proxy {} and group {g} by id, its head node {}; \
+                     render it again after a new `bastion up` (a new proxy has new ids)",
+                    p.id, head.instance.id
+                )),
+                _ => ctx.progress.note(format!(
+                    "cluster {cluster} has no proxy yet: the document names it by its \
+                     bastion:cluster tag value; render it again after `bastion up` to name the \
+                     proxy and its group by id"
+                )),
+            }
+            let scope = UserScope {
+                cluster: Some(cluster),
+                proxy_instance: proxy.as_ref().map(|p| p.id.as_str()),
+                proxy_group: group.as_deref(),
+                head_node: Some(&head.instance.id),
+            };
+            policy::user_policy(&target, &scope)?
+        }
     };
     ctx.progress.finish();
     // The document is the result, in either output format: it is JSON already.

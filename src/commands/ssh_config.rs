@@ -69,6 +69,11 @@ fn quote(p: &Path) -> String {
 pub enum SshConfigError {
     #[error("{what} holds a control character, which an OpenSSH configuration cannot carry")]
     Unquotable { what: String },
+    #[error(
+        "{what} is not one word of printable characters ({value:?}); the ssh config was not \
+         written"
+    )]
+    NotAWord { what: String, value: String },
     #[error("cannot tell where this bastion executable is ({0}), for the ProxyCommand")]
     NoExecutable(String),
 }
@@ -149,14 +154,34 @@ pub enum Hop {
     Stdio { command: String },
 }
 
-pub fn render(route: &Route, identity: Option<&Path>, hop: &Hop) -> String {
+/// One value of a configuration line: a single word of printable characters, else refused,
+/// naming what it is (the values are checked where they come from, see `aws::checked`; this
+/// holds the file to it whatever a later change lets through).
+fn config_word<'a>(what: &str, value: &'a str) -> Result<&'a str, SshConfigError> {
+    if value.is_empty() || value.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(SshConfigError::NotAWord {
+            what: what.into(),
+            value: value.into(),
+        });
+    }
+    Ok(value)
+}
+
+pub fn render(route: &Route, identity: Option<&Path>, hop: &Hop) -> Result<String, SshConfigError> {
+    let proxy_id = config_word("the proxy's instance id", &route.proxy.id)?;
+    let head_id = config_word("the head node's instance id", &route.head.instance.id)?;
+    config_word("the proxy's address", &route.proxy_address)?;
+    config_word("the head node's private IP", &route.head_ip)?;
+    config_word("the proxy's login user", &route.proxy_target.user)?;
+    config_word("the head node's login user", &route.head_target.user)?;
     let proxy_host = format!("bastion-{}", route.cluster);
     let head_host = format!("{}-head", route.cluster);
     let known = quote(&route.known_hosts);
     let head_alias = match &route.head_target.trust {
         Trust::Pin { alias, .. } => alias.clone(),
-        Trust::Expect { instance, .. } => instance.clone(),
+        Trust::Proxy { instance, .. } => instance.clone(),
     };
+    config_word("the head node's key alias", &head_alias)?;
     // Pinned (by connect, or from the console): strict; otherwise OpenSSH's own first use.
     let head_checking = if known_hosts::is_pinned(&route.known_hosts, &head_alias) {
         "yes"
@@ -173,9 +198,11 @@ pub fn render(route: &Route, identity: Option<&Path>, hop: &Hop) -> String {
          \x20   HostKeyAlias {proxy}\n\
          \x20   UserKnownHostsFile {known}\n\
          \x20   StrictHostKeyChecking yes\n\
+         \x20   ForwardAgent no\n\
+         \x20   ForwardX11 no\n\
          \x20   ServerAliveInterval 30\n\
          \n",
-        proxy = route.proxy.id,
+        proxy = proxy_id,
         addr = route.proxy_address,
         port = route.proxy_port,
         puser = route.proxy_target.user,
@@ -208,17 +235,19 @@ pub fn render(route: &Route, identity: Option<&Path>, hop: &Hop) -> String {
          \x20   HostKeyAlias {head_alias}\n\
          \x20   UserKnownHostsFile {known}\n\
          \x20   StrictHostKeyChecking {head_checking}\n\
+         \x20   ForwardAgent no\n\
+         \x20   ForwardX11 no\n\
          \x20   ServerAliveInterval 30\n",
         cluster = route.cluster,
-        proxy = route.proxy.id,
-        head = route.head.instance.id,
+        proxy = proxy_id,
+        head = head_id,
         head_ip = route.head_ip,
         huser = route.head_target.user,
     );
     if let Some(id) = identity {
         out.push_str(&format!("    IdentityFile {}\n", quote(id)));
     }
-    out
+    Ok(out)
 }
 
 /// Adds `Include <dir>/*.conf` at the top of ~/.ssh/config (Include only applies globally
@@ -251,20 +280,25 @@ pub async fn run(ctx: &Context, args: SshConfigArgs) -> anyhow::Result<()> {
         ..RouteOptions::default()
     };
     let route = route::resolve(ctx, &args.cluster, &opts).await?;
-    // OpenSSH checks the proxy against bastion's known_hosts: put its tag-vouched key there.
-    if let Trust::Expect { key, instance } = &route.proxy_target.trust {
-        known_hosts::replace(&route.known_hosts, instance, key)?;
-    }
-    // The head node's keys from its console, where it printed them: OpenSSH then checks it
-    // strictly, with no first use of its own.
-    if let Trust::Pin {
-        file,
-        alias,
-        first_use: FirstUse::Anchored(keys),
-        ..
-    } = &route.head_target.trust
-    {
-        known_hosts::pin_all(file, alias, keys)?;
+    // OpenSSH checks both against bastion's known_hosts: the keys that anchor a first use (the
+    // consoles', or the proxy's tag while its console shows none) are pinned there first, so
+    // OpenSSH has no first use of its own.
+    for trust in [&route.proxy_target.trust, &route.head_target.trust] {
+        if let Trust::Pin {
+            file,
+            alias,
+            first_use: FirstUse::Anchored(keys),
+            ..
+        }
+        | Trust::Proxy {
+            file,
+            instance: alias,
+            first_use: FirstUse::Anchored(keys),
+            ..
+        } = trust
+        {
+            known_hosts::pin_all(file, alias, keys)?;
+        }
     }
     let hop = if route.proxy_key_file.exists() {
         Hop::Jump
@@ -273,7 +307,7 @@ pub async fn run(ctx: &Context, args: SshConfigArgs) -> anyhow::Result<()> {
             command: proxy_command(ctx, &args.cluster, &args.route)?,
         }
     };
-    let config = render(&route, args.route.identity.as_deref(), &hop);
+    let config = render(&route, args.route.identity.as_deref(), &hop)?;
     let (installed, include_in) = if args.install {
         let file = installed_file(ctx, &args.cluster);
         crate::state::write_file_atomic(&file, config.as_bytes(), 0o600)?;

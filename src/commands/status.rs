@@ -67,9 +67,14 @@ impl StatusResult {
             .bastions
             .iter()
             .map(|b| {
-                let d = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+                // Tag values are anyone's to write: shown, never obeyed by the terminal.
+                let d = |v: &Option<String>| {
+                    v.as_deref()
+                        .map(crate::ui::printable)
+                        .unwrap_or_else(|| "-".into())
+                };
                 [
-                    b.cluster.clone(),
+                    crate::ui::printable(&b.cluster),
                     b.instance_id.clone(),
                     b.state.clone(),
                     d(&b.bootstrap),

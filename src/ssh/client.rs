@@ -10,7 +10,7 @@ use russh::client::{self, AuthResult, Handle};
 use russh::keys::agent::AgentIdentity;
 use russh::keys::agent::client::AgentClient;
 use russh::keys::ssh_key::Algorithm;
-use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 
 use super::known_hosts::{self, FirstUse, HostKeyError, Pinned};
 
@@ -62,8 +62,15 @@ fn limits() -> russh::Limits {
 /// How a server's host key is judged.
 #[derive(Debug, Clone)]
 pub enum Trust {
-    /// Must equal this key (the proxy's, from its `bastion:host-key` tag).
-    Expect { key: PublicKey, instance: String },
+    /// The proxy's: pinned under its instance id in `file`, a first use checked against
+    /// `first_use` (the keys it printed to its console, else the one its tag names), `anchor`
+    /// saying which, for the user.
+    Proxy {
+        file: PathBuf,
+        instance: String,
+        first_use: FirstUse,
+        anchor: &'static str,
+    },
     /// Pinned on first use under `alias` in `file` (the head node's of `cluster`), a first use
     /// checked against `first_use`.
     Pin {
@@ -80,8 +87,13 @@ impl Trust {
     /// then russh's defaults, for a first use.
     fn host_key_algorithms(&self) -> Vec<Algorithm> {
         let mut first = match self {
-            Trust::Expect { key, .. } => vec![key.algorithm()],
-            Trust::Pin {
+            Trust::Proxy {
+                file,
+                instance: alias,
+                first_use,
+                ..
+            }
+            | Trust::Pin {
                 file,
                 alias,
                 first_use,
@@ -124,21 +136,48 @@ impl client::Handler for Verifier {
             return Ok(false);
         };
         match &self.trust {
-            Trust::Expect {
-                key: expected,
+            Trust::Proxy {
+                file,
                 instance,
-            } => {
-                if expected.key_data() == key.key_data() {
+                first_use,
+                anchor,
+            } => match known_hosts::check_or_pin(file, instance, None, key, first_use) {
+                Ok(Pinned::Known) => Ok(true),
+                Ok(Pinned::Learned { .. }) => {
+                    tracing::info!(
+                        "pinned the proxy's host key {} as {instance} in {}: it is in {anchor}",
+                        known_hosts::fingerprint(key),
+                        file.display()
+                    );
                     Ok(true)
-                } else {
+                }
+                Err(HostKeyError::HeadNodeChanged(c)) => {
                     self.refuse(HostKeyError::ProxyMismatch {
                         instance: instance.clone(),
-                        expected: known_hosts::fingerprint(expected),
-                        got: known_hosts::fingerprint(key),
+                        anchor: format!(
+                            "the key pinned for it in {} (line {})",
+                            c.file.display(),
+                            c.line
+                        ),
+                        expected: c.expected,
+                        got: c.got,
                     });
                     Ok(false)
                 }
-            }
+                Err(HostKeyError::NotInConsole { got, listed, .. }) => {
+                    self.refuse(HostKeyError::ProxyMismatch {
+                        instance: instance.clone(),
+                        anchor: (*anchor).to_string(),
+                        expected: listed,
+                        got,
+                    });
+                    Ok(false)
+                }
+                Err(e) => {
+                    self.refuse(e);
+                    Ok(false)
+                }
+            },
             Trust::Pin {
                 file,
                 alias,

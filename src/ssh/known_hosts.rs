@@ -10,6 +10,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -20,14 +21,27 @@ use russh::keys::{HashAlg, PublicKey};
 #[derive(Debug, thiserror::Error)]
 pub enum HostKeyError {
     #[error(
-        "the proxy {instance} presented host key {got}, but its bastion:host-key tag (read over the \
-         AWS API) says {expected}. Refusing to connect: someone may be intercepting the connection, \
-         or --bastion-address points elsewhere. If the proxy was replaced, run `bastion down` and `bastion up`"
+        "the proxy {instance} presented host key {got}, which is not in {anchor} ({expected}). \
+         Refusing to connect: someone may be intercepting the connection, or --bastion-address \
+         points elsewhere. If the proxy was replaced, run `bastion down` and `bastion up`"
     )]
     ProxyMismatch {
         instance: String,
+        /// What the expected key came from.
+        anchor: String,
         expected: String,
         got: String,
+    },
+    #[error(
+        "the proxy {instance}'s bastion:host-key tag names {tag}, but {anchor} {anchored}. \
+         Refusing to connect: someone with ec2:CreateTags may have rewritten the tag (check \
+         CloudTrail), or the connection would be intercepted"
+    )]
+    ProxyTagDisagrees {
+        instance: String,
+        tag: String,
+        anchor: String,
+        anchored: String,
     },
     #[error(
         "the proxy {instance} has not published its host key yet (no bastion:host-key tag); its \
@@ -358,6 +372,21 @@ pub fn console_host_keys(console: &str) -> Option<Vec<PublicKey>> {
 }
 
 /// Whether any key is pinned for `alias` in `file`.
+/// The keys pinned (not revoked) for `alias` in `file`.
+pub fn pinned(file: &Path, alias: &str) -> Vec<PublicKey> {
+    let text = read_or_empty(file).unwrap_or_default();
+    entries(&text, alias)
+        .into_iter()
+        .filter(|e| !e.revoked)
+        .map(|e| e.key)
+        .collect()
+}
+
+/// Whether `key` is one of `keys` (the key itself, comments aside).
+pub fn holds(keys: &[PublicKey], key: &PublicKey) -> bool {
+    keys.iter().any(|k| same_key(k, key))
+}
+
 pub fn is_pinned(file: &Path, alias: &str) -> bool {
     let text = read_or_empty(file).unwrap_or_default();
     entries(&text, alias).iter().any(|e| !e.revoked)
@@ -387,16 +416,14 @@ struct FileLock(File);
 
 impl FileLock {
     fn take(file: &Path) -> std::io::Result<FileLock> {
-        if let Some(dir) = file.parent() {
-            std::fs::create_dir_all(dir)?;
+        if let Some(dir) = file.parent()
+            && !dir.exists()
+        {
+            crate::state::private_dir(dir)?;
         }
         let mut name = file.as_os_str().to_owned();
         name.push(".lock");
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(PathBuf::from(name))?;
+        let f = crate::state::private_file(&PathBuf::from(name))?;
         f.lock()?;
         Ok(FileLock(f))
     }
@@ -474,6 +501,7 @@ pub fn check_or_pin(
     let mut f = OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(file)
         .map_err(io)?;
     if !text.is_empty() && !text.ends_with('\n') {
@@ -515,22 +543,13 @@ fn rewrite(file: &Path, keep: impl Fn(&str) -> bool, add: Vec<String>) -> Result
     Ok(())
 }
 
-/// Whether `line` pins a key for `alias` (what `replace` and `forget` remove): marked lines
+/// Whether `line` pins a key for `alias` (what `forget` removes): marked lines
 /// (`@revoked`, `@cert-authority`) are the user's and stay.
 fn line_names(line: &str, alias: &str) -> bool {
     match line.split_whitespace().next() {
         Some(h) if !h.starts_with('@') && !h.starts_with('#') => names(h, alias),
         _ => false,
     }
-}
-
-/// Replaces the lines of `alias` in `file` with `key` (for the proxy, whose key AWS vouches for).
-pub fn replace(file: &Path, alias: &str, key: &PublicKey) -> Result<(), HostKeyError> {
-    rewrite(
-        file,
-        |l| !line_names(l, alias),
-        vec![format!("{alias} {}", encode(key))],
-    )
 }
 
 /// Removes every line of `alias` (plain or hashed) from `file`; returns the fingerprints of the
@@ -624,7 +643,11 @@ mod tests {
             }
             _ => panic!("a changed key must be refused"),
         }
-        replace(&file, "i-1", &b).unwrap();
+        forget(&file, "i-1").unwrap();
+        assert!(matches!(
+            check_or_pin(&file, "i-1", None, &b, &tofu()),
+            Ok(Pinned::Learned { .. })
+        ));
         assert!(matches!(
             check_or_pin(&file, "i-1", None, &b, &tofu()),
             Ok(Pinned::Known)
@@ -763,7 +786,9 @@ mod tests {
                     for n in 0..25 {
                         check_or_pin(file, &format!("i-{t}-{n}"), None, a, &tofu()).unwrap();
                         if n % 5 == 0 {
-                            replace(file, &format!("proxy-{t}"), a).unwrap();
+                            // A rewrite of the file (forget) between appends.
+                            forget(file, &format!("proxy-{t}")).unwrap();
+                            pin_all(file, &format!("proxy-{t}"), std::slice::from_ref(a)).unwrap();
                         }
                     }
                 });

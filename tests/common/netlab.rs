@@ -14,6 +14,29 @@ use super::require_tool;
 /// (`al2023`): both hosts have it.
 pub const HEAD_LOGIN_USER: &str = "ec2-user";
 
+/// On the lab's proxy, the operator's login (`ec2-user`, with passwordless sudo as the AMI gives
+/// it) and the teammate user the user-data creates are ordinary users, not root: the product's
+/// sshd configuration refuses root, and what a teammate may do is judged by uid.
+pub const PROXY_OPERATOR_UID: u32 = 64_001;
+pub const PROXY_TEAMMATE_UID: u32 = 64_002;
+
+/// The shipped user-data, rendered by bastion for a proxy in front of `head_ip`, with its
+/// functions defined and nothing run (its last line, `main "$@"`, left out).
+pub fn userdata_functions(head_ip: &str) -> String {
+    let text = bastion::userdata::render(&bastion::userdata::Settings {
+        cluster: "lab",
+        os: bastion::userdata::ProxyOs::Al2023,
+        pcluster_version: "3.16.1",
+        idle_stop_minutes: 60,
+        install_dcv: true,
+        head_ip: head_ip.parse().unwrap(),
+    });
+    text.trim_end()
+        .strip_suffix("main \"$@\"")
+        .expect("the user-data ends by calling main")
+        .to_string()
+}
+
 pub struct NetLab {
     pub n: u8,
     pub proxy_ns: String,
@@ -29,6 +52,8 @@ pub struct NetLab {
     sshd_extra: Vec<(String, String)>,
     /// Run the proxy's sshd with a private /usr/local/sbin holding this directory's files.
     proxy_sbin: Option<PathBuf>,
+    /// The proxy's filesystem root as the shipped user-data writes it (`BASTION_ROOT`).
+    proxy_root: PathBuf,
 }
 
 fn sh(args: &[&str]) -> Result<(), String> {
@@ -135,7 +160,16 @@ impl NetLab {
             head_opt_scripts: None,
             sshd_extra: Vec::new(),
             proxy_sbin: None,
+            proxy_root: PathBuf::new(),
         };
+        lab.proxy_root = lab.path("proxy-root");
+        // The proxy's users read their authorized keys from the lab directory (sshd reads them
+        // as the user), so it may be passed through, though not listed.
+        std::fs::set_permissions(
+            lab.dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o711),
+        )
+        .unwrap();
         // Safety first: the lab ranges go nowhere from the root namespace.
         for range in [format!("10.77.{n}.0/24"), format!("10.78.{n}.0/24")] {
             must(&["ip", "route", "replace", "unreachable", &range]);
@@ -215,6 +249,8 @@ impl NetLab {
         );
         in_ns(&h, &["ip", "link", "set", &head_if, "up"]);
         std::fs::create_dir_all("/run/sshd").unwrap();
+        // What the proxy's user-data writes for sshd, by the shipped function itself.
+        lab.run_userdata("harden_sshd");
         lab.start_sshd("proxy");
         lab.start_sshd("head");
         lab
@@ -238,15 +274,96 @@ impl NetLab {
         format!("{} {}", parts.next().unwrap(), parts.next().unwrap())
     }
 
-    /// Authorizes a public key line for root on `host`.
+    /// Authorizes a public key line for `host`'s users.
     pub fn authorize(&self, host: &str, public_key: &str) {
         use std::io::Write;
+        let path = self.path(&format!("{host}_authorized_keys"));
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.path(&format!("{host}_authorized_keys")))
+            .open(&path)
             .unwrap();
         writeln!(f, "{}", public_key.trim()).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+    }
+
+    /// Runs one function of the shipped user-data as cloud-init would (bash, as root), its
+    /// files written under the lab's proxy root; only `systemctl` is a no-op (no systemd here).
+    /// With `in_proxy`, inside the proxy's sshd's network and mount namespaces (its users, its
+    /// firewall). Panics with the bootstrap log when it fails.
+    pub fn run_userdata(&self, function: &str) {
+        let stubs = self.path("userdata-stubs");
+        std::fs::create_dir_all(&stubs).unwrap();
+        let systemctl = stubs.join("systemctl");
+        std::fs::write(&systemctl, "#!/bin/sh\nexit 0\n").unwrap();
+        std::fs::set_permissions(
+            &systemctl,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let script = self.path("user-data-functions.sh");
+        std::fs::write(
+            &script,
+            format!("{}\n{function}\n", userdata_functions(&self.head_ip)),
+        )
+        .unwrap();
+        let mut cmd = match self.sshd_pid("proxy") {
+            Some(pid) if function != "harden_sshd" => {
+                let mut c = Command::new("nsenter");
+                c.args(["-t", &pid.to_string(), "-m", "-n", "bash"]);
+                c
+            }
+            _ => Command::new("bash"),
+        };
+        let out = cmd
+            .arg(&script)
+            .env_clear()
+            .env(
+                "PATH",
+                format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", stubs.display()),
+            )
+            .env("BASTION_ROOT", &self.proxy_root)
+            .env("HOME", "/root")
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            let log =
+                std::fs::read_to_string(self.proxy_root.join("var/log/bastion-bootstrap.log"))
+                    .unwrap_or_default();
+            panic!("the user-data's {function} failed: {out:?}\n{log}");
+        }
+    }
+
+    /// The pid of `host`'s sshd (its network and mount namespaces are the host's).
+    pub fn sshd_pid(&self, host: &str) -> Option<u32> {
+        let name = format!("sshd-{host}");
+        self.procs
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, c)| c.id())
+    }
+
+    /// Runs `args` on `host` as `uid` (its sshd's view: users, mounts, network); returns
+    /// whether it succeeded, and its stdout and stderr.
+    pub fn exec_as(&self, host: &str, uid: u32, args: &[&str]) -> (bool, String) {
+        let pid = self.sshd_pid(host).expect("the host's sshd runs");
+        let id = uid.to_string();
+        let out = Command::new("nsenter")
+            .args(["-t", &pid.to_string(), "-m", "-n", "setpriv"])
+            .args(["--reuid", &id, "--regid", &id, "--clear-groups", "--"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
     }
 
     /// Sets the proxy's side of the link from the test machine down or up: packets vanish as on
@@ -295,19 +412,48 @@ impl NetLab {
         } else {
             format!("HostKey {}\n", key.display())
         };
-        std::fs::write(
-            &config,
-            extra
-                + &format!(
-                "ListenAddress {ip}\nPort 22\n{host_key}PidFile {pid}\nUsePAM no\nStrictModes no\n\
-                 PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-                 AuthorizedKeysFile {auth}\nAllowTcpForwarding yes\nPermitTTY yes\nLogLevel ERROR\n\
-                 AcceptEnv TERM\nSubsystem sftp internal-sftp\n",
-                pid = self.path(&format!("{host}.pid")).display(),
-                auth = self.path(&format!("{host}_authorized_keys")).display(),
+        // The lab's own lines. On the proxy, the user-data's sshd configuration comes first, as
+        // the distribution's `Include sshd_config.d/*.conf` puts it, and decides: the lab sets
+        // none of its keywords (sshd keeps the first value it reads, so a lab line could only
+        // mask the product's).
+        let mut lab_lines = vec![
+            format!("ListenAddress {ip}"),
+            "Port 22".into(),
+            format!("PidFile {}", self.path(&format!("{host}.pid")).display()),
+            "UsePAM no".into(),
+            "StrictModes no".into(),
+            "PermitRootLogin prohibit-password".into(),
+            "PasswordAuthentication no".into(),
+            "KbdInteractiveAuthentication no".into(),
+            format!(
+                "AuthorizedKeysFile {}",
+                self.path(&format!("{host}_authorized_keys")).display()
             ),
-        )
-        .unwrap();
+            "AllowTcpForwarding yes".into(),
+            "PermitTTY yes".into(),
+            "LogLevel ERROR".into(),
+            "AcceptEnv TERM".into(),
+            "Subsystem sftp internal-sftp".into(),
+        ];
+        let mut head = String::new();
+        if host == "proxy" {
+            let dropin = self.proxy_root.join("etc/ssh/sshd_config.d");
+            let product = product_keywords(&dropin);
+            assert!(
+                !product.is_empty(),
+                "the user-data wrote no sshd configuration"
+            );
+            lab_lines.retain(|l| !product.contains(&keyword(l)));
+            for l in extra.lines() {
+                assert!(
+                    !product.contains(&keyword(l)),
+                    "a lab line sets {l:?}, which the proxy's user-data sets: it would mask the product's"
+                );
+            }
+            head = format!("Include {}/*.conf\n", dropin.display());
+        }
+        let lab_text: String = lab_lines.iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(&config, head + &extra + &host_key + &lab_text).unwrap();
         let log = self.path(&format!("{host}_sshd.log"));
         let sshd = format!(
             "exec {} -D -E {} -f {}",
@@ -328,11 +474,65 @@ impl NetLab {
         if !text.ends_with('\n') {
             text.push('\n');
         }
-        text.push_str(&format!(
-            "{HEAD_LOGIN_USER}:x:0:0:{HEAD_LOGIN_USER}:/root:/bin/sh\n"
-        ));
+        let mut script = String::new();
+        if host == "proxy" {
+            // The AMI's login user, with its sudo rule as cloud-init writes it, and the user
+            // the user-data creates for teammates (`useradd --system`, its shell `nologin`).
+            let home = self.path("proxy-home");
+            std::fs::create_dir_all(&home).unwrap();
+            must(&[
+                "chown",
+                &format!("{PROXY_OPERATOR_UID}:{PROXY_OPERATOR_UID}"),
+                home.to_str().unwrap(),
+            ]);
+            let teammate = bastion::userdata::TEAMMATE_USER;
+            let nologin = ["/usr/sbin/nologin", "/sbin/nologin"]
+                .into_iter()
+                .find(|p| Path::new(p).exists())
+                .unwrap_or("/bin/false");
+            text.push_str(&format!(
+                "{HEAD_LOGIN_USER}:x:{PROXY_OPERATOR_UID}:{PROXY_OPERATOR_UID}::{home}:/bin/sh\n\
+                 {teammate}:x:{PROXY_TEAMMATE_UID}:{PROXY_TEAMMATE_UID}::/nonexistent:{nologin}\n",
+                home = home.display()
+            ));
+            let sudoers = self.path("proxy-sudoers.d");
+            std::fs::create_dir_all(&sudoers).unwrap();
+            std::fs::write(
+                sudoers.join("90-cloud-init-users"),
+                format!("{HEAD_LOGIN_USER} ALL=(ALL) NOPASSWD:ALL\n"),
+            )
+            .unwrap();
+            script.push_str(&format!(
+                "mount -t tmpfs -o mode=0755 tmpfs /etc/sudoers.d && \
+                 cp {}/90-cloud-init-users /etc/sudoers.d/ && chmod 0440 /etc/sudoers.d/* && ",
+                sudoers.display()
+            ));
+            // Their shadow entries (no password), which PAM's account check reads for sudo.
+            let shadow = self.path("proxy_shadow");
+            let mut text = std::fs::read_to_string("/etc/shadow").unwrap_or_default();
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(&format!(
+                "{HEAD_LOGIN_USER}:*:20000:0:99999:7:::\n{teammate}:*:20000:0:99999:7:::\n"
+            ));
+            std::fs::write(&shadow, text).unwrap();
+            std::fs::set_permissions(&shadow, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+            script.push_str(&format!(
+                "mount --bind {} /etc/shadow && ",
+                shadow.display()
+            ));
+        } else {
+            text.push_str(&format!(
+                "{HEAD_LOGIN_USER}:x:0:0:{HEAD_LOGIN_USER}:/root:/bin/sh\n"
+            ));
+        }
         std::fs::write(&passwd, text).unwrap();
-        let mut script = format!("mount --bind {} /etc/passwd && ", passwd.display());
+        script.push_str(&format!(
+            "mount --bind {} /etc/passwd && ",
+            passwd.display()
+        ));
         if host == "head" {
             if let Some(dir) = &self.head_opt_scripts {
                 // A tmpfs over /opt holding the ParallelCluster scripts.
@@ -484,6 +684,30 @@ impl NetLab {
 }
 
 /// Removes lab `n`: processes in its namespaces, the namespaces, the root veth, the routes.
+/// A configuration line's keyword, as sshd compares them (case-insensitive).
+fn keyword(line: &str) -> String {
+    line.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+}
+
+/// Every keyword the configuration files in `dir` set, in Match blocks or not.
+fn product_keywords(dir: &Path) -> Vec<String> {
+    let mut words = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        for l in text.lines() {
+            let l = l.trim();
+            if l.is_empty() || l.starts_with('#') || keyword(l) == "match" {
+                continue;
+            }
+            words.push(keyword(l));
+        }
+    }
+    words
+}
+
 fn remove_lab(n: u8) {
     for ns in [format!("bst-p-{n}"), format!("bst-h-{n}")] {
         if let Ok(out) = Command::new("ip").args(["netns", "pids", &ns]).output() {

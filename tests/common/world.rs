@@ -81,7 +81,8 @@ pub async fn world() -> Option<World> {
 
 impl World {
     /// The route to the head node through the proxy at `address`, as `connect` and `ssh-config`
-    /// take it: root on both hosts, the cluster's key.
+    /// take it: the proxy's login user (the operator's), root on the head node with the
+    /// cluster's key.
     pub fn route_args<'a>(&'a self, address: &'a str) -> Vec<&'a str> {
         let mut v = self.route_args_default_user(address);
         v.extend(["--user", "root"]);
@@ -97,7 +98,7 @@ impl World {
             "--bastion-address",
             address,
             "--bastion-user",
-            "root",
+            netlab::HEAD_LOGIN_USER,
             "-i",
             self.cluster_key.to_str().unwrap(),
         ]

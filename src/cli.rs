@@ -140,6 +140,10 @@ pub struct ConfigShowArgs {
     /// The settings as they apply to this cluster (its [cluster.NAME] table)
     #[arg(long, value_parser = parse_cluster_name)]
     pub cluster: Option<String>,
+    /// `operator` only: the policy for an operator whose proxy role and profile an
+    /// administrator made (`up --instance-profile`): no IAM write at all
+    #[arg(long)]
+    pub pre_provisioned: bool,
 }
 
 /// Parses the command line, and says which flags were typed (the config file fills in the rest).
@@ -284,6 +288,20 @@ fn parse_version(s: &str) -> Result<String, String> {
     }
 }
 
+/// An IAM name: 1 to 128 of letters, digits and `+=,.@_-`.
+fn parse_iam_name(s: &str) -> Result<String, String> {
+    let ok = (1..=128).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not an IAM name (letters, digits and +=,.@_-, at most 128)"
+        ))
+    }
+}
+
 fn parse_cidr(s: &str) -> Result<ipnet::Ipv4Net, String> {
     crate::aws::parse_cidr(s)
 }
@@ -344,6 +362,12 @@ pub struct UpArgs {
     #[arg(long)]
     pub no_pcluster_policy: bool,
 
+    /// Use this instance profile, which an administrator made from `bastion policy proxy-role`
+    /// (under /bastion/, with the name bastion gives it), instead of creating a role and profile:
+    /// the operator then needs no IAM write, and `down` never removes it
+    #[arg(long, value_name = "NAME", value_parser = parse_iam_name, conflicts_with = "no_pcluster_policy")]
+    pub instance_profile: Option<String>,
+
     /// Print what would be created, and create nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -403,6 +427,12 @@ pub enum PolicyRole {
     User,
     /// Who runs up, down and doctor --fix
     Operator,
+    /// The permissions boundary every role the operator creates carries (an administrator
+    /// creates it once, as the managed policy /bastion/bastion-proxy-boundary)
+    Boundary,
+    /// A CloudFormation template of the proxy's role and instance profile for one cluster, for
+    /// an administrator to deploy (then `bastion up --instance-profile`)
+    ProxyRole,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -414,6 +444,10 @@ pub struct PolicyArgs {
     /// document covers every cluster bastion serves in the account)
     #[arg(long, value_parser = parse_cluster_name)]
     pub cluster: Option<String>,
+    /// `operator` only: the policy for an operator whose proxy role and profile an
+    /// administrator made (`up --instance-profile`): no IAM write at all
+    #[arg(long)]
+    pub pre_provisioned: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -428,6 +462,10 @@ pub struct StatusArgs {
     /// Only this cluster's bastion
     #[arg(long, value_parser = parse_cluster_name)]
     pub cluster: Option<String>,
+    /// `operator` only: the policy for an operator whose proxy role and profile an
+    /// administrator made (`up --instance-profile`): no IAM write at all
+    #[arg(long)]
+    pub pre_provisioned: bool,
 }
 
 /// How to reach the proxy and the head node behind it (`connect`, `ssh-config`).

@@ -183,7 +183,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         }
         if cause.downcast_ref::<config::ConfigError>().is_some()
             || cause
-                .downcast_ref::<commands::policy::OperatorHasNoCluster>()
+                .downcast_ref::<commands::policy::PolicyUsage>()
                 .is_some()
         {
             return 2;

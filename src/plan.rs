@@ -50,6 +50,35 @@ pub enum PlanError {
     BadVersion { cluster: String, value: String },
 
     #[error(
+        "the permissions boundary {arn} does not exist: every role `bastion up` creates carries \
+         it, so an administrator creates it once per account from `bastion policy boundary` (see \
+         the README's Teams section). Or have them make the proxy's role and profile \
+         (`bastion policy proxy-role --cluster {cluster}`) and pass --instance-profile"
+    )]
+    NoBoundary { arn: String, cluster: String },
+
+    #[error(
+        "--instance-profile {given}: the proxy of cluster '{cluster}' in this region runs with the \
+         instance profile /bastion/{expected} (the name its identity is checked by); pass \
+         --instance-profile {expected}"
+    )]
+    ProfileName {
+        given: String,
+        expected: String,
+        cluster: String,
+    },
+
+    #[error(
+        "the instance profile {name} {problem}: an administrator makes it from `bastion policy \
+         proxy-role --cluster {cluster}` (a CloudFormation template)"
+    )]
+    NoProfile {
+        name: String,
+        problem: String,
+        cluster: String,
+    },
+
+    #[error(
         "the head node {instance} of cluster '{cluster}' has no private IPv4 address that bastion \
          can read ({value:?}); the proxy's sshd admits teammates to exactly that address"
     )]
@@ -94,11 +123,17 @@ impl fmt::Display for Plan {
                 "  (the head node's security groups already admit the proxy)"
             )?,
         }
-        writeln!(
-            f,
-            "  IAM role        {} and instance profile {} under /bastion/ (pcluster user policy, DCV licence, SSM core)",
-            self.role, self.instance_profile
-        )?;
+        match &self.provided_profile {
+            Some(p) => writeln!(
+                f,
+                "  IAM             none: the administrator's instance profile {p} is used"
+            )?,
+            None => writeln!(
+                f,
+                "  IAM role        {} and instance profile {} under /bastion/ (pcluster user policy, DCV licence, SSM core), bounded by {}",
+                self.role, self.instance_profile, self.boundary
+            )?,
+        }
         writeln!(
             f,
             "  instance        {} {} ({}) in {} ({}), {} GiB encrypted gp3, IMDSv2, public IPv4",
@@ -267,6 +302,53 @@ pub async fn plan(ctx: &Context, args: &UpArgs, head: &HeadNode) -> anyhow::Resu
         .flatten();
 
     let names = Names::new(&head.cluster, &region);
+    // The role and profile: an administrator's (checked to be where the identity check looks),
+    // or bastion's, each with the boundary the administrator made.
+    let target = crate::policy::Target {
+        partition: &identity.partition,
+        account: &identity.account,
+        region: &region,
+    };
+    let boundary = target.boundary_arn();
+    let provided_profile = match &args.instance_profile {
+        Some(given) => {
+            if *given != names.instance_profile {
+                return Err(PlanError::ProfileName {
+                    given: given.clone(),
+                    expected: names.instance_profile.clone(),
+                    cluster: head.cluster.clone(),
+                }
+                .into());
+            }
+            progress.phase(format!("reading the instance profile {given}"));
+            let problem = match cloud.instance_profile(given).await? {
+                Some(p) if p.path == crate::aws::IAM_PATH => None,
+                Some(p) => Some(format!("is under the path {}, not /bastion/", p.path)),
+                None => Some("does not exist".to_string()),
+            };
+            if let Some(problem) = problem {
+                return Err(PlanError::NoProfile {
+                    name: given.clone(),
+                    problem,
+                    cluster: head.cluster.clone(),
+                }
+                .into());
+            }
+            Some(given.clone())
+        }
+        None => {
+            let arn = target.boundary_arn();
+            progress.phase("checking the permissions boundary for the proxy's role");
+            if !cloud.policy_exists(&arn).await? {
+                return Err(PlanError::NoBoundary {
+                    arn,
+                    cluster: head.cluster.clone(),
+                }
+                .into());
+            }
+            None
+        }
+    };
     let user_data = userdata::render(&userdata::Settings {
         cluster: &head.cluster,
         os: args.os,
@@ -304,6 +386,8 @@ pub async fn plan(ctx: &Context, args: &UpArgs, head: &HeadNode) -> anyhow::Resu
         security_group: names.security_group.clone(),
         role: names.role.clone(),
         instance_profile: names.instance_profile.clone(),
+        provided_profile,
+        boundary,
         tags: resource_tags(&head.cluster, "<run id>", &region, &names.instance),
         user_data,
     })

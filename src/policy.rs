@@ -15,6 +15,9 @@ const BASTION_OPERATOR: &str = include_str!("../policies/bastion-operator.json")
 /// instance resource, and IAM takes any single-valued condition key as a variable.
 const IAM_VARIABLES: &[&str] = &["${ec2:InstanceID}"];
 
+/// The permissions boundary's name (under `/bastion/`).
+pub const BOUNDARY_NAME: &str = "bastion-proxy-boundary";
+
 /// IAM's limit for one managed policy, counted without white space.
 pub const MANAGED_POLICY_LIMIT: usize = 6_144;
 /// IAM's limit for all inline policies of one role together.
@@ -35,6 +38,18 @@ impl Target<'_> {
         } else {
             "ec2.amazonaws.com"
         }
+    }
+
+    /// The permissions boundary every role the operator creates carries: a managed policy an
+    /// administrator creates once from `bastion policy boundary`, at this path and name.
+    pub fn boundary_arn(&self) -> String {
+        format!(
+            "arn:{}:iam::{}:policy{}{}",
+            self.partition,
+            self.account,
+            crate::aws::IAM_PATH,
+            BOUNDARY_NAME
+        )
     }
 
     pub fn ssm_core_policy_arn(&self) -> String {
@@ -68,7 +83,8 @@ fn render(name: &'static str, template: &str, t: &Target) -> Result<String, Poli
         .replace("${PARTITION}", t.partition)
         .replace("${ACCOUNT}", t.account)
         .replace("${REGION}", t.region)
-        .replace("${EC2_PRINCIPAL}", t.ec2_principal());
+        .replace("${EC2_PRINCIPAL}", t.ec2_principal())
+        .replace("${BOUNDARY}", &t.boundary_arn());
     let mut rest = text.as_str();
     while let Some(start) = rest.find("${") {
         let tail = &rest[start..];
@@ -82,14 +98,6 @@ fn render(name: &'static str, template: &str, t: &Target) -> Result<String, Poli
         serde_json::from_str(&text).map_err(|source| PolicyError::Invalid { name, source })?;
     // Minified: IAM counts characters, and the role's inline total is capped.
     Ok(value.to_string())
-}
-
-/// A readable rendering, for an administrator to read and attach.
-fn pretty(name: &'static str, template: &str, t: &Target) -> Result<String, PolicyError> {
-    let minified = render(name, template, t)?;
-    let value: Value =
-        serde_json::from_str(&minified).map_err(|source| PolicyError::Invalid { name, source })?;
-    serde_json::to_string_pretty(&value).map_err(|source| PolicyError::Invalid { name, source })
 }
 
 /// Which clusters a teammate's policy covers: every one (by the tags alone), or one, named by
@@ -160,9 +168,102 @@ pub fn user_policy(t: &Target, scope: &UserScope) -> Result<String, PolicyError>
     serde_json::to_string_pretty(&doc).map_err(|source| PolicyError::Invalid { name, source })
 }
 
-/// What `up`, `down` and `doctor --fix` need.
-pub fn operator_policy(t: &Target) -> Result<String, PolicyError> {
-    pretty("bastion-operator", BASTION_OPERATOR, t)
+/// The statements of the operator's policy that write IAM: creating, filling and removing the
+/// proxy's role and profile, each role only with the boundary. Left out where an administrator
+/// made the role and profile (`up --instance-profile`).
+const OPERATOR_IAM_WRITES: &[&str] = &[
+    "ReadTheBoundary",
+    "RolesOnlyWithTheBoundary",
+    "TagTheProxysRole",
+    "AttachTheSsmCoreOnly",
+    "ProfilesUnderBastionsPath",
+    "TheBoundaryStays",
+    "NoOtherBoundary",
+];
+
+/// What `up`, `down` and `doctor --fix` need. With `pre_provisioned`, no IAM write at all: the
+/// proxy's role and profile are an administrator's (`bastion policy proxy-role`), passed to EC2.
+pub fn operator_policy(t: &Target, pre_provisioned: bool) -> Result<String, PolicyError> {
+    let name = "bastion-operator";
+    let mut doc: Value = serde_json::from_str(&render(name, BASTION_OPERATOR, t)?)
+        .map_err(|source| PolicyError::Invalid { name, source })?;
+    if pre_provisioned && let Some(statements) = doc["Statement"].as_array_mut() {
+        statements.retain(|st| !OPERATOR_IAM_WRITES.contains(&st["Sid"].as_str().unwrap_or("")));
+    }
+    serde_json::to_string_pretty(&doc).map_err(|source| PolicyError::Invalid { name, source })
+}
+
+/// The permissions boundary of the proxy's role: the union of what bastion gives the role (its
+/// inline policies, the ParallelCluster user policy included, and Session Manager's core), the
+/// Denies kept. A role the operator creates can never hold more, whatever it attaches.
+pub fn boundary_policy(t: &Target) -> Result<String, PolicyError> {
+    let name = "bastion-proxy-boundary";
+    let mut statements = Vec::new();
+    for p in inline_policies(t, true)? {
+        let doc: Value = serde_json::from_str(&p.document)
+            .map_err(|source| PolicyError::Invalid { name, source })?;
+        statements.extend(doc["Statement"].as_array().cloned().unwrap_or_default());
+    }
+    // AmazonSSMManagedInstanceCore's services (the managed policy bastion attaches).
+    statements.push(serde_json::json!({
+        "Sid": "SessionManagerCore",
+        "Effect": "Allow",
+        "Action": ["ssm:*", "ssmmessages:*", "ec2messages:*"],
+        "Resource": "*"
+    }));
+    let doc = serde_json::json!({ "Version": "2012-10-17", "Statement": statements });
+    Ok(doc.to_string())
+}
+
+/// A CloudFormation template for an administrator: the proxy's role and instance profile for
+/// one cluster, under `/bastion/` with the names bastion gives them (so the proxy's identity
+/// check holds), the role's policies as `up` would attach them, no `bastion:cluster` tag (so
+/// `down` never removes them).
+pub fn proxy_role_template(
+    t: &Target,
+    names: &crate::state::Names,
+    cluster: &str,
+    pcluster: bool,
+) -> Result<String, PolicyError> {
+    let name = "proxy-role";
+    let parse = |text: &str| -> Result<Value, PolicyError> {
+        serde_json::from_str(text).map_err(|source| PolicyError::Invalid { name, source })
+    };
+    let policies: Vec<Value> = inline_policies(t, pcluster)?
+        .into_iter()
+        .map(|p| {
+            Ok(serde_json::json!({ "PolicyName": p.name, "PolicyDocument": parse(&p.document)? }))
+        })
+        .collect::<Result<_, PolicyError>>()?;
+    let template = serde_json::json!({
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Description": format!(
+            "bastion: the proxy's role and instance profile for ParallelCluster cluster {cluster} \
+             in {}, made by an administrator (bastion up --instance-profile {})",
+            t.region, names.instance_profile
+        ),
+        "Resources": {
+            "ProxyRole": {
+                "Type": "AWS::IAM::Role",
+                "Properties": {
+                    "RoleName": names.role,
+                    "Path": crate::aws::IAM_PATH,
+                    "AssumeRolePolicyDocument": parse(&trust_policy(t)?)?,
+                    "Policies": policies,
+                    "ManagedPolicyArns": [t.ssm_core_policy_arn()],
+                }
+            },
+            "ProxyInstanceProfile": {
+                "Type": "AWS::IAM::InstanceProfile",
+                "Properties": {
+                    "InstanceProfileName": names.instance_profile,
+                    "Path": crate::aws::IAM_PATH,
+                    "Roles": [{ "Ref": "ProxyRole" }],
+                }
+            }
+        }
+    });
+    serde_json::to_string_pretty(&template).map_err(|source| PolicyError::Invalid { name, source })
 }
 
 pub fn trust_policy(t: &Target) -> Result<String, PolicyError> {

@@ -51,6 +51,10 @@ pub struct Plan {
     pub security_group: String,
     pub role: String,
     pub instance_profile: String,
+    /// An administrator's instance profile (`up --instance-profile`): no IAM is created.
+    pub provided_profile: Option<String>,
+    /// The permissions boundary the role bastion creates carries.
+    pub boundary: String,
     pub tags: Vec<Tag>,
     pub user_data: String,
 }
@@ -94,11 +98,6 @@ pub async fn create(
 ) -> anyhow::Result<Created> {
     let names = Names::new(&plan.cluster, &plan.region);
     let tags = |name: &str| resource_tags(&plan.cluster, run_id, &plan.region, name);
-    let target = policy::Target {
-        partition: &plan.partition,
-        account: &plan.account,
-        region: &plan.region,
-    };
 
     progress.phase("generating the proxy's SSH key");
     // Recorded before the files exist: a write that fails halfway (the private key written,
@@ -206,70 +205,19 @@ pub async fn create(
         }
     }
 
-    progress.phase(format!("creating IAM role {}", names.role));
-    attempted.iam = true;
-    let iam_tags = tags(&names.role);
-    cloud
-        .create_role(
-            &names.role,
-            crate::aws::IAM_PATH,
-            &policy::trust_policy(&target)?,
-            &format!(
-                "bastion proxy of ParallelCluster cluster {} in {}",
-                plan.cluster, plan.region
-            ),
-            &iam_tags,
-        )
-        .await?;
-    ledger.record(Resource::Role {
-        name: names.role.clone(),
-    })?;
-    let new_role = format!("the new IAM role {}", names.role);
-    for p in policy::inline_policies(&target, plan.pcluster_policy)? {
-        on_fresh(&new_role, || {
-            cloud.put_role_policy(&names.role, p.name, &p.document)
-        })
-        .await?;
-        ledger.record(Resource::InlinePolicy {
-            role: names.role.clone(),
-            name: p.name.to_string(),
-        })?;
-    }
-    let ssm_core = target.ssm_core_policy_arn();
-    on_fresh(&new_role, || {
-        cloud.attach_role_policy(&names.role, &ssm_core)
-    })
-    .await?;
-    ledger.record(Resource::AttachedPolicy {
-        role: names.role.clone(),
-        arn: ssm_core,
-    })?;
-    progress.note(format!("created IAM role {} with its policies", names.role));
-
-    progress.phase(format!(
-        "creating instance profile {}",
-        names.instance_profile
-    ));
-    let profile_arn = cloud
-        .create_instance_profile(&names.instance_profile, crate::aws::IAM_PATH, &iam_tags)
-        .await?;
-    ledger.record(Resource::InstanceProfile {
-        name: names.instance_profile.clone(),
-        arn: profile_arn.clone(),
-    })?;
-    on_fresh(
-        &format!("the new instance profile {}", names.instance_profile),
-        || cloud.add_role_to_instance_profile(&names.instance_profile, &names.role),
-    )
-    .await?;
-    ledger.record(Resource::RoleInProfile {
-        profile: names.instance_profile.clone(),
-        role: names.role.clone(),
-    })?;
-    progress.note(format!(
-        "created instance profile {}",
-        names.instance_profile
-    ));
+    let profile_arn = match &plan.provided_profile {
+        Some(name) => {
+            let profile = cloud.instance_profile(name).await?;
+            progress.note(format!(
+                "using the administrator's instance profile {name} (nothing of IAM is created)"
+            ));
+            profile.map(|p| p.arn).unwrap_or_default()
+        }
+        None => {
+            let iam_tags = tags(&names.role);
+            create_role_and_profile(cloud, plan, &iam_tags, ledger, attempted, progress).await?
+        }
+    };
 
     let mut instance_tags = tags(&names.instance);
     instance_tags.extend([
@@ -377,4 +325,87 @@ async fn run_with_propagation_retry(
             other => return Ok(other?),
         }
     }
+}
+
+/// The proxy's role (bounded by the administrator's boundary, with its policies) and instance
+/// profile, each recorded in the ledger as it comes to exist; returns the profile's ARN.
+async fn create_role_and_profile(
+    cloud: &dyn Cloud,
+    plan: &Plan,
+    iam_tags: &[Tag],
+    ledger: &mut Ledger,
+    attempted: &mut Kinds,
+    progress: &Progress,
+) -> anyhow::Result<String> {
+    let names = Names::new(&plan.cluster, &plan.region);
+    let target = policy::Target {
+        partition: &plan.partition,
+        account: &plan.account,
+        region: &plan.region,
+    };
+    progress.phase(format!("creating IAM role {}", names.role));
+    attempted.iam = true;
+    cloud
+        .create_role(
+            &names.role,
+            crate::aws::IAM_PATH,
+            &policy::trust_policy(&target)?,
+            &format!(
+                "bastion proxy of ParallelCluster cluster {} in {}",
+                plan.cluster, plan.region
+            ),
+            &plan.boundary,
+            iam_tags,
+        )
+        .await?;
+    ledger.record(Resource::Role {
+        name: names.role.clone(),
+    })?;
+    let new_role = format!("the new IAM role {}", names.role);
+    for p in policy::inline_policies(&target, plan.pcluster_policy)? {
+        on_fresh(&new_role, || {
+            cloud.put_role_policy(&names.role, p.name, &p.document)
+        })
+        .await?;
+        ledger.record(Resource::InlinePolicy {
+            role: names.role.clone(),
+            name: p.name.to_string(),
+        })?;
+    }
+    let ssm_core = target.ssm_core_policy_arn();
+    on_fresh(&new_role, || {
+        cloud.attach_role_policy(&names.role, &ssm_core)
+    })
+    .await?;
+    ledger.record(Resource::AttachedPolicy {
+        role: names.role.clone(),
+        arn: ssm_core,
+    })?;
+    progress.note(format!("created IAM role {} with its policies", names.role));
+
+    progress.phase(format!(
+        "creating instance profile {}",
+        names.instance_profile
+    ));
+    let profile_arn = cloud
+        .create_instance_profile(&names.instance_profile, crate::aws::IAM_PATH, iam_tags)
+        .await?;
+    ledger.record(Resource::InstanceProfile {
+        name: names.instance_profile.clone(),
+        arn: profile_arn.clone(),
+    })?;
+    on_fresh(
+        &format!("the new instance profile {}", names.instance_profile),
+        || cloud.add_role_to_instance_profile(&names.instance_profile, &names.role),
+    )
+    .await?;
+    ledger.record(Resource::RoleInProfile {
+        profile: names.instance_profile.clone(),
+        role: names.role.clone(),
+    })?;
+    progress.note(format!(
+        "created instance profile {}",
+        names.instance_profile
+    ));
+    Ok(profile_arn)
 }

@@ -1681,3 +1681,159 @@ async fn a_version_that_is_not_a_release_is_refused_before_anything_exists() {
     assert_eq!(r.status, 0, "{r:?}");
     assert!(r.stdout.contains("pcluster 3.16.1"), "{r:?}");
 }
+
+/// Every role `up` creates carries the permissions boundary the administrator made (read back
+/// from AWS); without it, `up` says what to do and creates nothing. With `--instance-profile`,
+/// the administrator's role and profile (made here from `bastion policy proxy-role`'s own
+/// template) are used, no IAM is created, and `down` leaves them.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_proxys_role_carries_the_boundary_or_is_the_administrators() {
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    aws.build_lab(LabOptions::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Bastion::new(&moto, tmp.path());
+    let role = format!("bastion-{CLUSTER}-{REGION}");
+    let boundary = format!(
+        "arn:aws:iam::123456789012:policy/bastion/{}",
+        bastion::policy::BOUNDARY_NAME
+    );
+
+    assert_eq!(b.up_no_wait().status, 0);
+    let got = aws.iam.get_role().role_name(&role).send().await.unwrap();
+    assert_eq!(
+        got.role()
+            .and_then(|r| r.permissions_boundary())
+            .and_then(|p| p.permissions_boundary_arn()),
+        Some(boundary.as_str())
+    );
+    assert_eq!(b.run(&["down", "--cluster", CLUSTER]).status, 0);
+
+    // No boundary in the account: nothing is created, and the error says how to get one.
+    aws.iam
+        .delete_policy()
+        .policy_arn(&boundary)
+        .send()
+        .await
+        .unwrap();
+    let r = b.up_no_wait();
+    assert_eq!(r.status, 2, "{r:?}");
+    assert!(
+        r.stderr.contains(&boundary)
+            && r.stderr.contains("bastion policy boundary")
+            && r.stderr.contains("--instance-profile"),
+        "{r:?}"
+    );
+    assert_eq!(aws.leftovers(CLUSTER).await, Vec::<String>::new());
+
+    // The administrator deploys `bastion policy proxy-role`'s template (its resources made as
+    // CloudFormation would, from the template's own properties).
+    let r = b.run(&["policy", "proxy-role", "--cluster", CLUSTER]);
+    assert_eq!(r.status, 0, "{r:?}");
+    let template = r.json();
+    let props = &template["Resources"]["ProxyRole"]["Properties"];
+    assert_eq!(props["Path"], "/bastion/");
+    aws.iam
+        .create_role()
+        .role_name(props["RoleName"].as_str().unwrap())
+        .path("/bastion/")
+        .assume_role_policy_document(props["AssumeRolePolicyDocument"].to_string())
+        .send()
+        .await
+        .unwrap();
+    for p in props["Policies"].as_array().unwrap() {
+        aws.iam
+            .put_role_policy()
+            .role_name(&role)
+            .policy_name(p["PolicyName"].as_str().unwrap())
+            .policy_document(p["PolicyDocument"].to_string())
+            .send()
+            .await
+            .unwrap();
+    }
+    let profile = &template["Resources"]["ProxyInstanceProfile"]["Properties"];
+    let profile_name = profile["InstanceProfileName"].as_str().unwrap().to_string();
+    aws.iam
+        .create_instance_profile()
+        .instance_profile_name(&profile_name)
+        .path("/bastion/")
+        .send()
+        .await
+        .unwrap();
+    aws.iam
+        .add_role_to_instance_profile()
+        .instance_profile_name(&profile_name)
+        .role_name(&role)
+        .send()
+        .await
+        .unwrap();
+
+    let up = |profile: &str| {
+        b.run(&[
+            "up",
+            "--cluster",
+            CLUSTER,
+            "--allow-cidr",
+            ALLOW,
+            "--no-wait",
+            "--instance-profile",
+            profile,
+            "--output",
+            "json",
+        ])
+    };
+    let r = up("someone-elses");
+    assert_eq!(r.status, 2, "{r:?}");
+    assert!(
+        r.stderr
+            .contains(&format!("pass --instance-profile {profile_name}")),
+        "{r:?}"
+    );
+    let r = up(&profile_name);
+    assert_eq!(r.status, 0, "{r:?}");
+    let id = r.json()["instance_id"].as_str().unwrap().to_string();
+    let i = aws
+        .ec2
+        .describe_instances()
+        .instance_ids(&id)
+        .send()
+        .await
+        .unwrap();
+    let arn = i.reservations()[0].instances()[0]
+        .iam_instance_profile()
+        .and_then(|p| p.arn())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        arn.ends_with(&format!(":instance-profile/bastion/{profile_name}")),
+        "{arn}"
+    );
+    // The proxy it made is bastion's (its identity check holds) and connect finds it.
+    let r = b.run(&["status", "--output", "json"]);
+    assert!(
+        r.stdout.contains(&id) && !r.stdout.contains("look-alike"),
+        "{r:?}"
+    );
+
+    assert_eq!(b.run(&["down", "--cluster", CLUSTER]).status, 0);
+    // Nothing of bastion's left but the administrator's two, which `down` never removes.
+    assert_eq!(
+        aws.leftovers(CLUSTER).await,
+        vec![
+            format!("role {role}"),
+            format!("instance profile {profile_name}")
+        ]
+    );
+    aws.iam
+        .get_role()
+        .role_name(&role)
+        .send()
+        .await
+        .expect("the administrator's role stays");
+    aws.iam
+        .get_instance_profile()
+        .instance_profile_name(&profile_name)
+        .send()
+        .await
+        .expect("the administrator's profile stays");
+}

@@ -538,7 +538,7 @@ fn render_for_moto(policy: &str) -> String {
     };
     match policy {
         "user" => bastion::policy::user_policy(&t, &Default::default()).unwrap(),
-        _ => bastion::policy::operator_policy(&t).unwrap(),
+        _ => bastion::policy::operator_policy(&t, false).unwrap(),
     }
 }
 

@@ -190,14 +190,21 @@ impl<C: Cloud> Cloud for Faulty<C> {
         path: &str,
         trust_policy: &str,
         description: &str,
+        boundary: &str,
         tags: &[Tag],
     ) -> AwsResult<String> {
         write_op!(
             self,
             "create_role",
             self.inner
-                .create_role(name, path, trust_policy, description, tags)
+                .create_role(name, path, trust_policy, description, boundary, tags)
         )
+    }
+    async fn policy_exists(&self, arn: &str) -> AwsResult<bool> {
+        self.inner.policy_exists(arn).await
+    }
+    async fn instance_profile(&self, name: &str) -> AwsResult<Option<IamEntity>> {
+        self.inner.instance_profile(name).await
     }
     async fn delete_role(&self, name: &str) -> AwsResult<()> {
         write_op!(self, "delete_role", self.inner.delete_role(name))

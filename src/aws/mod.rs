@@ -311,14 +311,20 @@ pub trait Cloud: Send + Sync {
         tags: &[Tag],
     ) -> AwsResult<Vec<String>>;
     async fn revoke_ingress(&self, group_id: &str, rule_ids: &[String]) -> AwsResult<()>;
+    /// A role under `path` that carries the permissions boundary `boundary` (a policy ARN).
     async fn create_role(
         &self,
         name: &str,
         path: &str,
         trust_policy: &str,
         description: &str,
+        boundary: &str,
         tags: &[Tag],
     ) -> AwsResult<String>;
+    /// Whether the managed policy `arn` exists (GetPolicy).
+    async fn policy_exists(&self, arn: &str) -> AwsResult<bool>;
+    /// The instance profile `name`, if it exists.
+    async fn instance_profile(&self, name: &str) -> AwsResult<Option<IamEntity>>;
     async fn delete_role(&self, name: &str) -> AwsResult<()>;
     async fn put_role_policy(&self, role: &str, name: &str, document: &str) -> AwsResult<()>;
     async fn delete_role_policy(&self, role: &str, name: &str) -> AwsResult<()>;

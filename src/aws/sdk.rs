@@ -968,6 +968,7 @@ impl Cloud for SdkCloud {
         path: &str,
         trust_policy: &str,
         description: &str,
+        boundary: &str,
         tags: &[Tag],
     ) -> AwsResult<String> {
         let out = sdk!(
@@ -978,10 +979,37 @@ impl Cloud for SdkCloud {
                 .path(path)
                 .assume_role_policy_document(trust_policy)
                 .description(description)
+                .permissions_boundary(boundary)
                 .set_tags(Some(iam_tags(tags)))
                 .send()
         )?;
         Ok(out.role().map(|r| r.arn().to_string()).unwrap_or_default())
+    }
+
+    async fn policy_exists(&self, arn: &str) -> AwsResult<bool> {
+        let out = or_missing(sdk!(
+            "iam:GetPolicy",
+            self.iam.get_policy().policy_arn(arn).send()
+        ))?;
+        Ok(out.is_some())
+    }
+
+    async fn instance_profile(&self, name: &str) -> AwsResult<Option<IamEntity>> {
+        let out = or_missing(sdk!(
+            "iam:GetInstanceProfile",
+            self.iam
+                .get_instance_profile()
+                .instance_profile_name(name)
+                .send()
+        ))?;
+        Ok(out.and_then(|o| {
+            o.instance_profile().map(|p| IamEntity {
+                name: p.instance_profile_name().to_string(),
+                arn: p.arn().to_string(),
+                path: p.path().to_string(),
+                tags: from_iam_tags(p.tags()),
+            })
+        }))
     }
 
     async fn delete_role(&self, name: &str) -> AwsResult<()> {

@@ -9,8 +9,16 @@ use crate::policy::{self, Target, UserScope};
 use crate::proxy::{self, Expected};
 
 #[derive(Debug, thiserror::Error)]
-#[error("--cluster applies to `bastion policy user`; the operator's policy covers every cluster")]
-pub struct OperatorHasNoCluster;
+pub enum PolicyUsage {
+    #[error("--cluster applies to `bastion policy user` and `proxy-role`")]
+    NoCluster,
+    #[error(
+        "`bastion policy proxy-role` needs --cluster NAME: the role and profile are per cluster"
+    )]
+    ClusterNeeded,
+    #[error("--pre-provisioned applies to `bastion policy operator`")]
+    NotOperator,
+}
 
 pub async fn run(ctx: &Context, args: PolicyArgs) -> anyhow::Result<()> {
     let identity = ctx.identity().await?.clone();
@@ -19,9 +27,33 @@ pub async fn run(ctx: &Context, args: PolicyArgs) -> anyhow::Result<()> {
         account: &identity.account,
         region: ctx.cloud.region(),
     };
+    if args.pre_provisioned && args.role != PolicyRole::Operator {
+        return Err(PolicyUsage::NotOperator.into());
+    }
     let document = match (args.role, args.cluster.as_deref()) {
-        (PolicyRole::Operator, None) => policy::operator_policy(&target)?,
-        (PolicyRole::Operator, Some(_)) => return Err(OperatorHasNoCluster.into()),
+        (PolicyRole::Operator, None) => policy::operator_policy(&target, args.pre_provisioned)?,
+        (PolicyRole::Boundary, None) => {
+            ctx.progress.note(format!(
+                "create it once per account as the managed policy {} (path /bastion/, name {}): \
+                 every role `bastion up` creates carries it as its permissions boundary",
+                target.boundary_arn(),
+                policy::BOUNDARY_NAME
+            ));
+            policy::boundary_policy(&target)?
+        }
+        (PolicyRole::ProxyRole, Some(cluster)) => {
+            let names = crate::state::Names::new(cluster, target.region);
+            ctx.progress.note(format!(
+                "deploy it with CloudFormation (capability CAPABILITY_NAMED_IAM), then `bastion up \
+                 --cluster {cluster} --instance-profile {}`",
+                names.instance_profile
+            ));
+            policy::proxy_role_template(&target, &names, cluster, true)?
+        }
+        (PolicyRole::ProxyRole, None) => return Err(PolicyUsage::ClusterNeeded.into()),
+        (PolicyRole::Operator | PolicyRole::Boundary, Some(_)) => {
+            return Err(PolicyUsage::NoCluster.into());
+        }
         (PolicyRole::User, None) => {
             ctx.progress.note(
                 "this document covers every cluster bastion serves in the account (any instance \

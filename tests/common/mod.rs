@@ -261,7 +261,30 @@ impl Default for LabOptions {
 }
 
 impl Clients {
+    /// What an administrator does once per account before anyone runs `up`: the permissions
+    /// boundary from `bastion policy boundary`, as the managed policy bastion names.
+    pub async fn create_boundary(&self) {
+        let t = bastion::policy::Target {
+            partition: "aws",
+            account: "123456789012",
+            region: REGION,
+        };
+        let r = self
+            .iam
+            .create_policy()
+            .policy_name(bastion::policy::BOUNDARY_NAME)
+            .path("/bastion/")
+            .policy_document(bastion::policy::boundary_policy(&t).unwrap())
+            .send()
+            .await;
+        if let Err(e) = r {
+            let text = format!("{e:?}");
+            assert!(text.contains("EntityAlreadyExists"), "{text}");
+        }
+    }
+
     pub async fn build_lab(&self, o: LabOptions) -> Lab {
+        self.create_boundary().await;
         let ec2 = &self.ec2;
         let vpc = ec2
             .create_vpc()

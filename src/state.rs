@@ -70,6 +70,9 @@ pub fn known_clusters(root: &Path) -> Vec<String> {
     names
 }
 
+/// The proxy key's file name in a cluster's folder (the public key beside it, `.pub`).
+pub const PRIVATE_KEY_FILE: &str = "id_ed25519";
+
 /// Where one cluster's bastion keeps its local files.
 #[derive(Debug, Clone)]
 pub struct BastionDir {
@@ -90,7 +93,7 @@ impl BastionDir {
     }
 
     pub fn private_key(&self) -> PathBuf {
-        self.dir.join("id_ed25519")
+        self.dir.join(PRIVATE_KEY_FILE)
     }
 
     pub fn public_key(&self) -> PathBuf {

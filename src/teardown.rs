@@ -269,7 +269,13 @@ pub fn remove_local(path: &std::path::Path) -> std::io::Result<bool> {
 
 /// Removes one recorded resource; false when it never came to exist (a local key recorded
 /// before its files were written), so it is not reported as removed.
-async fn remove_one(cloud: &dyn Cloud, resource: &Resource) -> anyhow::Result<bool> {
+/// `own_key` is the one local file bastion makes beside the ledger: a ledger (a file, so
+/// untrusted) that names any other path gets it refused, never deleted.
+async fn remove_one(
+    cloud: &dyn Cloud,
+    resource: &Resource,
+    own_key: &std::path::Path,
+) -> anyhow::Result<bool> {
     match resource {
         Resource::Instance { id } => {
             done_if_missing(cloud.terminate_instance(id).await)?;
@@ -291,7 +297,16 @@ async fn remove_one(cloud: &dyn Cloud, resource: &Resource) -> anyhow::Result<bo
             done_if_missing(cloud.delete_role_policy(role, name).await)?
         }
         Resource::Role { name } => delete_role(cloud, name).await?,
-        Resource::LocalKey { path } => return Ok(remove_local(path)?),
+        Resource::LocalKey { path } if path == own_key => return Ok(remove_local(path)?),
+        Resource::LocalKey { path } => {
+            tracing::warn!(
+                "not deleting {}: the ledger names it as the proxy key, but bastion makes its key \
+                 at {} and deletes only what it made in its state dir",
+                crate::ui::printable(&path.display().to_string()),
+                own_key.display()
+            );
+            return Ok(false);
+        }
     }
     Ok(true)
 }
@@ -305,10 +320,11 @@ pub async fn teardown_ledger(
 ) -> Report {
     let mut report = Report::default();
     let resources: Vec<Resource> = ledger.resources().iter().rev().cloned().collect();
+    let own_key = ledger.path().with_file_name(crate::state::PRIVATE_KEY_FILE);
     for r in resources {
         let what = r.describe();
         progress.phase(format!("removing {what}"));
-        match remove_one(cloud, &r).await {
+        match remove_one(cloud, &r, &own_key).await {
             Ok(existed) => {
                 // Removed is removed: a ledger that could not be rewritten still lists it, and
                 // the next teardown finds it gone (NotFound counts as done).

@@ -1837,3 +1837,95 @@ async fn the_proxys_role_carries_the_boundary_or_is_the_administrators() {
         .await
         .expect("the administrator's profile stays");
 }
+
+/// The ledger is a file, so untrusted: one that names another path as the proxy key gets that
+/// path left alone by `down` (bastion deletes only what it made in its state dir), said on
+/// stderr, and the rest is removed.
+#[tokio::test(flavor = "multi_thread")]
+async fn down_deletes_no_file_the_ledger_names_outside_what_bastion_made() {
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    aws.build_lab(LabOptions::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Bastion::new(&moto, tmp.path());
+    assert_eq!(b.up_no_wait().status, 0);
+    let victim = tmp.path().join("precious");
+    std::fs::write(&victim, "mine").unwrap();
+    std::fs::write(victim.with_extension("pub"), "mine too").unwrap();
+    let ledger = b
+        .state_dir
+        .join(format!("123456789012/{REGION}/{CLUSTER}/ledger.json"));
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ledger).unwrap()).unwrap();
+    let text = doc.to_string();
+    let own = b
+        .state_dir
+        .join(format!("123456789012/{REGION}/{CLUSTER}/id_ed25519"));
+    assert!(text.contains(own.to_str().unwrap()), "{text}");
+    doc = serde_json::from_str(&text.replace(own.to_str().unwrap(), victim.to_str().unwrap()))
+        .unwrap();
+    std::fs::write(&ledger, doc.to_string()).unwrap();
+
+    let r = b.run(&["down", "--cluster", CLUSTER]);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(
+        r.stderr
+            .contains(&format!("not deleting {}", victim.display())),
+        "{r:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "mine");
+    assert!(victim.with_extension("pub").exists());
+    assert_eq!(aws.leftovers(CLUSTER).await, Vec::<String>::new());
+}
+
+/// Every folder bastion makes in its state dir is 0700 and every file 0600, whatever the umask.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_state_dir_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    aws.build_lab(LabOptions::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Bastion::new(&moto, tmp.path());
+    assert_eq!(b.up_no_wait().status, 0);
+    let id = aws.bastion_instances(CLUSTER).await[0]
+        .instance_id()
+        .unwrap()
+        .to_string();
+    let (_, host_key) = common::netlab::NetLab::key_pair(tmp.path(), "host");
+    let host_key: Vec<&str> = host_key.split_whitespace().take(2).collect();
+    aws.set_instance_tags(
+        &id,
+        &[
+            ("bastion:host-key", &host_key.join(" ")),
+            ("bastion:state", "ready"),
+        ],
+    )
+    .await;
+    let r = b.run(&[
+        "ssh-config",
+        "--cluster",
+        CLUSTER,
+        "--bastion-address",
+        "192.0.2.10",
+        "--install",
+    ]);
+    assert_eq!(r.status, 0, "{r:?}");
+    let mut seen = 0;
+    let mut stack = vec![b.state_dir.clone()];
+    while let Some(p) = stack.pop() {
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        if p.is_dir() {
+            assert_eq!(mode, 0o700, "{}", p.display());
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            assert_eq!(mode, 0o600, "{}", p.display());
+        }
+        seen += 1;
+    }
+    assert!(
+        seen >= 8,
+        "the key, its .pub, the ledger, the lock, known_hosts, ssh/: {seen}"
+    );
+    assert_eq!(b.run(&["down", "--cluster", CLUSTER]).status, 0);
+}

@@ -12,6 +12,11 @@ const UBUNTU2204: &str = include_str!("../userdata/ubuntu2204.sh");
 /// The DCV release ParallelCluster 3.16 pins.
 pub const DCV_VERSION: &str = "2025.0-20103";
 pub const DCV_BASE_URL: &str = "https://d1uj6qtbmh3dt5.cloudfront.net";
+/// The fingerprint of NICE's package signing key (`NICE s.r.l. <support@nice-software.com>`,
+/// rsa2048, key id 11B5C70A170C6114), read with `gpg --show-keys` from two independent copies
+/// of `NICE-GPG-KEY` (AWS does not publish it out of band): the key served beside the packages
+/// must be this one. Pinned, so a key swapped on the download host is refused.
+pub const DCV_KEY_FINGERPRINT: &str = "5B9EEBC864449701F6CE566A11B5C70A170C6114";
 /// The proxy's login for teammates: created by the user-data, with no shell, no sudo and no
 /// instance credentials, allowed by sshd to open one thing, the head node's port 22. The only
 /// user the teammate policy lets EC2 Instance Connect push a key for (`ec2:osuser`).
@@ -112,6 +117,7 @@ pub fn render(s: &Settings) -> String {
          INSTALL_DCV={dcv}\n\
          DCV_VERSION={dcv_version}\n\
          DCV_BASE_URL={dcv_url}\n\
+         DCV_KEY_FINGERPRINT={dcv_key}\n\
          \n{common}\n{os_part}\nmain \"$@\"\n",
         cluster_comment = s.cluster.replace('\n', " "),
         os = s.os.as_str(),
@@ -125,6 +131,7 @@ pub fn render(s: &Settings) -> String {
         dcv = u8::from(s.install_dcv),
         dcv_version = shell_word(DCV_VERSION),
         dcv_url = shell_word(DCV_BASE_URL),
+        dcv_key = shell_word(DCV_KEY_FINGERPRINT),
     )
 }
 

@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Command;
 
-use bastion::userdata::{ProxyOs, Settings, render};
+use bastion::userdata::{DCV_KEY_FINGERPRINT, ProxyOs, Settings, render};
 
 fn script(os: ProxyOs, idle: u32, dcv: bool) -> String {
     render(&Settings {
@@ -87,8 +87,6 @@ exit 0"#,
         ("useradd", r#"mark "user-${!#}""#),
         ("nft", ""),
         ("logger", ""),
-        // Imports only the key file curl fetched (non-empty).
-        ("gpg", r#"[ "$1" = --import ] && [ -s "$2" ]"#),
         ("ssh-keygen", ""),
         ("snap", ""),
         ("dcv", ""),
@@ -110,14 +108,10 @@ exit 0"#,
     esac; done ;;
 esac"#,
         ),
-        // `rpm --import URL` fetches the URL itself: only the real key's address is taken.
+        // What is installed (the real rpmkeys checks signatures, below).
         (
             "rpm",
-            r#"if [ "$1" = --import ]; then
-  awk -F'\t' -v u="$2" '$1 == u { found = 1 } END { exit !found }' "$STUB_URLS" || { echo "rpm: $2: import read failed" >&2; exit 1; }
-  exit 0
-fi
-[ "$1" = -q ] || exit 0
+            r#"[ "$1" = -q ] || exit 0
 shift; for p in "$@"; do has "$p" || exit 1; done"#,
         ),
         (
@@ -163,6 +157,7 @@ const REAL_TOOLS: &[&str] = &[
     "cat",
     "chmod",
     "dirname",
+    "gpg",
     "grep",
     "gzip",
     "head",
@@ -171,6 +166,7 @@ const REAL_TOOLS: &[&str] = &[
     "mktemp",
     "mv",
     "od",
+    "rpmkeys",
     "rm",
     "sed",
     "seq",
@@ -194,6 +190,63 @@ fn dcv_url(os_arch: &str) -> String {
 }
 fn node_url(file: &str) -> String {
     format!("https://nodejs.org/dist/{NODE_VERSION}/{file}")
+}
+
+/// NICE's signing key, played by a key of the test's own, with DCV's four packages built by the
+/// real rpmbuild and signed by the real rpmsign: with that key (`nice/`), with another (`other/`)
+/// and not at all (`unsigned/`); `nice.asc` and `other.asc` the public keys, `fingerprint`
+/// the first's. Built once per test binary: the user-data checks them with the real gpg and
+/// rpmkeys.
+struct DcvSigning {
+    dir: PathBuf,
+    fingerprint: String,
+}
+
+const DCV_PACKAGES: [&str; 4] = [
+    "nice-dcv-server",
+    "nice-dcv-web-viewer",
+    "nice-xdcv",
+    "nice-dcv-simple-external-authenticator",
+];
+
+fn dcv_signing() -> &'static DcvSigning {
+    static SIGNING: std::sync::OnceLock<DcvSigning> = std::sync::OnceLock::new();
+    SIGNING.get_or_init(|| {
+        for tool in ["gpg", "gpgconf", "rpmbuild", "rpmsign"] {
+            common::require_tool(tool, &[])
+                .unwrap_or_else(|| panic!("{tool} is needed to build signed packages"));
+        }
+        let dir = tempfile::tempdir().unwrap().keep();
+        let packages = DCV_PACKAGES.join(" ");
+        sh(
+            &format!(
+                "export GNUPGHOME=\"$PWD/gnupg\"; mkdir -m 700 \"$GNUPGHOME\"
+                 for k in nice other; do
+                   gpg --batch --quiet --passphrase '' --quick-gen-key \"$k <$k@example.invalid>\" rsa2048 sign never 2>/dev/null
+                   gpg --batch --armor --export \"$k@example.invalid\" >\"$k.asc\"
+                 done
+                 mkdir -p unsigned nice other
+                 for p in {packages}; do
+                   printf 'Name: %s\\nVersion: 1\\nRelease: 1\\nSummary: stand-in\\nLicense: none\\nBuildArch: noarch\\n%%%%description\\nstand-in\\n%%%%files\\n' \"$p\" >\"$p.spec\"
+                   rpmbuild -bb --quiet --define \"_topdir $PWD/rb\" \"$p.spec\"
+                   cp \"rb/RPMS/noarch/$p-1-1.noarch.rpm\" \"unsigned/$p-1.rpm\"
+                   for k in nice other; do
+                     cp \"unsigned/$p-1.rpm\" \"$k/\"
+                     rpmsign --define \"_gpg_name $k@example.invalid\" --define \"__gpg $(command -v gpg)\" --addsign \"$k/$p-1.rpm\" >/dev/null
+                   done
+                 done
+                 gpg --batch --with-colons --show-keys nice.asc | awk -F: '$1 == \"fpr\" {{ print $10; exit }}' >fingerprint
+                 gpgconf --kill gpg-agent"
+            ),
+            &dir,
+        );
+        let fingerprint = std::fs::read_to_string(dir.join("fingerprint"))
+            .unwrap()
+            .trim()
+            .to_string();
+        assert_eq!(fingerprint.len(), 40, "{fingerprint}");
+        DcvSigning { dir, fingerprint }
+    })
 }
 
 struct Sandbox {
@@ -255,6 +308,12 @@ impl Sandbox {
         .unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         let script = tmp.path().join("user-data.sh");
+        // NICE's key is played by the test's own: its fingerprint is the one pinned here.
+        assert!(
+            text.contains(DCV_KEY_FINGERPRINT),
+            "the user-data pins DCV's key"
+        );
+        let text = text.replace(DCV_KEY_FINGERPRINT, &dcv_signing().fingerprint);
         std::fs::write(&script, text).unwrap();
         let sb = Sandbox {
             log: tmp.path().join("calls.log"),
@@ -290,11 +349,7 @@ impl Sandbox {
                 "imds-region".to_string(),
                 "us-east-1\n",
             ),
-            (
-                DCV_GPG_URL.to_string(),
-                "NICE-GPG-KEY".to_string(),
-                "-----BEGIN PGP PUBLIC KEY BLOCK-----\n",
-            ),
+            (DCV_GPG_URL.to_string(), "NICE-GPG-KEY".to_string(), ""),
             // DCV's simple external authenticator, as AWS's guide has it: plain HTTP on
             // loopback (an HTTPS request to it fails, as curl's would).
             (
@@ -303,16 +358,19 @@ impl Sandbox {
                 "<auth result=\"no\"/>\n",
             ),
         ];
-        for (os, files) in [
-            (
-                "amzn2023",
-                "nice-dcv-server-1.rpm nice-dcv-web-viewer-1.rpm nice-xdcv-1.rpm nice-dcv-simple-external-authenticator-1.rpm",
-            ),
-            (
-                "ubuntu2204",
-                "nice-dcv-server_1_amd64.deb nice-dcv-web-viewer_1_amd64.deb nice-xdcv_1_amd64.deb nice-dcv-simple-external-authenticator_1_amd64.deb",
-            ),
-        ] {
+        self.serve_dcv_key("nice");
+        self.pack_dcv_rpms("nice");
+        for arch in ["x86_64", "aarch64"] {
+            urls.push((
+                dcv_url(&format!("amzn2023-{arch}")),
+                format!("nice-dcv-2025.0-20103-amzn2023-{arch}.tgz"),
+                "",
+            ));
+        }
+        for (os, files) in [(
+            "ubuntu2204",
+            "nice-dcv-server_1_amd64.deb nice-dcv-web-viewer_1_amd64.deb nice-xdcv_1_amd64.deb nice-dcv-simple-external-authenticator_1_amd64.deb",
+        )] {
             for arch in ["x86_64", "aarch64"] {
                 let name = format!("nice-dcv-2025.0-20103-{os}-{arch}");
                 sh(
@@ -362,6 +420,30 @@ impl Sandbox {
             table.push_str(&format!("{url}\t{}\n", f.join(&file).display()));
         }
         std::fs::write(&self.urls, table).unwrap();
+    }
+
+    /// Serves `<key>.asc` (nice: the pinned one; other) as NICE's key.
+    fn serve_dcv_key(&self, key: &str) {
+        std::fs::copy(
+            dcv_signing().dir.join(format!("{key}.asc")),
+            self.fixtures.join("NICE-GPG-KEY"),
+        )
+        .unwrap();
+    }
+
+    /// Packs Amazon Linux's DCV tarballs with the packages signed `how` (nice, other, unsigned).
+    fn pack_dcv_rpms(&self, how: &str) {
+        let from = dcv_signing().dir.join(how);
+        for arch in ["x86_64", "aarch64"] {
+            let name = format!("nice-dcv-2025.0-20103-amzn2023-{arch}");
+            sh(
+                &format!(
+                    "rm -rf src/{name} && mkdir -p src/{name} && cp {}/*.rpm src/{name}/ && tar -czf {name}.tgz -C src {name}",
+                    from.display()
+                ),
+                &self.fixtures,
+            );
+        }
     }
 
     /// The environment the scripts run in: stubs and the allowed real tools only on PATH.
@@ -607,7 +689,6 @@ fn al2023_publishes_ready_first_then_installs_the_desktop_and_is_idempotent() {
         "dnf install",
         "pip install",
         "python3 -m venv",
-        "rpm --import",
         "useradd",
     ] {
         assert!(
@@ -758,6 +839,63 @@ fn ubuntu_installs_with_apt_and_debs() {
 
 /// The stubs say no: a download whose bytes do not match Node's published checksum, or any
 /// address the vendors do not publish, fails the desktop phase (the proxy stays usable for SSH).
+/// DCV's packages are installed only when NICE's key (its fingerprint pinned in the user-data)
+/// signs every one of them, checked by the real gpg and rpmkeys on real packages: another key
+/// served in its place, packages signed with another key, or unsigned ones fail the desktop
+/// phase, and no DCV package reaches the package manager. Ubuntu's key is held to the pin too.
+#[test]
+fn dcv_packages_must_carry_the_pinned_keys_signature() {
+    // The production script pins NICE's real key.
+    assert!(
+        script(ProxyOs::Al2023, 60, true)
+            .contains(&format!("DCV_KEY_FINGERPRINT='{DCV_KEY_FINGERPRINT}'"))
+    );
+    let sb = Sandbox::new(&script(ProxyOs::Al2023, 60, true));
+    let (ok, calls) = sb.run("");
+    assert!(ok, "{}", sb.bootstrap_log());
+    assert!(
+        calls.iter().any(
+            |c| c.starts_with("dnf install -y --setopt=localpkg_gpgcheck=1 ")
+                && c.contains("nice-dcv-server-1.rpm")
+        ),
+        "{calls:?}"
+    );
+    for (packages, key, says) in [
+        ("other", "nice", "SIGNATURES NOT OK"),
+        ("unsigned", "nice", "SIGNATURES NOT OK"),
+        ("nice", "other", "not the pinned"),
+    ] {
+        let sb = Sandbox::new(&script(ProxyOs::Al2023, 60, true));
+        sb.pack_dcv_rpms(packages);
+        sb.serve_dcv_key(key);
+        let (ok, calls) = sb.run("");
+        let log = sb.bootstrap_log();
+        assert!(!ok, "packages {packages}, key {key}: {log}");
+        assert_eq!(
+            tag_calls(&calls).last().map(String::as_str),
+            Some("bastion:desktop=failed"),
+            "{packages}/{key}"
+        );
+        assert!(log.contains(says), "{packages}/{key}: {log}");
+        assert!(
+            !calls
+                .iter()
+                .any(|c| c.starts_with("dnf install") && c.contains("nice-dcv")),
+            "{packages}/{key}: {calls:?}"
+        );
+    }
+    let sb = Sandbox::new(&script(ProxyOs::Ubuntu2204, 60, true));
+    sb.serve_dcv_key("other");
+    let (ok, calls) = sb.run("");
+    assert!(!ok);
+    assert!(sb.bootstrap_log().contains("not the pinned"));
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.starts_with("apt-get install") && c.contains("nice-dcv"))
+    );
+}
+
 #[test]
 fn a_wrong_checksum_or_address_fails_the_desktop_phase() {
     let sb = Sandbox::new(&script(ProxyOs::Ubuntu2204, 60, false));

@@ -33,14 +33,20 @@ install_dcv() {
         log "DCV already installed"
         return 0
     fi
-    local dir name
+    local dir name rpms
     dir=$(mktemp -d)
     name="nice-dcv-$DCV_VERSION-amzn2023-$(dcv_arch)"
-    rpm --import "$DCV_BASE_URL/NICE-GPG-KEY"
+    curl -fsSL -o "$dir/NICE-GPG-KEY" "$DCV_BASE_URL/NICE-GPG-KEY"
+    dcv_key_is_pinned "$dir/NICE-GPG-KEY"
+    rpmkeys --root "${ROOT:-/}" --import "$dir/NICE-GPG-KEY"
     curl -fsSL -o "$dir/dcv.tgz" "$DCV_BASE_URL/${DCV_VERSION%%-*}/Servers/$name.tgz"
     tar -xzf "$dir/dcv.tgz" -C "$dir"
-    dnf install -y "$dir/$name"/nice-dcv-server-*.rpm "$dir/$name"/nice-dcv-web-viewer-*.rpm "$dir/$name"/nice-xdcv-*.rpm \
-        "$dir/$name"/nice-dcv-simple-external-authenticator-*.rpm
+    rpms=("$dir/$name"/nice-dcv-server-*.rpm "$dir/$name"/nice-dcv-web-viewer-*.rpm "$dir/$name"/nice-xdcv-*.rpm
+        "$dir/$name"/nice-dcv-simple-external-authenticator-*.rpm)
+    # Enforced, not only imported (dnf checks no local package by default): each one signed
+    # with that key, an unsigned one refused too.
+    rpmkeys --root "${ROOT:-/}" --define '_pkgverify_level all' --checksig "${rpms[@]}"
+    dnf install -y --setopt=localpkg_gpgcheck=1 "${rpms[@]}"
     rm -rf "$dir"
 }
 

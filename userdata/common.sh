@@ -225,6 +225,19 @@ UNIT
     systemctl enable --now bastion-idle.timer
 }
 
+# DCV's packages are signed with NICE's key, whose fingerprint bastion pins: the key file served
+# beside the packages must be that key, or nothing of DCV is installed.
+dcv_key_is_pinned() {
+    local home fpr
+    home=$(mktemp -d)
+    fpr=$(GNUPGHOME="$home" gpg --batch --with-colons --show-keys "$1" 2>/dev/null | awk -F: '$1 == "fpr" { print $10; exit }')
+    rm -rf "$home"
+    if [ "$fpr" != "$DCV_KEY_FINGERPRINT" ]; then
+        log "the DCV signing key served at $DCV_BASE_URL has the fingerprint ${fpr:-(none)}, not the pinned $DCV_KEY_FINGERPRINT"
+        return 1
+    fi
+}
+
 configure_dcv() {
     mkdir -p "$ROOT/etc/dcv" "$ROOT/usr/local/sbin" "$ROOT/etc/systemd/system"
     # DCV listens on loopback only, reached through the SSH tunnel; no security group ever

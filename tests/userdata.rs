@@ -560,7 +560,12 @@ fn al2023_publishes_ready_first_then_installs_the_desktop_and_is_idempotent() {
     let desktop = position(&calls, "dnf groupinstall");
     let dcv = position(&calls, "nice-dcv-server-1.rpm");
     let venv = position(&calls, "python3 -m venv");
-    let pip = position(&calls, "pip install --quiet aws-parallelcluster==3.16.1");
+    let pip = position(
+        &calls,
+        "pip install --quiet --only-binary=:all: aws-parallelcluster==3.16.1",
+    );
+    // pip itself pinned by its hash before it installs anything.
+    assert!(position(&calls, "pip install --quiet --require-hashes -r /dev/fd/") < pip);
     let done = calls
         .iter()
         .rposition(|c| c.contains("bastion:desktop"))

@@ -340,8 +340,11 @@ install_pcluster() {
     else
         mkdir -p "$ROOT/opt/bastion"
         python3 -m venv "$venv"
-        "$venv/bin/pip" install --quiet --upgrade pip
-        "$venv/bin/pip" install --quiet "aws-parallelcluster==$PCLUSTER_VERSION"
+        # pip itself pinned by its hash (25.3: the last for Amazon Linux 2023's Python 3.9);
+        # pcluster's dependencies from wheels only, so no package's own code runs to install it.
+        "$venv/bin/pip" install --quiet --require-hashes -r <(printf 'pip==25.3 --hash=sha256:%s\n' \
+            9655943313a94722b7774661c21049070f6bbb0a1516bf02f7c8d5d9201514cd)
+        "$venv/bin/pip" install --quiet --only-binary=:all: "aws-parallelcluster==$PCLUSTER_VERSION"
     fi
     mkdir -p "$ROOT/usr/local/bin"
     ln -sfn /opt/bastion/pcluster/bin/pcluster "$ROOT/usr/local/bin/pcluster"

@@ -61,8 +61,8 @@ pub enum DcvError {
     Session(#[from] session::SessionError),
 }
 
-/// On the proxy: mints a token for its DCV session with DCV's simple external authenticator
-/// (installed and wired in by the user-data) and prints `BastionDcvToken=<64 hex>`. Run as root.
+/// On the proxy: mints a token for its DCV session, good once within a minute, for the token
+/// verifier the user-data installs, and prints `BastionDcvToken=<64 hex>`. Run as root.
 pub const PROXY_TOKEN_HELPER: &str = "/usr/local/sbin/bastion-dcv-token";
 
 /// Finds the helper's one line; anything but exactly 64 lowercase hex digits is refused.

@@ -90,11 +90,6 @@ exit 0"#,
         ("ssh-keygen", ""),
         ("snap", ""),
         ("dcv", ""),
-        // Keeps what it was given on stdin, as DCV's simple external authenticator would.
-        (
-            "dcvsimpleextauth",
-            r#"cat >"$STUB_STATE/dcvsimpleextauth.stdin""#,
-        ),
         (
             "dnf",
             r#"case "$1" in
@@ -156,6 +151,7 @@ const REAL_TOOLS: &[&str] = &[
     "bash",
     "cat",
     "chmod",
+    "cut",
     "dirname",
     "gpg",
     "grep",
@@ -202,12 +198,7 @@ struct DcvSigning {
     fingerprint: String,
 }
 
-const DCV_PACKAGES: [&str; 4] = [
-    "nice-dcv-server",
-    "nice-dcv-web-viewer",
-    "nice-xdcv",
-    "nice-dcv-simple-external-authenticator",
-];
+const DCV_PACKAGES: [&str; 3] = ["nice-dcv-server", "nice-dcv-web-viewer", "nice-xdcv"];
 
 fn dcv_signing() -> &'static DcvSigning {
     static SIGNING: std::sync::OnceLock<DcvSigning> = std::sync::OnceLock::new();
@@ -369,7 +360,7 @@ impl Sandbox {
         }
         for (os, files) in [(
             "ubuntu2204",
-            "nice-dcv-server_1_amd64.deb nice-dcv-web-viewer_1_amd64.deb nice-xdcv_1_amd64.deb nice-dcv-simple-external-authenticator_1_amd64.deb",
+            "nice-dcv-server_1_amd64.deb nice-dcv-web-viewer_1_amd64.deb nice-xdcv_1_amd64.deb",
         )] {
             for arch in ["x86_64", "aarch64"] {
                 let name = format!("nice-dcv-2025.0-20103-{os}-{arch}");
@@ -462,7 +453,8 @@ impl Sandbox {
             .env("STUB_STATE", &self.state)
             .env("STUB_DIR", &self.stubs)
             .env("STUB_URLS", &self.urls)
-            .env("STUB_FAIL", "");
+            .env("STUB_FAIL", "")
+            .env("BASTION_DCV_TOKENS", self.state.join("dcv-tokens"));
     }
 
     /// Runs the script as cloud-init would (bash, as root), confined to the scratch root, with
@@ -622,15 +614,11 @@ fn al2023_publishes_ready_first_then_installs_the_desktop_and_is_idempotent() {
     assert!(
         calls
             .iter()
-            .any(|c| c.contains("nice-dcv-simple-external-authenticator-1.rpm"))
+            .any(|c| c == "systemctl enable --now bastion-dcv-auth.service")
     );
-    assert!(
-        calls
-            .iter()
-            .any(|c| c == "systemctl enable --now dcvsimpleextauth")
-    );
-    // The token helper as bastion runs it over SSH: a fresh token, given to the authenticator
-    // on stdin (never on a command line) for the proxy's session and its owner, and printed.
+    // The token helper as bastion runs it over SSH: a fresh token, printed; only its hash is
+    // kept, with its expiry a minute on, its owner and session.
+    std::fs::create_dir_all(sb.state.join("dcv-tokens")).unwrap();
     let (token, helper_calls) = sb.run_file("usr/local/sbin/bastion-dcv-token");
     let token = token
         .trim()
@@ -641,14 +629,26 @@ fn al2023_publishes_ready_first_then_installs_the_desktop_and_is_idempotent() {
         token.len() == 64 && token.chars().all(|c| c.is_ascii_hexdigit()),
         "{token}"
     );
+    // Only whether it runs as root (then the entry goes to the verifier's user).
+    assert_eq!(helper_calls, ["id -u"]);
+    let kept = std::fs::read_dir(sb.state.join("dcv-tokens"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect::<Vec<_>>();
+    assert_eq!(kept.len(), 1);
     assert_eq!(
-        helper_calls,
-        vec!["dcvsimpleextauth add-user --append --session bastion --user ec2-user --auth-dir /var/run/dcvsimpleextauth".to_string()]
+        kept[0].file_name().unwrap().to_str().unwrap(),
+        sha256_hex(&token)
     );
-    assert_eq!(
-        std::fs::read_to_string(sb.state.join("dcvsimpleextauth.stdin")).unwrap(),
-        token
-    );
+    let entry = std::fs::read_to_string(&kept[0]).unwrap();
+    let fields: Vec<&str> = entry.split_whitespace().collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expiry: u64 = fields[0].parse().unwrap();
+    assert!((now + 50..=now + 70).contains(&expiry), "{entry}");
+    assert_eq!(&fields[1..], ["ec2-user", "bastion"]);
     assert_ne!(
         sb.run_file("usr/local/sbin/bastion-dcv-token").0,
         format!("BastionDcvToken={token}\n"),
@@ -844,6 +844,101 @@ fn ubuntu_installs_with_apt_and_debs() {
 
 /// The stubs say no: a download whose bytes do not match Node's published checksum, or any
 /// address the vendors do not publish, fails the desktop phase (the proxy stays usable for SSH).
+fn sha256_hex(text: &str) -> String {
+    let out = Command::new("bash")
+        .args([
+            "-c",
+            "printf '%s' \"$1\" | sha256sum | cut -d' ' -f1",
+            "-",
+            text,
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// One POST to DCV's token verifier at `port`, as DCV sends it; its body.
+fn verify(port: u16, session: &str, token: &str) -> String {
+    use std::io::{Read, Write};
+    let body = format!("sessionId={session}&authenticationToken={token}&clientAddress=127.0.0.1");
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        c,
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).unwrap();
+    answer
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The proxy's desktop tokens, against the verifier the user-data installs (run with the real
+/// python3, speaking DCV's external-authentication protocol): a token minted by the helper is
+/// good once, for its session, before its minute is out.
+#[test]
+fn a_desktop_token_is_good_once_for_its_session_within_its_minute() {
+    let python = common::require_tool("python3", &[]).expect("python3");
+    let sb = Sandbox::new(&script(ProxyOs::Al2023, 60, true));
+    assert!(sb.run("").0, "{}", sb.bootstrap_log());
+    let tokens = sb.state.join("dcv-tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let _server = common::Guard(Some(
+        Command::new(python)
+            .arg(sb.root.join("usr/local/sbin/bastion-dcv-auth"))
+            .env("BASTION_DCV_TOKENS", &tokens)
+            .env("BASTION_DCV_AUTH_PORT", port.to_string())
+            .spawn()
+            .unwrap(),
+    ));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the verifier never listened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mint = || {
+        let (out, _) = sb.run_file("usr/local/sbin/bastion-dcv-token");
+        out.trim()
+            .strip_prefix("BastionDcvToken=")
+            .unwrap()
+            .to_string()
+    };
+    let yes = "<auth result=\"yes\"><username>ec2-user</username></auth>";
+    let no = "<auth result=\"no\"/>";
+
+    let token = mint();
+    assert_eq!(verify(port, "bastion", &token), yes);
+    assert_eq!(verify(port, "bastion", &token), no, "used once, gone");
+
+    let token = mint();
+    assert_eq!(verify(port, "another", &token), no, "another session");
+    assert_eq!(
+        verify(port, "bastion", &token),
+        no,
+        "a refused try spends it too"
+    );
+
+    let token = mint();
+    let file = tokens.join(sha256_hex(&token));
+    let entry = std::fs::read_to_string(&file).unwrap();
+    let rest = entry.split_once(' ').unwrap().1.to_string();
+    std::fs::write(&file, format!("1000 {rest}")).unwrap();
+    assert_eq!(verify(port, "bastion", &token), no, "expired");
+    assert_eq!(verify(port, "bastion", "not-a-token"), no);
+}
+
 /// DCV's packages are installed only when NICE's key (its fingerprint pinned in the user-data)
 /// signs every one of them, checked by the real gpg and rpmkeys on real packages: another key
 /// served in its place, packages signed with another key, or unsigned ones fail the desktop

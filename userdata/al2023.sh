@@ -29,7 +29,7 @@ install_desktop() {
 }
 
 install_dcv() {
-    if rpm -q nice-dcv-server nice-dcv-web-viewer nice-xdcv nice-dcv-simple-external-authenticator >/dev/null 2>&1; then
+    if rpm -q nice-dcv-server nice-dcv-web-viewer nice-xdcv >/dev/null 2>&1; then
         log "DCV already installed"
         return 0
     fi
@@ -41,8 +41,7 @@ install_dcv() {
     rpmkeys --root "${ROOT:-/}" --import "$dir/NICE-GPG-KEY"
     curl -fsSL -o "$dir/dcv.tgz" "$DCV_BASE_URL/${DCV_VERSION%%-*}/Servers/$name.tgz"
     tar -xzf "$dir/dcv.tgz" -C "$dir"
-    rpms=("$dir/$name"/nice-dcv-server-*.rpm "$dir/$name"/nice-dcv-web-viewer-*.rpm "$dir/$name"/nice-xdcv-*.rpm
-        "$dir/$name"/nice-dcv-simple-external-authenticator-*.rpm)
+    rpms=("$dir/$name"/nice-dcv-server-*.rpm "$dir/$name"/nice-dcv-web-viewer-*.rpm "$dir/$name"/nice-xdcv-*.rpm)
     # Enforced, not only imported (dnf checks no local package by default): each one signed
     # with that key, an unsigned one refused too.
     rpmkeys --root "${ROOT:-/}" --define '_pkgverify_level all' --checksig "${rpms[@]}"

@@ -241,11 +241,10 @@ dcv_key_is_pinned() {
 configure_dcv() {
     mkdir -p "$ROOT/etc/dcv" "$ROOT/usr/local/sbin" "$ROOT/etc/systemd/system"
     # DCV listens on loopback only, reached through the SSH tunnel; no security group ever
-    # opens its port. Each browser also needs a token minted over SSH for its URL (checked by
-    # DCV's simple external authenticator on 127.0.0.1:8444), so another user of the laptop
-    # that reaches the forwarded port gets nothing.
+    # opens its port. Each browser also needs a token minted over SSH for its URL, checked by
+    # bastion's own verifier on 127.0.0.1:8444 (good once, for a minute), so another user of
+    # the laptop that reaches the forwarded port gets nothing.
     cat >"$ROOT/etc/dcv/dcv.conf" <<'DCV'
-# Written by bastion.
 [session-management]
 create-session = false
 
@@ -254,14 +253,77 @@ web-port = 8443
 web-listen-endpoints = ['127.0.0.1:8443']
 enable-quic-frontend = false
 
+[security]
+auth-token-verifier = "http://127.0.0.1:8444"
 DCV
+    cat >"$ROOT/usr/local/sbin/bastion-dcv-auth" <<'AUTH'
+#!/usr/bin/python3
+# Written by bastion: DCV's token verifier for the proxy's desktop (DCV's external
+# authentication protocol). A token is good once, before its expiry, for its session.
+import hashlib, os, time, urllib.parse
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+TOKENS = os.environ.get("BASTION_DCV_TOKENS", "/run/bastion-dcv-tokens")
+
+
+class Verifier(BaseHTTPRequestHandler):
+    def do_POST(self):
+        size = min(int(self.headers.get("Content-Length") or 0), 4096)
+        form = urllib.parse.parse_qs(self.rfile.read(size).decode("ascii", "replace"))
+        token = form.get("authenticationToken", [""])[0]
+        user = None
+        path = os.path.join(TOKENS, hashlib.sha256(token.encode()).hexdigest())
+        try:
+            with open(path) as f:
+                expiry, owner, session = f.read().split()
+            os.unlink(path)
+            if session == form.get("sessionId", [""])[0] and time.time() < float(expiry):
+                user = owner
+        except (OSError, ValueError):
+            pass
+        body = b'<auth result="no"/>'
+        if user:
+            body = ('<auth result="yes"><username>%s</username></auth>' % user).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+HTTPServer(("127.0.0.1", int(os.environ.get("BASTION_DCV_AUTH_PORT", "8444"))), Verifier).serve_forever()
+AUTH
+    chmod 0755 "$ROOT/usr/local/sbin/bastion-dcv-auth"
+    cat >"$ROOT/etc/systemd/system/bastion-dcv-auth.service" <<UNIT
+[Unit]
+Description=bastion: DCV's token verifier on 127.0.0.1:8444
+Before=dcvserver.service
+
+[Service]
+User=$DEFAULT_USER
+RuntimeDirectory=bastion-dcv-tokens
+RuntimeDirectoryMode=0700
+ExecStart=/usr/local/sbin/bastion-dcv-auth
+Restart=always
+
+[Install]
+WantedBy=multi-user.target
+UNIT
     cat >"$ROOT/usr/local/sbin/bastion-dcv-token" <<TOKEN
 #!/bin/bash
-# Written by bastion: a fresh token for the proxy's DCV session (owned by $DEFAULT_USER), given
-# to DCV's simple external authenticator on stdin and printed for \`bastion connect --dcv --desktop\`.
+# Written by bastion: a fresh token for the proxy's DCV session (owned by $DEFAULT_USER), good
+# once within a minute, for \`bastion connect --dcv --desktop\`. Only its hash is kept.
 set -euo pipefail
+dir=\${BASTION_DCV_TOKENS:-/run/bastion-dcv-tokens}
+umask 077
 token=\$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n')
-printf '%s' "\$token" | dcvsimpleextauth add-user --append --session bastion --user $DEFAULT_USER --auth-dir /var/run/dcvsimpleextauth
+name=\$(printf '%s' "\$token" | sha256sum | cut -d' ' -f1)
+printf '%s $DEFAULT_USER bastion\\n' "\$((\$(date +%s) + 60))" >"\$dir/\$name"
+# Run with sudo: the verifier ($DEFAULT_USER) owns the folder and must read the entry.
+if [ "\$(id -u)" = 0 ]; then chown --reference="\$dir" "\$dir/\$name"; fi
 echo "BastionDcvToken=\$token"
 TOKEN
     chmod 0755 "$ROOT/usr/local/sbin/bastion-dcv-token"
@@ -293,24 +355,7 @@ ExecStart=/usr/local/sbin/bastion-dcv-session
 WantedBy=multi-user.target
 UNIT
     systemctl daemon-reload
-    systemctl enable --now dcvsimpleextauth
-    # The authenticator's scheme: HTTP in AWS's guide, HTTPS in dcv.conf's own example; asked,
-    # not guessed (a wrong one makes DCV refuse every token). Its certificate, if any, is its
-    # own, on loopback: DCV checks it strictly unless told not to.
-    local verifier="" scheme i
-    for i in $(seq 1 30); do
-        for scheme in http https; do
-            if curl -sk -m 5 -o /dev/null -d sessionId=probe -d authenticationToken=probe "$scheme://127.0.0.1:8444"; then
-                verifier="$scheme://127.0.0.1:8444"
-                break 2
-            fi
-        done
-        sleep 2
-    done
-    [ -n "$verifier" ] || { log "DCV's authenticator never answered on 127.0.0.1:8444 (i=$i)"; return 1; }
-    log "DCV's authenticator answers at $verifier"
-    printf '\n[security]\nauth-token-verifier = "%s"\n' "$verifier" >>"$ROOT/etc/dcv/dcv.conf"
-    [ "$scheme" = http ] || printf 'no-tls-strict = true\n' >>"$ROOT/etc/dcv/dcv.conf"
+    systemctl enable --now bastion-dcv-auth.service
     systemctl enable dcvserver
     systemctl restart dcvserver
     systemctl enable --now bastion-dcv-session.service

@@ -36,7 +36,7 @@ install_desktop() {
 }
 
 install_dcv() {
-    if dpkg -s nice-dcv-server nice-dcv-web-viewer nice-xdcv nice-dcv-simple-external-authenticator >/dev/null 2>&1; then
+    if dpkg -s nice-dcv-server nice-dcv-web-viewer nice-xdcv >/dev/null 2>&1; then
         log "DCV already installed"
         return 0
     fi
@@ -47,8 +47,7 @@ install_dcv() {
     dcv_key_is_pinned "$dir/NICE-GPG-KEY"
     curl -fsSL -o "$dir/dcv.tgz" "$DCV_BASE_URL/${DCV_VERSION%%-*}/Servers/$name.tgz"
     tar -xzf "$dir/dcv.tgz" -C "$dir"
-    apt_install "$dir/$name"/nice-dcv-server_*.deb "$dir/$name"/nice-dcv-web-viewer_*.deb "$dir/$name"/nice-xdcv_*.deb \
-        "$dir/$name"/nice-dcv-simple-external-authenticator_*.deb
+    apt_install "$dir/$name"/nice-dcv-server_*.deb "$dir/$name"/nice-dcv-web-viewer_*.deb "$dir/$name"/nice-xdcv_*.deb
     usermod -aG video dcv
     rm -rf "$dir"
 }

@@ -140,10 +140,6 @@ pub struct ConfigShowArgs {
     /// The settings as they apply to this cluster (its [cluster.NAME] table)
     #[arg(long, value_parser = parse_cluster_name)]
     pub cluster: Option<String>,
-    /// `operator` only: the policy for an operator whose proxy role and profile an
-    /// administrator made (`up --instance-profile`): no IAM write at all
-    #[arg(long)]
-    pub pre_provisioned: bool,
 }
 
 /// Parses the command line, and says which flags were typed (the config file fills in the rest).
@@ -462,10 +458,6 @@ pub struct StatusArgs {
     /// Only this cluster's bastion
     #[arg(long, value_parser = parse_cluster_name)]
     pub cluster: Option<String>,
-    /// `operator` only: the policy for an operator whose proxy role and profile an
-    /// administrator made (`up --instance-profile`): no IAM write at all
-    #[arg(long)]
-    pub pre_provisioned: bool,
 }
 
 /// How to reach the proxy and the head node behind it (`connect`, `ssh-config`).

@@ -15,6 +15,28 @@ const BASTION_OPERATOR: &str = include_str!("../policies/bastion-operator.json")
 /// instance resource, and IAM takes any single-valued condition key as a variable.
 const IAM_VARIABLES: &[&str] = &["${ec2:InstanceID}"];
 
+/// What `AmazonSSMManagedInstanceCore` grants: the Systems Manager agent's own calls.
+const SSM_CORE_ACTIONS: &[&str] = &[
+    "ssm:DescribeAssociation",
+    "ssm:GetDeployablePatchSnapshotForInstance",
+    "ssm:GetDocument",
+    "ssm:DescribeDocument",
+    "ssm:GetManifest",
+    "ssm:GetParameter",
+    "ssm:GetParameters",
+    "ssm:ListAssociations",
+    "ssm:ListInstanceAssociations",
+    "ssm:PutInventory",
+    "ssm:PutComplianceItems",
+    "ssm:PutConfigurePackageResult",
+    "ssm:UpdateAssociationStatus",
+    "ssm:UpdateInstanceAssociationStatus",
+    "ssm:UpdateInstanceInformation",
+    // Every action of these two services is the agent's side.
+    "ssmmessages:*",
+    "ec2messages:*",
+];
+
 /// The permissions boundary's name (under `/bastion/`).
 pub const BOUNDARY_NAME: &str = "bastion-proxy-boundary";
 
@@ -202,14 +224,34 @@ pub fn boundary_policy(t: &Target) -> Result<String, PolicyError> {
     for p in inline_policies(t, true)? {
         let doc: Value = serde_json::from_str(&p.document)
             .map_err(|source| PolicyError::Invalid { name, source })?;
-        statements.extend(doc["Statement"].as_array().cloned().unwrap_or_default());
+        // Without their Sids: a managed policy holds 6,144 characters.
+        statements.extend(doc["Statement"].as_array().into_iter().flatten().map(|st| {
+            let mut st = st.clone();
+            if let Some(o) = st.as_object_mut() {
+                o.remove("Sid");
+            }
+            st
+        }));
     }
-    // AmazonSSMManagedInstanceCore's services (the managed policy bastion attaches).
+    // AmazonSSMManagedInstanceCore's actions (the managed policy bastion attaches), one by one:
+    // the agent's side only (`ssm:*` would let a bounded role run commands on other instances).
     statements.push(serde_json::json!({
         "Sid": "SessionManagerCore",
         "Effect": "Allow",
-        "Action": ["ssm:*", "ssmmessages:*", "ec2messages:*"],
+        "Action": SSM_CORE_ACTIONS,
         "Resource": "*"
+    }));
+    // Whatever trust policy a bounded role gets, its credentials work only on an instance
+    // (or through an AWS service acting for it): not for a person who assumes it.
+    statements.push(serde_json::json!({
+        "Sid": "OnAnInstanceOnly",
+        "Effect": "Deny",
+        "Action": "*",
+        "Resource": "*",
+        "Condition": {
+            "Null": { "ec2:SourceInstanceARN": "true" },
+            "Bool": { "aws:ViaAWSService": "false" }
+        }
     }));
     let doc = serde_json::json!({ "Version": "2012-10-17", "Statement": statements });
     Ok(doc.to_string())

@@ -108,8 +108,10 @@ impl BastionDir {
         };
         // Every level from the state root down, also where an older bastion made them 0755.
         private_dir(&self.dir).map_err(err)?;
+        // The root itself is the user's choice (--state-dir may name a shared folder): only
+        // what bastion makes below it is made private.
         for level in self.dir.ancestors().skip(1) {
-            if !level.starts_with(&self.root) {
+            if !level.starts_with(&self.root) || level == self.root {
                 break;
             }
             std::fs::set_permissions(level, std::fs::Permissions::from_mode(0o700)).map_err(err)?;

@@ -209,6 +209,16 @@ fn evaluate(
     principal: &str,
     requests: &[(String, &str, String, serde_json::Value)],
 ) -> std::collections::HashMap<String, String> {
+    evaluate_bounded(identity, None, principal, requests)
+}
+
+/// As [`evaluate`], with a permissions boundary.
+fn evaluate_bounded(
+    identity: &[String],
+    boundary: Option<&str>,
+    principal: &str,
+    requests: &[(String, &str, String, serde_json::Value)],
+) -> std::collections::HashMap<String, String> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/iam");
     let node = common::require_tool("node", &[]);
     if node.is_none()
@@ -226,7 +236,10 @@ fn evaluate(
         .map(|d| serde_json::from_str(d).unwrap())
         .collect();
     let input = serde_json::json!({
-        "policies": { "identity": policies, "boundary": null },
+        "policies": {
+            "identity": policies,
+            "boundary": boundary.map(|b| serde_json::from_str::<serde_json::Value>(b).unwrap()),
+        },
         "requests": requests.iter().map(|(name, action, resource, context)| serde_json::json!({
             "name": name, "action": action, "resource": resource,
             "principal": principal, "context": context,
@@ -451,7 +464,27 @@ fn the_proxy_role_writes_bastion_tags_on_its_own_instance_only_in_any_spelling()
             serde_json::json!({"aws:userid": userid, "aws:TagKeys": ["Bastion:cluster"]}),
         ),
     ];
+    // pcluster's own launch-template validators call RunInstances (DryRun) directly, with the
+    // cluster's tags: tags at creation pass, but never bastion's identity tag, in any spelling.
+    let at_launch = |name: String, key: &str| {
+        (
+            name,
+            "ec2:CreateTags",
+            arn("instance", "*"),
+            serde_json::json!({
+                "aws:userid": userid,
+                "ec2:CreateAction": "RunInstances",
+                "aws:TagKeys": [key],
+                format!("aws:RequestTag/{key}"): "demo",
+            }),
+        )
+    };
+    requests.push(at_launch("launch tagged Project".into(), "Project"));
     for s in spellings() {
+        requests.push(at_launch(
+            format!("launch tagged {s}:cluster"),
+            &format!("{s}:cluster"),
+        ));
         for action in ["ec2:CreateTags", "ec2:DeleteTags"] {
             requests.push(tag(
                 format!("head {action} {s}:cluster"),
@@ -470,6 +503,14 @@ fn the_proxy_role_writes_bastion_tags_on_its_own_instance_only_in_any_spelling()
     assert_eq!(is("itself, bastion:state"), "Allowed");
     assert_eq!(is("head via CloudFormation"), "Allowed");
     assert_eq!(is("a security group, directly"), "ExplicitlyDenied");
+    assert_eq!(is("launch tagged Project"), "Allowed");
+    let launched: Vec<_> = d
+        .iter()
+        .filter(|(n, v)| {
+            n.starts_with("launch tagged ") && n.ends_with(":cluster") && *v != "ExplicitlyDenied"
+        })
+        .collect();
+    assert!(launched.is_empty(), "{launched:?}");
     let forged: Vec<_> = d
         .iter()
         .filter(|(n, v)| n.starts_with("head ec2:") && *v != "ExplicitlyDenied")
@@ -659,4 +700,74 @@ fn the_operator_cannot_take_over_the_account() {
         "IAM writes in the pre-provisioned policy: {writes:?}"
     );
     assert_eq!(pre["pass the proxy role to EC2"], "Allowed");
+}
+
+/// The permissions boundary, judged by the evaluator with an identity policy that allows
+/// everything: a bounded role keeps what bastion gives the proxy (Session Manager's agent side
+/// included) and nothing more: no command on other instances, no IAM outside ParallelCluster's.
+#[test]
+fn the_boundary_holds_a_role_to_what_the_proxy_has() {
+    let t = aws_target();
+    let everything =
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
+    let boundary = boundary_policy(&t).unwrap();
+    let principal = format!("arn:aws:sts::{ACCOUNT}:assumed-role/bastion-demo-us-east-1/{PROXY}");
+    // On the instance: its credentials carry the instance's ARN.
+    let on_instance = format!("arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{PROXY}");
+    let any = |name: &str, action: &'static str, resource: String| {
+        let context = serde_json::json!({
+            "ec2:SourceInstanceARN": on_instance,
+            "aws:ViaAWSService": "false",
+        });
+        (name.to_string(), action, resource, context)
+    };
+    let instance = arn("instance", HEAD);
+    let requests = vec![
+        any("agent", "ssm:UpdateInstanceInformation", instance.clone()),
+        any("send command", "ssm:SendCommand", instance.clone()),
+        any("start session", "ssm:StartSession", instance.clone()),
+        any(
+            "create a user",
+            "iam:CreateUser",
+            format!("arn:aws:iam::{ACCOUNT}:user/x"),
+        ),
+        any(
+            "create an admin role",
+            "iam:CreateRole",
+            format!("arn:aws:iam::{ACCOUNT}:role/admin"),
+        ),
+        any(
+            "describe instances",
+            "ec2:DescribeInstances",
+            "*".to_string(),
+        ),
+        // A person who assumed the role (any trust policy an operator gave it).
+        (
+            "off the instance".to_string(),
+            "ec2:DescribeInstances",
+            "*".to_string(),
+            serde_json::json!({ "aws:ViaAWSService": "false" }),
+        ),
+    ];
+    let d = evaluate_bounded(
+        &[everything.to_string()],
+        Some(&boundary),
+        &principal,
+        &requests,
+    );
+    if d.is_empty() {
+        return;
+    }
+    let is = |name: &str| d.get(name).map(String::as_str).unwrap_or("missing");
+    assert_eq!(is("agent"), "Allowed");
+    assert_eq!(is("describe instances"), "Allowed");
+    assert_eq!(is("off the instance"), "ExplicitlyDenied");
+    for denied in [
+        "send command",
+        "start session",
+        "create a user",
+        "create an admin role",
+    ] {
+        assert_ne!(is(denied), "Allowed", "{denied}");
+    }
 }

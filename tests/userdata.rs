@@ -413,13 +413,14 @@ impl Sandbox {
         std::fs::write(&self.urls, table).unwrap();
     }
 
-    /// Serves `<key>.asc` (nice: the pinned one; other) as NICE's key.
+    /// Serves `<key>.asc` (nice: the pinned one; other; both: the two in one file) as NICE's.
     fn serve_dcv_key(&self, key: &str) {
-        std::fs::copy(
-            dcv_signing().dir.join(format!("{key}.asc")),
-            self.fixtures.join("NICE-GPG-KEY"),
-        )
-        .unwrap();
+        let read = |k: &str| std::fs::read(dcv_signing().dir.join(format!("{k}.asc"))).unwrap();
+        let bytes = match key {
+            "both" => [read("nice"), read("other")].concat(),
+            k => read(k),
+        };
+        std::fs::write(self.fixtures.join("NICE-GPG-KEY"), bytes).unwrap();
     }
 
     /// Packs Amazon Linux's DCV tarballs with the packages signed `how` (nice, other, unsigned).
@@ -963,7 +964,9 @@ fn dcv_packages_must_carry_the_pinned_keys_signature() {
     for (packages, key, says) in [
         ("other", "nice", "SIGNATURES NOT OK"),
         ("unsigned", "nice", "SIGNATURES NOT OK"),
-        ("nice", "other", "not the pinned"),
+        ("nice", "other", "not exactly the pinned"),
+        // NICE's key with another beside it: packages signed with the other are refused.
+        ("other", "both", "not exactly the pinned"),
     ] {
         let sb = Sandbox::new(&script(ProxyOs::Al2023, 60, true));
         sb.pack_dcv_rpms(packages);
@@ -988,7 +991,7 @@ fn dcv_packages_must_carry_the_pinned_keys_signature() {
     sb.serve_dcv_key("other");
     let (ok, calls) = sb.run("");
     assert!(!ok);
-    assert!(sb.bootstrap_log().contains("not the pinned"));
+    assert!(sb.bootstrap_log().contains("not exactly the pinned"));
     assert!(
         !calls
             .iter()

@@ -37,8 +37,8 @@ install_dcv() {
     dir=$(mktemp -d)
     name="nice-dcv-$DCV_VERSION-amzn2023-$(dcv_arch)"
     curl -fsSL -o "$dir/NICE-GPG-KEY" "$DCV_BASE_URL/NICE-GPG-KEY"
-    dcv_key_is_pinned "$dir/NICE-GPG-KEY"
-    rpmkeys --root "${ROOT:-/}" --import "$dir/NICE-GPG-KEY"
+    dcv_key_is_pinned "$dir/NICE-GPG-KEY" "$dir/pinned.gpg"
+    rpmkeys --root "${ROOT:-/}" --import "$dir/pinned.gpg"
     curl -fsSL -o "$dir/dcv.tgz" "$DCV_BASE_URL/${DCV_VERSION%%-*}/Servers/$name.tgz"
     tar -xzf "$dir/dcv.tgz" -C "$dir"
     rpms=("$dir/$name"/nice-dcv-server-*.rpm "$dir/$name"/nice-dcv-web-viewer-*.rpm "$dir/$name"/nice-xdcv-*.rpm)

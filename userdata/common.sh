@@ -82,7 +82,7 @@ NFT
 Description=bastion: the teammate user never reaches the instance metadata service
 Before=sshd.service ssh.service
 DefaultDependencies=no
-After=local-fs.target
+After=local-fs.target nftables.service firewalld.service
 
 [Service]
 Type=oneshot
@@ -128,8 +128,11 @@ Match User $TEAMMATE_USER
     ForceCommand /bin/false
 SSHD
     # Checked here: a config sshd refuses would lock the operator out as well.
-    if [ -e "$ROOT/etc/ssh/sshd_config" ] && command -v sshd >/dev/null; then
-        sshd -t -f "$ROOT/etc/ssh/sshd_config"
+    # A configuration sshd refuses is taken back: it would lock everyone out at the next boot.
+    if [ -e "$ROOT/etc/ssh/sshd_config" ] && command -v sshd >/dev/null \
+        && ! sshd -t -f "$ROOT/etc/ssh/sshd_config"; then
+        rm -f "$conf"
+        return 1
     fi
     systemctl reload sshd 2>/dev/null || systemctl reload ssh 2>/dev/null || true
 }
@@ -225,17 +228,23 @@ UNIT
     systemctl enable --now bastion-idle.timer
 }
 
-# DCV's packages are signed with NICE's key, whose fingerprint bastion pins: the key file served
-# beside the packages must be that key, or nothing of DCV is installed.
+# DCV's packages are signed with NICE's key, whose fingerprint bastion pins: the file served
+# beside the packages must hold exactly that key (one more would pass a first-key check), and
+# what is trusted afterwards is that key alone, re-exported by gpg into $2.
 dcv_key_is_pinned() {
-    local home fpr
+    local home keys fpr
     home=$(mktemp -d)
-    fpr=$(GNUPGHOME="$home" gpg --batch --with-colons --show-keys "$1" 2>/dev/null | awk -F: '$1 == "fpr" { print $10; exit }')
-    rm -rf "$home"
-    if [ "$fpr" != "$DCV_KEY_FINGERPRINT" ]; then
-        log "the DCV signing key served at $DCV_BASE_URL has the fingerprint ${fpr:-(none)}, not the pinned $DCV_KEY_FINGERPRINT"
+    keys=$(GNUPGHOME="$home" gpg --batch --no-autostart --with-colons --show-keys "$1" 2>/dev/null || true)
+    fpr=$(printf '%s\n' "$keys" | awk -F: '$1 == "fpr" { print $10; exit }')
+    if [ "$(printf '%s\n' "$keys" | grep -c '^pub:')" != 1 ] || [ "$fpr" != "$DCV_KEY_FINGERPRINT" ]; then
+        log "the DCV signing key served at $DCV_BASE_URL is not exactly the pinned $DCV_KEY_FINGERPRINT (first: ${fpr:-none})"
+        rm -rf "$home"
         return 1
     fi
+    GNUPGHOME="$home" gpg --batch --no-autostart --quiet --import "$1" 2>/dev/null
+    GNUPGHOME="$home" gpg --batch --no-autostart --armor --export --export-options export-minimal,export-clean "$DCV_KEY_FINGERPRINT" >"$2"
+    rm -rf "$home"
+    [ -s "$2" ]
 }
 
 configure_dcv() {
@@ -267,19 +276,21 @@ TOKENS = os.environ.get("BASTION_DCV_TOKENS", "/run/bastion-dcv-tokens")
 
 
 class Verifier(BaseHTTPRequestHandler):
+    timeout = 5
+
     def do_POST(self):
-        size = min(int(self.headers.get("Content-Length") or 0), 4096)
-        form = urllib.parse.parse_qs(self.rfile.read(size).decode("ascii", "replace"))
-        token = form.get("authenticationToken", [""])[0]
         user = None
-        path = os.path.join(TOKENS, hashlib.sha256(token.encode()).hexdigest())
         try:
+            size = max(0, min(int(self.headers.get("Content-Length") or 0), 4096))
+            form = urllib.parse.parse_qs(self.rfile.read(size).decode("ascii", "replace"))
+            token = form.get("authenticationToken", [""])[0]
+            path = os.path.join(TOKENS, hashlib.sha256(token.encode()).hexdigest())
             with open(path) as f:
                 expiry, owner, session = f.read().split()
             os.unlink(path)
             if session == form.get("sessionId", [""])[0] and time.time() < float(expiry):
                 user = owner
-        except (OSError, ValueError):
+        except (OSError, ValueError, TimeoutError):
             pass
         body = b'<auth result="no"/>'
         if user:

@@ -44,7 +44,7 @@ install_dcv() {
     dir=$(mktemp -d)
     name="nice-dcv-$DCV_VERSION-ubuntu2204-$(dcv_arch)"
     curl -fsSL -o "$dir/NICE-GPG-KEY" "$DCV_BASE_URL/NICE-GPG-KEY"
-    dcv_key_is_pinned "$dir/NICE-GPG-KEY"
+    dcv_key_is_pinned "$dir/NICE-GPG-KEY" "$dir/pinned.gpg"
     curl -fsSL -o "$dir/dcv.tgz" "$DCV_BASE_URL/${DCV_VERSION%%-*}/Servers/$name.tgz"
     tar -xzf "$dir/dcv.tgz" -C "$dir"
     apt_install "$dir/$name"/nice-dcv-server_*.deb "$dir/$name"/nice-dcv-web-viewer_*.deb "$dir/$name"/nice-xdcv_*.deb

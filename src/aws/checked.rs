@@ -23,6 +23,26 @@ pub fn is_resource_id(prefix: &str, s: &str) -> bool {
         })
 }
 
+/// An AWS account id: twelve digits.
+pub fn is_account(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A partition bastion knows how to render policies for.
+pub fn is_partition(s: &str) -> bool {
+    matches!(
+        s,
+        "aws"
+            | "aws-cn"
+            | "aws-us-gov"
+            | "aws-iso"
+            | "aws-iso-b"
+            | "aws-iso-e"
+            | "aws-iso-f"
+            | "aws-eusc"
+    )
+}
+
 /// A dotted-quad IPv4 address, as bastion writes it back out.
 pub fn ipv4(s: &str) -> Option<String> {
     s.parse::<Ipv4Addr>().ok().map(|ip| ip.to_string())
@@ -67,6 +87,21 @@ mod tests {
         ] {
             assert!(!is_resource_id("i", bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn accounts_and_partitions_keep_to_their_forms() {
+        assert!(is_account("123456789012"));
+        for bad in [
+            "12345678901",
+            "../../../etc",
+            "1234567890123",
+            "12345678901a",
+        ] {
+            assert!(!is_account(bad), "{bad:?}");
+        }
+        assert!(is_partition("aws-cn"));
+        assert!(!is_partition("aws\",\"x"));
     }
 
     #[test]

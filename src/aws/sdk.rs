@@ -280,10 +280,19 @@ impl Cloud for SdkCloud {
             self.sts.get_caller_identity().send()
         )?;
         let arn = out.arn().unwrap_or_default().to_string();
-        // arn:<partition>:sts::<account>:...
+        // arn:<partition>:sts::<account>:... The account names a folder of the state dir and
+        // both go into the policies bastion prints: held to their forms.
         let partition = arn.split(':').nth(1).unwrap_or("aws").to_string();
+        const ACTION: &str = "sts:GetCallerIdentity";
+        if !checked::is_partition(&partition) {
+            return Err(checked::malformed(ACTION, "a partition".into(), &partition));
+        }
+        let account = out.account().unwrap_or_default().to_string();
+        if !checked::is_account(&account) {
+            return Err(checked::malformed(ACTION, "an account id".into(), &account));
+        }
         Ok(Identity {
-            account: out.account().unwrap_or_default().to_string(),
+            account,
             arn,
             partition,
         })

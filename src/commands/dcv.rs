@@ -55,7 +55,12 @@ struct BrowserPage {
 
 impl BrowserPage {
     fn new(ctx: &Context) -> BrowserPage {
-        let dir = crate::state::private_dir(&ctx.state_root)
+        let made = if ctx.state_root.exists() {
+            Ok(())
+        } else {
+            crate::state::private_dir(&ctx.state_root)
+        };
+        let dir = made
             .and_then(|_| {
                 tempfile::Builder::new()
                     .prefix(".dcv-")

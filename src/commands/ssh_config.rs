@@ -300,7 +300,8 @@ pub async fn run(ctx: &Context, args: SshConfigArgs) -> anyhow::Result<()> {
             known_hosts::pin_all(file, alias, keys)?;
         }
     }
-    let hop = if route.proxy_key_file.exists() {
+    let hop = if route.proxy_login == crate::proxy::Login::Operator && route.proxy_key_file.exists()
+    {
         Hop::Jump
     } else {
         Hop::Stdio {

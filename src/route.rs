@@ -237,6 +237,25 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
     })
 }
 
+/// Refuses `what` (a session on the proxy itself) before anything is looked up or started,
+/// where this machine would log in as a teammate (see [`Login::choose`]).
+pub async fn operator_only(
+    ctx: &Context,
+    cluster: &str,
+    args: &crate::cli::RouteArgs,
+    what: &str,
+) -> anyhow::Result<()> {
+    let key = ctx.bastion_dir(cluster).await?.private_key();
+    match Login::choose(args.bastion_user.as_deref(), &key) {
+        Login::Operator => Ok(()),
+        Login::Teammate => Err(RouteError::OperatorOnly {
+            what: what.into(),
+            user: crate::userdata::TEAMMATE_USER.into(),
+        }
+        .into()),
+    }
+}
+
 impl Route {
     /// Refuses `what` (a session on the proxy itself) for a teammate's login, saying why.
     pub fn operator_only(&self, what: &str) -> Result<(), RouteError> {

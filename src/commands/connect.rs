@@ -43,6 +43,14 @@ pub async fn run(ctx: &Context, args: ConnectArgs) -> anyhow::Result<()> {
         check_address: true,
         allow_me: args.allow_me,
     };
+    // Before the proxy is looked up, or started: a teammate's login cannot have these.
+    if args.on_proxy {
+        route::operator_only(ctx, &args.cluster, &args.route, "--on-proxy").await?;
+    }
+    if args.dcv && args.desktop {
+        let what = "--desktop (the proxy's own DCV desktop)";
+        route::operator_only(ctx, &args.cluster, &args.route, what).await?;
+    }
     if let Some(to) = &args.stdio {
         return stdio(ctx, &args.cluster, &opts, to.as_deref()).await;
     }

@@ -420,6 +420,63 @@ pub fn tagged_host_key(proxy: &Instance) -> Result<Option<PublicKey>, HostKeyErr
         .transpose()
 }
 
+/// The host keys the proxy printed to its console, read over the AWS API, if it shows any.
+async fn console_keys(cloud: &dyn Cloud, instance: &str) -> Option<Vec<PublicKey>> {
+    match cloud.console_output(instance).await {
+        Ok(text) => known_hosts::console_host_keys(&text),
+        Err(e) => {
+            tracing::info!("the proxy {instance}'s console output could not be read: {e}");
+            None
+        }
+    }
+}
+
+fn fingerprints(keys: &[PublicKey]) -> String {
+    keys.iter()
+        .map(known_hosts::fingerprint)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The proxies whose pinned key came from their tag (their console showed no keys yet), one
+/// instance id a line, beside known_hosts: each is checked against its console once the
+/// console shows keys. Best effort: a file that cannot be written only means no later check.
+struct TagAnchored(PathBuf);
+
+impl TagAnchored {
+    fn ids(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.0)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn holds(&self, id: &str) -> bool {
+        self.ids().iter().any(|l| l == id)
+    }
+
+    fn write(&self, ids: &[String]) {
+        let text: String = ids.iter().map(|i| format!("{i}\n")).collect();
+        if let Err(e) = crate::state::write_file_atomic(&self.0, text.as_bytes(), 0o600) {
+            tracing::warn!("cannot record in {}: {e}", self.0.display());
+        }
+    }
+
+    fn add(&self, id: &str) {
+        let mut ids = self.ids();
+        if !ids.iter().any(|l| l == id) {
+            ids.push(id.to_string());
+            self.write(&ids);
+        }
+    }
+
+    fn remove(&self, id: &str) {
+        let ids: Vec<String> = self.ids().into_iter().filter(|l| l != id).collect();
+        self.write(&ids);
+    }
+}
+
 /// How the proxy's host key is judged, anchored by AWS rather than by its tag (anyone with
 /// `ec2:CreateTags` writes tags): the key pinned under its instance id in `known_hosts`, once
 /// there is one; before that, the keys the proxy printed to its console (`GetConsoleOutput`:
@@ -453,6 +510,7 @@ pub async fn host_trust(
         anchor,
     };
     let pinned = known_hosts::pinned(known_hosts_file, &proxy.id);
+    let tag_anchored = TagAnchored(known_hosts_file.with_file_name("proxy-keys-from-tags"));
     if !pinned.is_empty() {
         if !agrees(&pinned) {
             return Err(disagrees(
@@ -460,21 +518,26 @@ pub async fn host_trust(
                 &pinned,
             ));
         }
+        // Pinned from the tag while the console showed nothing: checked once the console
+        // shows the keys, and anchored from then on.
+        if tag_anchored.holds(&proxy.id)
+            && let Some(keys) = console_keys(cloud, &proxy.id).await
+        {
+            if !pinned.iter().any(|p| known_hosts::holds(&keys, p)) {
+                return Err(HostKeyError::ProxyPinNotInConsole {
+                    instance: proxy.id.clone(),
+                    pinned: fingerprints(&pinned),
+                    console: fingerprints(&keys),
+                });
+            }
+            tag_anchored.remove(&proxy.id);
+        }
         return Ok(trust(
             FirstUse::Unanchored("already pinned".into()),
             "the key pinned for it",
         ));
     }
-    let console = match cloud.console_output(&proxy.id).await {
-        Ok(text) => known_hosts::console_host_keys(&text),
-        Err(e) => {
-            tracing::info!(
-                "the proxy {}'s console output could not be read: {e}",
-                proxy.id
-            );
-            None
-        }
-    };
+    let console = console_keys(cloud, &proxy.id).await;
     match (console, tagged.clone()) {
         (Some(keys), _) => {
             if !agrees(&keys) {
@@ -490,6 +553,7 @@ pub async fn host_trust(
             ))
         }
         (None, Some(key)) => {
+            tag_anchored.add(&proxy.id);
             tracing::warn!(
                 "the proxy {}'s console output shows no host keys yet: trusting the key its \
                  bastion:host-key tag names ({}), which anyone with ec2:CreateTags can write; it \

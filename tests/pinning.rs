@@ -257,3 +257,56 @@ async fn the_proxys_key_is_anchored_by_its_console_and_pinned_not_taken_from_its
         "the pin stays"
     );
 }
+
+/// A proxy key pinned from the tag (its console showing no keys yet) is checked against the
+/// console once the console shows keys: a console without the pinned key is refused, one with
+/// it anchors the pin for good.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_proxy_key_pinned_from_its_tag_is_checked_once_its_console_shows_keys() {
+    use common::front::{Front, Reply};
+    use std::sync::{Arc, Mutex};
+
+    let mut w = world_or_skip!();
+    let front = Front::start(&w.moto.url).await;
+    w.b.endpoint = front.url.clone();
+    let real = w.lab.host_key("proxy");
+    let (other_file, other) = netlab::NetLab::key_pair(w.lab.dir.path(), "not-the-proxy-2");
+    let other = other
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let console = Arc::new(Mutex::new("[  OK  ] booting, no keys yet\r\n".to_string()));
+    let (proxy, text) = (w.proxy_id.clone(), console.clone());
+    front.rule(move |c| {
+        (c.action == "GetConsoleOutput" && c.param("InstanceId") == Some(proxy.as_str()))
+            .then(|| Reply::console_output(&proxy, &text.lock().unwrap()))
+    });
+    let block = |key: &str| {
+        format!("-----BEGIN SSH HOST KEY KEYS-----\r\n{key}\r\n-----END SSH HOST KEY KEYS-----\r\n")
+    };
+
+    let r = w.connect(&["--", "true"]);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("console output shows no host keys yet"),
+        "{r:?}"
+    );
+
+    *console.lock().unwrap() = block(&other);
+    let r = w.connect(&["--", "true"]);
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("came from its bastion:host-key tag")
+            && r.stderr
+                .contains(&fingerprint(&other_file.with_extension("pub"))),
+        "{r:?}"
+    );
+
+    *console.lock().unwrap() = block(&real);
+    assert_eq!(w.connect(&["--", "true"]).status, 0);
+    // Anchored now: a console that later shows something else no longer matters.
+    *console.lock().unwrap() = block(&other);
+    let r = w.connect(&["--", "true"]);
+    assert_eq!(r.status, 0, "{r:?}");
+}

@@ -33,6 +33,17 @@ pub enum HostKeyError {
         got: String,
     },
     #[error(
+        "the key pinned for the proxy {instance} ({pinned}) came from its bastion:host-key tag, \
+         while its console showed no keys; its console now shows {console}, without it. \
+         Refusing to connect: the tag may have been rewritten before the first connection. If \
+         the proxy was replaced, run `bastion down` and `bastion up`"
+    )]
+    ProxyPinNotInConsole {
+        instance: String,
+        pinned: String,
+        console: String,
+    },
+    #[error(
         "the proxy {instance}'s bastion:host-key tag names {tag}, but {anchor} {anchored}. \
          Refusing to connect: someone with ec2:CreateTags may have rewritten the tag (check \
          CloudTrail), or the connection would be intercepted"

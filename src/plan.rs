@@ -337,11 +337,10 @@ pub async fn plan(ctx: &Context, args: &UpArgs, head: &HeadNode) -> anyhow::Resu
             Some(given.clone())
         }
         None => {
-            let arn = target.boundary_arn();
             progress.phase("checking the permissions boundary for the proxy's role");
-            if !cloud.policy_exists(&arn).await? {
+            if !cloud.policy_exists(&boundary).await? {
                 return Err(PlanError::NoBoundary {
-                    arn,
+                    arn: boundary,
                     cluster: head.cluster.clone(),
                 }
                 .into());

@@ -420,6 +420,10 @@ pub fn tagged_host_key(proxy: &Instance) -> Result<Option<PublicKey>, HostKeyErr
         .transpose()
 }
 
+/// What a first use checked against the console is anchored by, as the user is told.
+const CONSOLE_KEYS: &str =
+    "the host keys it printed to its console (read with ec2:GetConsoleOutput)";
+
 /// The host keys the proxy printed to its console, read over the AWS API, if it shows any.
 async fn console_keys(cloud: &dyn Cloud, instance: &str) -> Option<Vec<PublicKey>> {
     match cloud.console_output(instance).await {
@@ -496,11 +500,7 @@ pub async fn host_trust(
             .map(known_hosts::fingerprint)
             .unwrap_or_default(),
         anchor,
-        anchored: keys
-            .iter()
-            .map(known_hosts::fingerprint)
-            .collect::<Vec<_>>()
-            .join(", "),
+        anchored: fingerprints(keys),
     };
     let agrees = |keys: &[PublicKey]| tagged.as_ref().is_none_or(|t| known_hosts::holds(keys, t));
     let trust = |first_use, anchor| Trust::Proxy {
@@ -541,16 +541,9 @@ pub async fn host_trust(
     match (console, tagged.clone()) {
         (Some(keys), _) => {
             if !agrees(&keys) {
-                return Err(disagrees(
-                    "the host keys it printed to its console (read with ec2:GetConsoleOutput) are"
-                        .into(),
-                    &keys,
-                ));
+                return Err(disagrees(format!("{CONSOLE_KEYS} are"), &keys));
             }
-            Ok(trust(
-                FirstUse::Anchored(keys),
-                "the host keys it printed to its console (read with ec2:GetConsoleOutput)",
-            ))
+            Ok(trust(FirstUse::Anchored(keys), CONSOLE_KEYS))
         }
         (None, Some(key)) => {
             tag_anchored.add(&proxy.id);

@@ -156,7 +156,7 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
         (None, Some(ip)) => (ip.clone(), 22),
         (None, None) => return Err(RouteError::NoAddress { instance: proxy.id }.into()),
     };
-    // The fallback for proxies without the Instance Connect agent (see proxy::login).
+    // The operator's login, where this machine has it (see proxy::login).
     let proxy_key_file = ctx.bastion_dir(cluster).await?.private_key();
     let proxy_login = Login::choose(opts.args.bastion_user.as_deref(), &proxy_key_file);
     let proxy_user = opts.args.bastion_user.clone().unwrap_or_else(|| {
@@ -211,8 +211,8 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
             what: format!("the proxy {}", proxy.id),
             user: proxy_user,
             trust: proxy_trust,
-            // Per session: link::open pushes a one-time key (proxy::login), with the state
-            // dir's key as the fallback.
+            // Per session: link::open logs in with the state dir's key (the operator) or pushes
+            // a one-time key (a teammate), see proxy::login.
             credentials: Credentials::default(),
         },
         head_target: Target {

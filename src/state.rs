@@ -97,7 +97,7 @@ impl BastionDir {
     }
 
     pub fn public_key(&self) -> PathBuf {
-        self.dir.join("id_ed25519.pub")
+        self.private_key().with_extension("pub")
     }
 
     /// Creates the directory (0700) and checks that it takes a file.
@@ -106,11 +106,11 @@ impl BastionDir {
             path: self.dir.clone(),
             error: source,
         };
-        // Every level from the state root down, also where an older bastion made them 0755.
+        // Every level below the state root, also where an older bastion made them 0755. The
+        // root itself is the user's choice (--state-dir may name a shared folder): only what
+        // bastion makes below it is made private.
         private_dir(&self.dir).map_err(err)?;
-        // The root itself is the user's choice (--state-dir may name a shared folder): only
-        // what bastion makes below it is made private.
-        for level in self.dir.ancestors().skip(1) {
+        for level in self.dir.ancestors() {
             if !level.starts_with(&self.root) || level == self.root {
                 break;
             }
@@ -195,14 +195,13 @@ fn iam_name(full: &str) -> String {
     format!("{}{}", &full[..cut], suffix)
 }
 
-/// Creates `dir` and any missing parent 0700 (what bastion keeps is its user's alone), and
-/// sets `dir` itself 0700 where it already was.
+/// Creates `dir` and any missing parent 0700 (what bastion keeps is its user's alone); a folder
+/// that exists keeps its mode.
 pub fn private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .create(dir)
 }
 
 /// Opens (creating it 0600 where it is missing) a file of bastion's for appending or locking.
@@ -230,9 +229,7 @@ pub fn write_file_atomic(path: &Path, contents: &[u8], new_mode: u32) -> std::io
         Err(e) => return Err(e),
     };
     let dir = target.parent().unwrap_or(Path::new("."));
-    if !dir.exists() {
-        private_dir(dir)?;
-    }
+    private_dir(dir)?;
     let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -268,26 +265,22 @@ pub fn generate_key(private: &Path, public: &Path, comment: &str) -> Result<Stri
         .public_key()
         .to_openssh()
         .map_err(|e| err(public)(std::io::Error::other(e.to_string())))?;
+    // A new file, 0600 from its creation; a stale one from an earlier, cleaned-up bastion is
+    // replaced.
+    let write_new = |path: &Path, text: &str| {
+        let _ = std::fs::remove_file(path);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(err(path))?;
+        f.write_all(text.as_bytes()).map_err(err(path))?;
+        f.sync_all().map_err(err(path))
+    };
     let write = || {
-        // Replace a stale key from an earlier, cleaned-up bastion.
-        let _ = std::fs::remove_file(private);
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(private)
-            .map_err(err(private))?;
-        f.write_all(private_text.as_bytes()).map_err(err(private))?;
-        f.sync_all().map_err(err(private))?;
-        let _ = std::fs::remove_file(public);
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(public)
-            .map_err(err(public))?;
-        f.write_all(format!("{public_line}\n").as_bytes())
-            .map_err(err(public))
+        write_new(private, &private_text)?;
+        write_new(public, &format!("{public_line}\n"))
     };
     crate::failpoint::local("generate_key", write, err(private))?;
     Ok(public_line)

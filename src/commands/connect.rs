@@ -58,9 +58,6 @@ pub async fn run(ctx: &Context, args: ConnectArgs) -> anyhow::Result<()> {
         return crate::commands::dcv::run(ctx, &args, opts).await;
     }
     let route = route::resolve(ctx, &args.cluster, &opts).await?;
-    if args.on_proxy {
-        route.operator_only("--on-proxy")?;
-    }
 
     // Bind every listener before connecting: a busy port fails fast.
     let mut listeners = Vec::new();

@@ -427,9 +427,7 @@ struct FileLock(File);
 
 impl FileLock {
     fn take(file: &Path) -> std::io::Result<FileLock> {
-        if let Some(dir) = file.parent()
-            && !dir.exists()
-        {
+        if let Some(dir) = file.parent() {
             crate::state::private_dir(dir)?;
         }
         let mut name = file.as_os_str().to_owned();

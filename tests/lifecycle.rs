@@ -1638,14 +1638,7 @@ async fn a_version_that_is_not_a_release_is_refused_before_anything_exists() {
     for bad in ["3.9.0; rm -rf /", "latest", "3.16.1rc1", "3.16.1\u{9b}31m"] {
         aws.set_instance_tags(&lab.head_node, &[("parallelcluster:version", bad)])
             .await;
-        let r = b.run(&[
-            "up",
-            "--cluster",
-            CLUSTER,
-            "--allow-cidr",
-            ALLOW,
-            "--no-wait",
-        ]);
+        let r = b.up_no_wait();
         assert_eq!(r.status, 2, "{bad:?}: {r:?}");
         assert!(
             r.stderr.contains(&format!("{bad:?}"))

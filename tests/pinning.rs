@@ -85,17 +85,34 @@ async fn a_pinned_head_node_stays_pinned_across_algorithms_and_hashing() {
     assert!(r.stderr.contains(&ecdsa_fp), "{r:?}");
 }
 
+/// Puts the world's bastion behind the wire-level front, which answers GetConsoleOutput for
+/// `instance` with the text in the returned cell (base64 on the wire, as AWS words it); the
+/// front serves as long as it is kept.
+async fn serve_console(
+    w: &mut common::world::World,
+    instance: &str,
+    text: String,
+) -> (
+    common::front::Front,
+    std::sync::Arc<std::sync::Mutex<String>>,
+) {
+    let front = common::front::Front::start(&w.moto.url).await;
+    w.b.endpoint = front.url.clone();
+    let console = std::sync::Arc::new(std::sync::Mutex::new(text));
+    let (instance, cell) = (instance.to_string(), console.clone());
+    front.rule(move |c| {
+        (c.action == "GetConsoleOutput" && c.param("InstanceId") == Some(instance.as_str()))
+            .then(|| common::front::Reply::console_output(&instance, &cell.lock().unwrap()))
+    });
+    (front, console)
+}
+
 /// First use, anchored where AWS allows: the head node's console output (served by the
 /// wire-level front, as AWS words GetConsoleOutput) lists its host keys, and a key that is not
 /// among them is refused; one that is gets pinned, and `ssh-config` pins them all for OpenSSH.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_first_use_key_absent_from_the_console_output_is_refused() {
-    use common::front::{Front, Reply};
-    use std::sync::{Arc, Mutex};
-
     let mut w = world_or_skip!();
-    let front = Front::start(&w.moto.url).await;
-    w.b.endpoint = front.url.clone();
     let known_hosts = w.b.state_dir.join("known_hosts");
     let (_, other) = netlab::NetLab::key_pair(w.lab.dir.path(), "not-the-head");
     let block = |key: &str| {
@@ -104,12 +121,8 @@ async fn a_first_use_key_absent_from_the_console_output_is_refused() {
              -----END SSH HOST KEY KEYS-----\r\n[   42.0] cloud-init[1020]: done\r\n"
         )
     };
-    let console = Arc::new(Mutex::new(block(&other)));
-    let (head, text) = (w.head_id.clone(), console.clone());
-    front.rule(move |c| {
-        (c.action == "GetConsoleOutput" && c.param("InstanceId") == Some(head.as_str()))
-            .then(|| Reply::console_output(&head, &text.lock().unwrap()))
-    });
+    let head = w.head_id.clone();
+    let (front, console) = serve_console(&mut w, &head, block(&other)).await;
 
     let r = w.connect(&["--", "true"]);
     assert_eq!(r.status, 1, "{r:?}");
@@ -168,12 +181,7 @@ async fn a_first_use_key_absent_from_the_console_output_is_refused() {
 /// refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_proxys_key_is_anchored_by_its_console_and_pinned_not_taken_from_its_tag() {
-    use common::front::{Front, Reply};
-    use std::sync::{Arc, Mutex};
-
     let mut w = world_or_skip!();
-    let front = Front::start(&w.moto.url).await;
-    w.b.endpoint = front.url.clone();
     let known_hosts = w.b.state_dir.join("known_hosts");
     let (other_file, other) = netlab::NetLab::key_pair(w.lab.dir.path(), "not-the-proxy");
     let other = other
@@ -190,12 +198,8 @@ async fn the_proxys_key_is_anchored_by_its_console_and_pinned_not_taken_from_its
              -----END SSH HOST KEY KEYS-----\r\n"
         )
     };
-    let console = Arc::new(Mutex::new(block(&other)));
-    let (proxy, text) = (w.proxy_id.clone(), console.clone());
-    front.rule(move |c| {
-        (c.action == "GetConsoleOutput" && c.param("InstanceId") == Some(proxy.as_str()))
-            .then(|| Reply::console_output(&proxy, &text.lock().unwrap()))
-    });
+    let proxy = w.proxy_id.clone();
+    let (_front, console) = serve_console(&mut w, &proxy, block(&other)).await;
     let pinned = || {
         std::fs::read_to_string(&known_hosts)
             .unwrap_or_default()
@@ -263,12 +267,7 @@ async fn the_proxys_key_is_anchored_by_its_console_and_pinned_not_taken_from_its
 /// it anchors the pin for good.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_proxy_key_pinned_from_its_tag_is_checked_once_its_console_shows_keys() {
-    use common::front::{Front, Reply};
-    use std::sync::{Arc, Mutex};
-
     let mut w = world_or_skip!();
-    let front = Front::start(&w.moto.url).await;
-    w.b.endpoint = front.url.clone();
     let real = w.lab.host_key("proxy");
     let (other_file, other) = netlab::NetLab::key_pair(w.lab.dir.path(), "not-the-proxy-2");
     let other = other
@@ -276,12 +275,13 @@ async fn a_proxy_key_pinned_from_its_tag_is_checked_once_its_console_shows_keys(
         .take(2)
         .collect::<Vec<_>>()
         .join(" ");
-    let console = Arc::new(Mutex::new("[  OK  ] booting, no keys yet\r\n".to_string()));
-    let (proxy, text) = (w.proxy_id.clone(), console.clone());
-    front.rule(move |c| {
-        (c.action == "GetConsoleOutput" && c.param("InstanceId") == Some(proxy.as_str()))
-            .then(|| Reply::console_output(&proxy, &text.lock().unwrap()))
-    });
+    let proxy = w.proxy_id.clone();
+    let (_front, console) = serve_console(
+        &mut w,
+        &proxy,
+        "[  OK  ] booting, no keys yet\r\n".to_string(),
+    )
+    .await;
     let block = |key: &str| {
         format!("-----BEGIN SSH HOST KEY KEYS-----\r\n{key}\r\n-----END SSH HOST KEY KEYS-----\r\n")
     };

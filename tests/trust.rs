@@ -47,6 +47,16 @@ async fn proxy(aws: &Clients, b: &Bastion, host_key: &str) -> String {
 /// An instance launched by an insider, with whatever tags they like, without bastion's
 /// instance profile or key pair.
 async fn launch_decoy(aws: &Clients, lab: &Lab, tags: Vec<ec2t::Tag>) -> String {
+    launch_decoy_as(aws, lab, tags, None).await
+}
+
+/// The same, launched with `identity` (a key pair and an instance profile, by name) where given.
+async fn launch_decoy_as(
+    aws: &Clients,
+    lab: &Lab,
+    tags: Vec<ec2t::Tag>,
+    identity: Option<(&str, &str)>,
+) -> String {
     let head = aws
         .ec2
         .describe_instances()
@@ -66,6 +76,12 @@ async fn launch_decoy(aws: &Clients, lab: &Lab, tags: Vec<ec2t::Tag>) -> String 
         .min_count(1)
         .max_count(1)
         .subnet_id(&lab.public_subnet)
+        .set_key_name(identity.map(|(key, _)| key.to_string()))
+        .set_iam_instance_profile(identity.map(|(_, profile)| {
+            ec2t::IamInstanceProfileSpecification::builder()
+                .name(profile)
+                .build()
+        }))
         .tag_specifications(
             ec2t::TagSpecification::builder()
                 .resource_type(ec2t::ResourceType::Instance)
@@ -613,48 +629,17 @@ async fn a_second_instance_that_passes_as_the_proxy_is_refused_with_both_listed(
     let good = key_line(tmp.path(), "proxy-host");
     let id = proxy(&aws, &b, &good).await;
     let names = bastion::state::Names::new(CLUSTER, REGION);
-    let head = aws
-        .ec2
-        .describe_instances()
-        .instance_ids(&lab.head_node)
-        .send()
-        .await
-        .unwrap();
-    let ami = head.reservations()[0].instances()[0]
-        .image_id()
-        .unwrap()
-        .to_string();
-    let second = aws
-        .ec2
-        .run_instances()
-        .image_id(ami)
-        .instance_type(ec2t::InstanceType::T3Medium)
-        .min_count(1)
-        .max_count(1)
-        .subnet_id(&lab.public_subnet)
-        .key_name(&names.key_pair)
-        .iam_instance_profile(
-            ec2t::IamInstanceProfileSpecification::builder()
-                .name(&names.instance_profile)
-                .build(),
-        )
-        .tag_specifications(
-            ec2t::TagSpecification::builder()
-                .resource_type(ec2t::ResourceType::Instance)
-                .set_tags(Some(vec![
-                    tag("bastion:cluster", CLUSTER),
-                    tag("bastion:host-key", &good),
-                    tag("bastion:state", "ready"),
-                ]))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .instances()[0]
-        .instance_id()
-        .unwrap()
-        .to_string();
+    let second = launch_decoy_as(
+        &aws,
+        &lab,
+        vec![
+            tag("bastion:cluster", CLUSTER),
+            tag("bastion:host-key", &good),
+            tag("bastion:state", "ready"),
+        ],
+        Some((&names.key_pair, &names.instance_profile)),
+    )
+    .await;
 
     let teammate_dir = tempfile::tempdir().unwrap();
     let t = Bastion::new(&moto, teammate_dir.path());

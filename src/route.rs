@@ -146,11 +146,31 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
         }
         _ => {}
     }
-    if opts.check_address {
-        gate(ctx, &expected, &proxy, opts).await?;
-    }
+    // Three look-ups that need only the proxy, at once: each is one or two AWS calls (the
+    // address check also asks the address service), so a connect waits for the slowest of
+    // them, not for their sum. Their errors are reported in the order they were made before.
     let known_hosts = known_hosts_file(ctx);
-    let proxy_trust = proxy::host_trust(cloud, &proxy, &known_hosts).await?;
+    progress.phase(format!("finding the head node of cluster {cluster}"));
+    let (gated, proxy_trust, head) = tokio::join!(
+        async {
+            match opts.check_address {
+                true => gate(ctx, &expected, &proxy, opts).await,
+                false => Ok(()),
+            }
+        },
+        proxy::host_trust(cloud, &proxy, &known_hosts),
+        async {
+            let head = find_head_node(cloud, cluster).await?;
+            let first_use = if known_hosts::is_pinned(&known_hosts, &head.instance.id) {
+                FirstUse::Unanchored("already pinned".into())
+            } else {
+                first_use_anchor(ctx, &head.instance.id).await
+            };
+            Ok::<_, crate::cluster::ClusterError>((head, first_use))
+        },
+    );
+    gated?;
+    let proxy_trust = proxy_trust?;
     let (proxy_address, proxy_port) = match (&opts.args.bastion_address, &proxy.public_ip) {
         (Some(a), _) => split_address(a),
         (None, Some(ip)) => (ip.clone(), 22),
@@ -168,8 +188,7 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
     });
     tracing::info!("logging in to the proxy as {proxy_user} ({proxy_login:?})");
 
-    progress.phase(format!("finding the head node of cluster {cluster}"));
-    let head = find_head_node(cloud, cluster).await?;
+    let (head, first_use) = head?;
     let head_ip = head
         .instance
         .private_ip
@@ -183,11 +202,6 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
         .user
         .clone()
         .unwrap_or_else(|| head.default_user().to_string());
-    let first_use = if known_hosts::is_pinned(&known_hosts, &head.instance.id) {
-        FirstUse::Unanchored("already pinned".into())
-    } else {
-        first_use_anchor(ctx, &head.instance.id).await
-    };
     if let Some(path) = &opts.args.identity
         && let Err(e) = std::fs::File::open(path)
     {

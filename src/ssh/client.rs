@@ -486,7 +486,13 @@ pub async fn connect(
         }
     };
     let _ = stream.set_nodelay(true);
-    handshake(target, stream, &addr, window_size).await
+    handshake(
+        target,
+        super::quickack::QuickAck::new(stream),
+        &addr,
+        window_size,
+    )
+    .await
 }
 
 /// Opens a second session through `proxy` (a direct-tcpip channel to `host:port`), like `ssh -J`.

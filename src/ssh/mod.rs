@@ -4,5 +4,6 @@
 pub mod client;
 pub mod forward;
 pub mod known_hosts;
+pub mod quickack;
 pub mod session;
 pub mod tunnel;

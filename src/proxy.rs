@@ -228,10 +228,18 @@ impl Search {
 
 /// Finds the cluster's proxy among the live instances tagged `bastion:cluster=<cluster>`.
 pub async fn find(cloud: &dyn Cloud, expected: &Expected) -> anyhow::Result<Search> {
-    let found = cloud
-        .instances_by_tags(&[(TAG_CLUSTER, &expected.cluster)], LIVE)
-        .await?;
-    Ok(Search::sort(expected, found))
+    Ok(Search::sort(
+        expected,
+        candidates(cloud, &expected.cluster).await?,
+    ))
+}
+
+/// The live instances tagged for `cluster`, to be judged by [`Search::sort`]: they need no
+/// [`Expected`], so a caller may look them up while it learns the account.
+pub async fn candidates(cloud: &dyn Cloud, cluster: &str) -> anyhow::Result<Vec<Instance>> {
+    Ok(cloud
+        .instances_by_tags(&[(TAG_CLUSTER, cluster)], LIVE)
+        .await?)
 }
 
 /// Starts a stopped proxy (waiting out `stopping` first) and waits until it is running.

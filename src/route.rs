@@ -107,8 +107,14 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
     let cloud = ctx.cloud.as_ref();
     let progress = &ctx.progress;
     progress.phase(format!("finding the bastion of cluster {cluster}"));
-    let expected = Expected::of(ctx, cluster).await?;
-    let search = proxy::find(cloud, &expected).await?;
+    // Who the caller is (the account the proxy's role must be in) and the tagged instances, at
+    // once: two endpoints, each a connection of its own on first use.
+    let (expected, candidates) = tokio::join!(
+        Expected::of(ctx, cluster),
+        proxy::candidates(cloud, cluster)
+    );
+    let expected = expected?;
+    let search = proxy::Search::sort(&expected, candidates?);
     search.warn_lookalikes();
     let Some(mut proxy) = search.proxy else {
         return Err(RouteError::NoBastion {

@@ -142,11 +142,14 @@ impl Moto {
     }
 
     pub fn start_with(env: &[(&str, &str)]) -> Option<Moto> {
-        let bin = require_tool("moto_server", &[venv().join("bin/moto_server")])?;
+        require_tool("moto_server", &[venv().join("bin/moto_server")])?;
+        // moto's own server, its name checks made atomic as EC2's are (tests/moto_server.py).
+        let launcher = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/moto_server.py");
         for _attempt in 0..3 {
             let port = free_port();
-            let mut cmd = Command::new(&bin);
-            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            let mut cmd = Command::new(venv().join("bin/python"));
+            cmd.arg(launcher)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());

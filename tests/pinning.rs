@@ -23,6 +23,18 @@ fn fingerprint(public_key_file: &std::path::Path) -> String {
         .to_string()
 }
 
+/// A key pair that is not the proxy's, made in `dir` under `name`: its private key file and its
+/// public key as `type base64` (the comment dropped, as a tag or a console line holds it).
+fn foreign_key(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
+    let (file, public) = netlab::NetLab::key_pair(dir, name);
+    let public = public
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    (file, public)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pinned_head_node_stays_pinned_across_algorithms_and_hashing() {
     let mut w = world_or_skip!();
@@ -183,12 +195,7 @@ async fn a_first_use_key_absent_from_the_console_output_is_refused() {
 async fn the_proxys_key_is_anchored_by_its_console_and_pinned_not_taken_from_its_tag() {
     let mut w = world_or_skip!();
     let known_hosts = w.b.state_dir.join("known_hosts");
-    let (other_file, other) = netlab::NetLab::key_pair(w.lab.dir.path(), "not-the-proxy");
-    let other = other
-        .split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ");
+    let (other_file, other) = foreign_key(w.lab.dir.path(), "not-the-proxy");
     let real = w.lab.host_key("proxy");
     let real_fp = fingerprint(&w.lab.path("proxy_host_ed25519.pub"));
     let other_fp = fingerprint(&other_file.with_extension("pub"));
@@ -269,12 +276,7 @@ async fn the_proxys_key_is_anchored_by_its_console_and_pinned_not_taken_from_its
 async fn a_proxy_key_pinned_from_its_tag_is_checked_once_its_console_shows_keys() {
     let mut w = world_or_skip!();
     let real = w.lab.host_key("proxy");
-    let (other_file, other) = netlab::NetLab::key_pair(w.lab.dir.path(), "not-the-proxy-2");
-    let other = other
-        .split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ");
+    let (other_file, other) = foreign_key(w.lab.dir.path(), "not-the-proxy-2");
     let proxy = w.proxy_id.clone();
     let (_front, console) = serve_console(
         &mut w,

@@ -159,9 +159,10 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
     progress.phase(format!("finding the head node of cluster {cluster}"));
     let (gated, proxy_trust, head) = tokio::join!(
         async {
-            match opts.check_address {
-                true => gate(ctx, &expected, &proxy, opts).await,
-                false => Ok(()),
+            if opts.check_address {
+                gate(ctx, &expected, &proxy, opts).await
+            } else {
+                Ok(())
             }
         },
         proxy::host_trust(cloud, &proxy, &known_hosts),

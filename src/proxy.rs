@@ -573,6 +573,60 @@ pub async fn host_trust(
     }
 }
 
+/// A new proxy's host keys as `up` left them.
+#[derive(Debug)]
+pub enum NewProxyKeys {
+    /// Read from its console output and pinned under its instance id: the operator's first
+    /// `connect` is anchored by AWS.
+    Pinned(Vec<PublicKey>),
+    /// Its console showed none within the wait: the first `connect` trusts the tag's key, says
+    /// so, and checks it against the console once the console shows keys.
+    NotShown,
+}
+
+/// Waits, for at most `within`, until a new proxy's console output (`GetConsoleOutput`) shows
+/// the host keys its user-data prints, then pins them under its instance id, so no first use
+/// rests on the `bastion:host-key` tag, which anyone with `ec2:CreateTags` can write. The tag,
+/// where present, must be one of them, or the proxy is refused naming both. EC2 posts console
+/// output some time after boot (at once with `Latest` on Nitro instances, minutes later on
+/// others): polled every 2 s at first, growing to every 10 s.
+pub async fn pin_console_keys(
+    cloud: &dyn Cloud,
+    proxy: &Instance,
+    known_hosts_file: &Path,
+    within: Duration,
+    progress: &Progress,
+) -> Result<NewProxyKeys, HostKeyError> {
+    let tagged = tagged_host_key(proxy)?;
+    let deadline = tokio::time::Instant::now() + within;
+    let mut delay = Duration::from_secs(2);
+    loop {
+        if let Some(keys) = console_keys(cloud, &proxy.id).await {
+            if let Some(t) = tagged.as_ref().filter(|t| !known_hosts::holds(&keys, t)) {
+                return Err(HostKeyError::ProxyTagDisagrees {
+                    instance: proxy.id.clone(),
+                    tag: known_hosts::fingerprint(t),
+                    anchor: format!("{CONSOLE_KEYS} are"),
+                    anchored: fingerprints(&keys),
+                });
+            }
+            known_hosts::pin_all(known_hosts_file, &proxy.id, &keys)?;
+            return Ok(NewProxyKeys::Pinned(keys));
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Ok(NewProxyKeys::NotShown);
+        }
+        progress.phase(format!(
+            "{}: ready; waiting for its console output to show its host keys \
+             (ec2:GetConsoleOutput)",
+            proxy.id
+        ));
+        tokio::time::sleep(delay.min(deadline - now)).await;
+        delay = (delay * 3 / 2).min(Duration::from_secs(10));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -174,8 +174,9 @@ async fn host_keys_are_verified_not_trusted() {
     // Both named, as OpenSSH's ssh-keygen prints them: what the tag says, what the proxy showed.
     assert!(
         r.stderr.contains("bastion:host-key tag")
-            && r.stderr.contains(&fingerprint(&other))
-            && r.stderr.contains(&fingerprint(&w.lab.host_key("proxy"))),
+            && r.stderr.contains(&key_fingerprint(&other))
+            && r.stderr
+                .contains(&key_fingerprint(&w.lab.host_key("proxy"))),
         "{r:?}"
     );
     w.aws
@@ -187,9 +188,9 @@ async fn host_keys_are_verified_not_trusted() {
 
     // First use pins the head node; a changed key is then refused, both keys named.
     assert_eq!(w.connect(&["--", "true"]).status, 0);
-    let pinned = fingerprint(&w.lab.host_key("head"));
+    let pinned = key_fingerprint(&w.lab.host_key("head"));
     w.lab.new_host_key("head");
-    let presented = fingerprint(&w.lab.host_key("head"));
+    let presented = key_fingerprint(&w.lab.host_key("head"));
     assert_ne!(pinned, presented);
     let r = w.connect(&["--", "true"]);
     assert_eq!(r.status, 1, "{r:?}");
@@ -200,25 +201,6 @@ async fn host_keys_are_verified_not_trusted() {
             && r.stderr.contains(&presented),
         "{r:?}"
     );
-}
-
-/// The SHA256 fingerprint of a public key line, as OpenSSH's `ssh-keygen -lf` prints it.
-fn fingerprint(public_line: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("key.pub");
-    std::fs::write(&file, format!("{public_line}\n")).unwrap();
-    let out = Command::new("ssh-keygen")
-        .arg("-lf")
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -643,7 +643,11 @@ async fn up_waits_for_the_bootstrap_and_reports_its_failure() {
     let aws = moto.clients().await;
     aws.build_lab(LabOptions::default()).await;
     let tmp = tempfile::tempdir().unwrap();
-    let b = Bastion::new(&moto, tmp.path());
+    let mut b = Bastion::new(&moto, tmp.path());
+    // GetConsoleOutput as AWS answers it (moto's holds no host keys).
+    let front = common::front::Front::start(&moto.url).await;
+    b.endpoint = front.url.clone();
+    let consoles = front.consoles();
 
     // Play the instance's bootstrap: bootstrapping, host key, ready.
     let mut child = b.watch(&[
@@ -670,22 +674,42 @@ async fn up_waits_for_the_bootstrap_and_reports_its_failure() {
     );
     aws.set_instance_tags(&id, &[("bastion:state", "bootstrapping")])
         .await;
+    // Ready, while EC2 has posted no console output with the host keys yet: `up` keeps waiting.
+    consoles.lock().unwrap().insert(
+        id.clone(),
+        "[  OK  ] Reached target basic.target.\r\n".into(),
+    );
     aws.set_instance_tags(
         &id,
-        &[
-            (
-                "bastion:host-key",
-                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl",
-            ),
-            ("bastion:state", "ready"),
-        ],
+        &[("bastion:host-key", PROXY_KEY), ("bastion:state", "ready")],
     )
     .await;
+    child.wait_stderr(
+        &format!("{id}: ready; waiting for its console output to show its host keys"),
+        2,
+        LIMIT,
+    );
+    assert!(
+        child.running(),
+        "up must wait for the host keys on the proxy's console"
+    );
+    consoles
+        .lock()
+        .unwrap()
+        .insert(id.clone(), common::front::console_with_keys(&[PROXY_KEY]));
     let out = child.finish(LIMIT);
     assert_eq!(out.status, 0, "{out:?}");
     let r = out.json();
     assert_eq!(r["bootstrap"], "ready");
     assert_eq!(r["instance_id"], id.as_str());
+    // Pinned from the console under the instance id, for the first connect to check.
+    assert_eq!(r["host_key_anchor"], "console", "{out:?}");
+    assert_eq!(
+        r["host_keys"],
+        serde_json::json!([key_fingerprint(PROXY_KEY)])
+    );
+    let pinned = pinned_lines(&b.state_dir.join("known_hosts"), &id);
+    assert!(pinned.contains(PROXY_KEY.split_at(12).1), "{pinned}");
     assert_eq!(b.run(&["down", "--cluster", CLUSTER]).status, 0);
 
     // A failed bootstrap: the console tail is shown, the exit is non-zero, nothing stays.
@@ -713,6 +737,93 @@ async fn up_waits_for_the_bootstrap_and_reports_its_failure() {
         Vec::<String>::new(),
         "{stderr}"
     );
+}
+
+/// A proxy whose console output lists host keys without the one its tag names is refused with
+/// both fingerprints, and nothing of it stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn up_refuses_a_proxy_whose_tag_is_not_among_its_console_keys() {
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    aws.build_lab(LabOptions::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = Bastion::new(&moto, tmp.path());
+    let front = common::front::Front::start(&moto.url).await;
+    b.endpoint = front.url.clone();
+    let consoles = front.consoles();
+    let (_, other) = netlab::NetLab::key_pair(tmp.path(), "not-the-proxy");
+    let child = b.watch(&[
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--allow-cidr",
+        ALLOW,
+        "--timeout",
+        "2",
+    ]);
+    let id = wait_for_instance(&aws).await;
+    consoles
+        .lock()
+        .unwrap()
+        .insert(id.clone(), common::front::console_with_keys(&[&other]));
+    aws.set_instance_tags(
+        &id,
+        &[("bastion:host-key", PROXY_KEY), ("bastion:state", "ready")],
+    )
+    .await;
+    let out = child.finish(LIMIT);
+    assert_eq!(out.status, 1, "{out:?}");
+    assert!(
+        out.stderr.contains(&key_fingerprint(PROXY_KEY))
+            && out.stderr.contains(&key_fingerprint(other.trim()))
+            && out.stderr.contains("console"),
+        "{out:?}"
+    );
+    assert!(out.stderr.contains("cleaned up"), "{out:?}");
+    assert_eq!(aws.leftovers(CLUSTER).await, Vec::<String>::new());
+    assert_eq!(pinned_lines(&b.state_dir.join("known_hosts"), &id), "");
+}
+
+/// A console that never shows the keys within `--timeout`: the proxy works, so `up` succeeds,
+/// pins nothing, and says what the first `connect` will trust instead.
+#[tokio::test(flavor = "multi_thread")]
+async fn up_whose_proxy_console_stays_silent_pins_nothing_and_says_so() {
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    aws.build_lab(LabOptions::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Bastion::new(&moto, tmp.path());
+    let child = b.watch(&[
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--allow-cidr",
+        ALLOW,
+        "--timeout",
+        "1",
+        "--output",
+        "json",
+    ]);
+    let id = wait_for_instance(&aws).await;
+    aws.set_instance_tags(
+        &id,
+        &[("bastion:host-key", PROXY_KEY), ("bastion:state", "ready")],
+    )
+    .await;
+    let out = child.finish(LIMIT);
+    assert_eq!(out.status, 0, "{out:?}");
+    assert_eq!(out.json()["host_key_anchor"], "pending", "{out:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "the proxy {id}'s console output shows no host keys yet"
+        )) && out
+            .stderr
+            .contains("the first `bastion connect` trusts the key its bastion:host-key tag names"),
+        "{out:?}"
+    );
+    assert_eq!(pinned_lines(&b.state_dir.join("known_hosts"), &id), "");
+    assert_eq!(b.run(&["down", "--cluster", CLUSTER]).status, 0);
+    assert_eq!(aws.leftovers(CLUSTER).await, Vec::<String>::new());
 }
 
 /// `--timeout` counts minutes: one without a word from the bootstrap ends `up` with exit 1,
@@ -837,9 +948,9 @@ async fn down_without_a_ledger_finds_resources_by_tag_and_spares_the_untagged() 
     aws.ec2
         .import_key_pair()
         .key_name("bastion-demo-decoy")
-        .public_key_material(aws_sdk_ec2::primitives::Blob::new(
-            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl decoy",
-        ))
+        .public_key_material(aws_sdk_ec2::primitives::Blob::new(format!(
+            "{PROXY_KEY} decoy"
+        )))
         .send()
         .await
         .unwrap();

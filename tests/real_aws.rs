@@ -217,15 +217,14 @@ async fn up_status_and_down_hold_against_aws_as_it_behaves() {
         assert!(Instant::now() < deadline, "up never launched");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    front
+        .consoles()
+        .lock()
+        .unwrap()
+        .insert(id.clone(), common::front::console_with_keys(&[PROXY_KEY]));
     aws.set_instance_tags(
         &id,
-        &[
-            (
-                "bastion:host-key",
-                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl",
-            ),
-            ("bastion:state", "ready"),
-        ],
+        &[("bastion:host-key", PROXY_KEY), ("bastion:state", "ready")],
     )
     .await;
     let out = child.finish(Duration::from_secs(120));

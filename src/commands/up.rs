@@ -14,7 +14,9 @@ use crate::context::Context;
 use crate::ledger::Ledger;
 use crate::plan::plan;
 use crate::provision;
-use crate::proxy::{self, Expected};
+use crate::proxy::{self, Expected, NewProxyKeys};
+use crate::route::known_hosts_file;
+use crate::ssh::known_hosts;
 use crate::teardown::{self, Kinds, Report};
 use crate::ui::{Progress, emit};
 use crate::wait::{Goal, WaitError, wait_for_new};
@@ -115,6 +117,14 @@ pub struct UpResult {
     /// false when the cluster already had a bastion and this run created nothing.
     pub created: bool,
     pub started: bool,
+    /// How the new proxy's host key is anchored: `console` (its console output's keys, pinned
+    /// by `up`), `pending` (its console showed none within the wait). Absent with `--no-wait`
+    /// and for a proxy that already existed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_key_anchor: Option<&'static str>,
+    /// The SHA-256 fingerprints `up` pinned for it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub host_keys: Vec<String>,
 }
 
 impl fmt::Display for UpResult {
@@ -148,6 +158,15 @@ impl fmt::Display for UpResult {
         if let Some(k) = &self.key_file {
             writeln!(f, "  key:        {k}")?;
         }
+        match self.host_key_anchor {
+            Some("console") => writeln!(
+                f,
+                "  host keys:  pinned from its console output ({})",
+                self.host_keys.join(", ")
+            )?,
+            Some(_) => writeln!(f, "  host keys:  not on its console output yet")?,
+            None => {}
+        }
         write!(f, "next: bastion connect --cluster {}", self.cluster)
     }
 }
@@ -175,6 +194,31 @@ impl UpResult {
             key_file: key,
             created,
             started,
+            host_key_anchor: None,
+            host_keys: Vec::new(),
+        }
+    }
+
+    /// Records what `up` pinned for the new proxy; a console that showed nothing is said as a
+    /// warning, with what the first `connect` then does.
+    fn host_keys(&mut self, keys: NewProxyKeys) {
+        match keys {
+            NewProxyKeys::Pinned(keys) => {
+                self.host_key_anchor = Some("console");
+                self.host_keys = keys.iter().map(known_hosts::fingerprint).collect();
+            }
+            NewProxyKeys::NotShown => {
+                self.host_key_anchor = Some("pending");
+                tracing::warn!(
+                    "the proxy {}'s console output shows no host keys yet (EC2 may take minutes \
+                     to post it), so none is pinned: the first `bastion connect` trusts the key its \
+                     bastion:host-key tag names (which anyone with ec2:CreateTags can write), says \
+                     so, pins it, and checks it against the console output once that shows the \
+                     keys. `bastion up --cluster {}` again pins them from the console",
+                    self.instance_id,
+                    self.cluster
+                );
+            }
         }
     }
 }
@@ -203,8 +247,17 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<()> {
         let (instance, started) = proxy::ensure_running(cloud, existing, timeout, progress).await?;
         let key = dir.private_key();
         let key = key.exists().then(|| key.display().to_string());
+        let mut r = UpResult::from_instance(&args.cluster, &region, &instance, key, false, started);
+        // No key pinned for it yet (a proxy whose console was silent when it was made, or one
+        // this machine has not used): one look at its console.
+        let known_hosts = known_hosts_file(ctx);
+        if !known_hosts::is_pinned(&known_hosts, &instance.id) {
+            let keys =
+                proxy::pin_console_keys(cloud, &instance, &known_hosts, Duration::ZERO, progress)
+                    .await?;
+            r.host_keys(keys);
+        }
         progress.finish();
-        let r = UpResult::from_instance(&args.cluster, &region, &instance, key, false, started);
         emit(ctx.opts.output, &r)
     };
     if let Some(existing) = search.proxy {
@@ -281,12 +334,29 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<()> {
         )
         .await?;
         let instance = match goal {
-            None => Some(crate::aws::fresh::new_instance(cloud, &created.instance_id).await?),
+            None => (
+                Some(crate::aws::fresh::new_instance(cloud, &created.instance_id).await?),
+                None,
+            ),
             Some(goal) => {
+                let waiting = tokio::time::Instant::now();
                 match wait_for_new(cloud, &created.instance_id, goal, timeout, progress).await {
                     // The proxy works for SSH; a failed desktop is reported but the proxy is kept.
                     Err(e @ WaitError::DesktopFailed { .. }) => return Ok(Err(e)),
-                    other => Some(other?),
+                    other => {
+                        let instance = other?;
+                        // Within the same wait: the host keys from its console, pinned.
+                        let left = timeout.saturating_sub(waiting.elapsed());
+                        let keys = proxy::pin_console_keys(
+                            cloud,
+                            &instance,
+                            &known_hosts_file(ctx),
+                            left,
+                            progress,
+                        )
+                        .await?;
+                        (Some(instance), Some(keys))
+                    }
                 }
             }
         };
@@ -306,14 +376,16 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<()> {
         }
     }
     match outcome {
-        Ok(Ok(instance)) => {
+        Ok(Ok((instance, keys))) => {
             progress.finish();
             let instance = instance.ok_or_else(|| anyhow::anyhow!("the new instance vanished"))?;
             let key = Some(dir.private_key().display().to_string());
-            emit(
-                ctx.opts.output,
-                &UpResult::from_instance(&args.cluster, &region, &instance, key, true, false),
-            )
+            let mut r =
+                UpResult::from_instance(&args.cluster, &region, &instance, key, true, false);
+            if let Some(keys) = keys {
+                r.host_keys(keys);
+            }
+            emit(ctx.opts.output, &r)
         }
         Ok(Err(desktop_failed)) => {
             progress.finish();

@@ -88,6 +88,20 @@ impl Reply {
     }
 }
 
+/// A console output with cloud-init's host-key block listing `keys` (OpenSSH public key lines),
+/// between boot lines, with the console's CRLF line ends.
+pub fn console_with_keys(keys: &[&str]) -> String {
+    format!(
+        "[  OK  ] Started cloud-final.service.\r\n-----BEGIN SSH HOST KEY KEYS-----\r\n{}\r\n\
+         -----END SSH HOST KEY KEYS-----\r\n[   42.0] cloud-init[1020]: done\r\n",
+        keys.join("\r\n")
+    )
+}
+
+/// What GetConsoleOutput answers per instance id, through `Front::consoles`; ids not in it go
+/// to moto.
+pub type Consoles = Arc<Mutex<std::collections::HashMap<String, String>>>;
+
 /// A request id shaped as AWS shapes them.
 pub fn request_id() -> String {
     use rand::RngCore;
@@ -158,6 +172,21 @@ impl Front {
     /// Adds a rule; the first rule that answers a call wins.
     pub fn rule(&self, f: impl FnMut(&Call) -> Option<Reply> + Send + 'static) {
         self.shared.rules.lock().unwrap().push(Box::new(f));
+    }
+
+    /// Answers GetConsoleOutput, as AWS words it, for the instances in the returned map, with
+    /// their text; the test fills it as instances boot.
+    pub fn consoles(&self) -> Consoles {
+        let consoles: Consoles = Arc::default();
+        let map = consoles.clone();
+        self.rule(move |c| {
+            let id = c
+                .param("InstanceId")
+                .filter(|_| c.action == "GetConsoleOutput")?;
+            let text = map.lock().unwrap().get(id).cloned()?;
+            Some(Reply::console_output(id, &text))
+        });
+        consoles
     }
 
     /// Adds an edit of moto's answers (text bodies only), for what the lab is in place of AWS:

@@ -1063,3 +1063,41 @@ pub fn wait_for_text(file: &std::path::Path, needle: &str, limit: Duration) -> b
     }
     false
 }
+
+/// The host key the tests' proxies publish in their `bastion:host-key` tag (and, where the
+/// front serves it, on their console).
+pub const PROXY_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+
+/// The SHA256 fingerprint of a public key line, as OpenSSH's `ssh-keygen -lf` prints it.
+pub fn key_fingerprint(public_line: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("key.pub");
+    std::fs::write(&file, format!("{public_line}\n")).unwrap();
+    let out = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string()
+}
+
+/// What `known_hosts` pins for `alias`, as OpenSSH finds it (`ssh-keygen -F`, hashed names
+/// included); empty when nothing is pinned or there is no file.
+pub fn pinned_lines(known_hosts: &Path, alias: &str) -> String {
+    if !known_hosts.exists() {
+        return String::new();
+    }
+    let out = Command::new("ssh-keygen")
+        .args(["-F", alias, "-f"])
+        .arg(known_hosts)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -363,7 +363,13 @@ fn soak(s: &Setup, address: &str) {
             .count();
         let took = start.elapsed();
         std::thread::sleep(Duration::from_secs(2));
-        rounds.push((took, failed, open_fds(pid), vm_rss_kib(pid)));
+        rounds.push((
+            took,
+            failed,
+            open_fds(pid),
+            vm_rss_kib(pid),
+            status_kib(pid, "RssAnon:"),
+        ));
     }
     println!(
         "soak       10,000 sequential (4 KiB each): {:.1} s, {failed} failed; bastion's open fds {fds0} -> {fds1}, RSS {:.1} -> {:.1} MiB",
@@ -371,12 +377,13 @@ fn soak(s: &Setup, address: &str) {
         rss0 as f64 / 1024.0,
         rss1 as f64 / 1024.0
     );
-    for (i, (took, failed, fds, rss)) in rounds.iter().enumerate() {
+    for (i, (took, failed, fds, rss, anon)) in rounds.iter().enumerate() {
         println!(
-            "soak       200 concurrent (256 KiB each), round {}: {:.1} s, {failed} failed; open fds {fds}, RSS {:.1} MiB",
+            "soak       200 concurrent (256 KiB each), round {}: {:.1} s, {failed} failed; open fds {fds}, RSS {:.1} MiB (anon {:.1})",
             i + 1,
             took.as_secs_f64(),
-            *rss as f64 / 1024.0
+            *rss as f64 / 1024.0,
+            *anon as f64 / 1024.0
         );
     }
     drop(t);

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use russh::ChannelMsg;
 use russh::client::Handle;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
@@ -238,7 +238,7 @@ pub async fn pump(
     sock: TcpStream,
 ) -> Result<(), String> {
     let (mut rd, wr) = channel.split();
-    let (mut sock_rd, mut sock_wr) = sock.into_split();
+    let (sock_rd, mut sock_wr) = sock.into_split();
     let queued = Arc::new(AtomicUsize::new(0));
     let (overrun_tx, mut overrun) = watch::channel(false);
 
@@ -288,20 +288,15 @@ pub async fn pump(
     });
 
     // Local -> remote: the channel's own window paces this direction.
-    let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = tokio::select! {
+        let data = tokio::select! {
             _ = overran(&mut overrun) => break,
-            r = sock_rd.read(&mut buf) => match r {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
+            r = read_chunk(&sock_rd) => match r {
+                Ok(Some(d)) => d,
+                Ok(None) | Err(_) => break,
             },
         };
-        if wr
-            .data_bytes(Bytes::copy_from_slice(&buf[..n]))
-            .await
-            .is_err()
-        {
+        if wr.data_bytes(data).await.is_err() {
             break;
         }
     }
@@ -329,6 +324,31 @@ pub async fn pump(
     let _ = writer.await;
     let _ = wr.close().await;
     Ok(())
+}
+
+/// The most read from a local socket at once.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Below this, what was read is copied out and the chunk freed at once.
+const SMALL_READ: usize = 16 * 1024;
+
+/// The next bytes from a local socket, None at its end. No buffer is held while the socket is
+/// idle: a chunk is allocated once it is readable and handed to the channel as it is, so a bulk
+/// transfer costs no copy, and a small read is copied out so the chunk does not wait in the
+/// channel's queue for its few bytes. Hundreds of idle or chatty connections thus hold no
+/// 64 KiB buffer each, and a burst of them leaves the allocator less to keep.
+async fn read_chunk(sock: &tokio::net::tcp::OwnedReadHalf) -> std::io::Result<Option<Bytes>> {
+    loop {
+        sock.readable().await?;
+        let mut chunk = bytes::BytesMut::with_capacity(READ_CHUNK);
+        match sock.try_read_buf(&mut chunk) {
+            Ok(0) => return Ok(None),
+            Ok(n) if n < SMALL_READ => return Ok(Some(Bytes::copy_from_slice(&chunk))),
+            Ok(_) => return Ok(Some(chunk.freeze())),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Resolves once the connection has overrun its budget; never when the drain ended normally

@@ -574,25 +574,15 @@ fn main() {
         soak(&s, &direct);
     }
 
-    // Setup time: connect and run `true` on the head node, median of 5.
+    // Setup time: connect and run `true` on the head node; the tools take turns (OpenSSH's
+    // own time moves by a fifth from run to run), the median of 9 each.
     let config = s.ssh_config(&direct);
-    let time = |f: &dyn Fn() -> bool| {
-        let mut t: Vec<f64> = (0..5)
-            .map(|_| {
-                let start = Instant::now();
-                assert!(f(), "the setup-time command failed");
-                start.elapsed().as_secs_f64() * 1000.0
-            })
-            .collect();
-        t.sort_by(|a, b| a.total_cmp(b));
-        t[2]
-    };
-    let bastion_setup = time(&|| {
+    let bastion_once = || {
         let mut args = s.bastion_args(&direct);
         args.extend(["--", "true"]);
         s.w.b.run(&args).status == 0
-    });
-    let ssh_setup = time(&|| {
+    };
+    let ssh_once = || {
         Command::new("ssh")
             .arg("-F")
             .arg(&config)
@@ -601,7 +591,18 @@ fn main() {
             .status()
             .map(|st| st.success())
             .unwrap_or(false)
-    });
+    };
+    let mut times = [Vec::new(), Vec::new()];
+    for round in 0..9 {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let start = Instant::now();
+            let ok = if i == 0 { bastion_once() } else { ssh_once() };
+            assert!(ok, "the setup-time command failed");
+            times[i].push(start.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    let (bastion_setup, ssh_setup) = (median(&times[0]), median(&times[1]));
     println!(
         "{:<10} {:<18} {:>12.0} {:>12.0} {:>8}   (bastion includes its AWS look-ups, against moto)",
         "loopback",

@@ -68,10 +68,16 @@ pub async fn my_address() -> Result<Ipv4Addr, AccessError> {
         reason,
     };
     crate::context::install_crypto();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .map_err(|e| fail(e.to_string()))?;
+    // Building the client reads and parses the system's root certificates: tens of
+    // milliseconds of blocking work, kept off the async workers.
+    let client = tokio::task::spawn_blocking(|| {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+    })
+    .await
+    .map_err(|e| fail(e.to_string()))?
+    .map_err(|e| fail(e.to_string()))?;
     let response = client
         .get(&url)
         .send()

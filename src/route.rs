@@ -107,6 +107,11 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
     let cloud = ctx.cloud.as_ref();
     let progress = &ctx.progress;
     progress.phase(format!("finding the bastion of cluster {cluster}"));
+    // This machine's public address, asked of the address service from the start: it needs
+    // nothing from AWS, and its HTTPS client alone costs tens of milliseconds to build.
+    let my_address = opts
+        .check_address
+        .then(|| tokio::spawn(access::my_address()));
     // Who the caller is (the account the proxy's role must be in) and the tagged instances, at
     // once: two endpoints, each a connection of its own on first use.
     let (expected, candidates) = tokio::join!(
@@ -159,10 +164,9 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
     progress.phase(format!("finding the head node of cluster {cluster}"));
     let (gated, proxy_trust, head) = tokio::join!(
         async {
-            if opts.check_address {
-                gate(ctx, &expected, &proxy, opts).await
-            } else {
-                Ok(())
+            match my_address {
+                Some(address) => gate(ctx, &expected, &proxy, opts, address.await?).await,
+                None => Ok(()),
             }
         },
         proxy::host_trust(cloud, &proxy, &known_hosts),
@@ -299,8 +303,9 @@ async fn gate(
     expected: &Expected,
     proxy: &Instance,
     opts: &RouteOptions,
+    address: Result<std::net::Ipv4Addr, AccessError>,
 ) -> anyhow::Result<()> {
-    let ip = match access::my_address().await {
+    let ip = match address {
         Ok(ip) => ip,
         Err(e) => {
             tracing::info!("not checking your address against the proxy's security group: {e}");

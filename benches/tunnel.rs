@@ -9,7 +9,8 @@
 //! `BASTION_BENCH_ROUNDS` (5) rounds with a fresh forward per tool and round; 8 and 16 parallel
 //! download streams through one forward (many busy channels: the window trade-off in
 //! src/ssh/client.rs); the latency of a small request while 8 streams run; connection setup time
-//! (`connect -- true` against `ssh -J ... true`); peak RSS with 50 open forwarded connections.
+//! (`connect -- true` against `ssh -J ... true`, the operator's and a teammate's); peak RSS with 50
+//! open forwarded connections; the soak (`BASTION_BENCH_CASES=soak`).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -455,7 +456,7 @@ fn main() {
         return;
     }
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let Some(s) = rt.block_on(setup()) else {
+    let Some(mut s) = rt.block_on(setup()) else {
         eprintln!(
             "benchmark skipped: it needs root, iperf3, socat, ssh and moto (run .ci/run first)"
         );
@@ -577,20 +578,26 @@ fn main() {
     // Setup time: connect and run `true` on the head node; the tools take turns (OpenSSH's
     // own time moves by a fifth from run to run), the median of 9 each.
     let config = s.ssh_config(&direct);
-    let bastion_once = || {
-        let mut args = s.bastion_args(&direct);
-        args.extend(["--", "true"]);
-        s.w.b.run(&args).status == 0
-    };
-    let ssh_once = || {
-        Command::new("ssh")
-            .arg("-F")
-            .arg(&config)
-            .args(["-o", "BatchMode=yes", "demo-head", "true"])
-            .stdin(Stdio::null())
+    // Both timed by a blocking wait for the process (the harness's `run` polls every 50 ms).
+    let status_of = |mut cmd: Command| {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .status()
             .map(|st| st.success())
             .unwrap_or(false)
+    };
+    let bastion_once = || {
+        let mut args = s.bastion_args(&direct);
+        args.extend(["--", "true"]);
+        status_of(s.w.b.command(&args))
+    };
+    let ssh_once = || {
+        let mut cmd = Command::new("ssh");
+        cmd.arg("-F")
+            .arg(&config)
+            .args(["-o", "BatchMode=yes", "demo-head", "true"]);
+        status_of(cmd)
     };
     let mut times = [Vec::new(), Vec::new()];
     for round in 0..9 {
@@ -654,5 +661,34 @@ fn main() {
         ratio(anon[0], anon[1]),
         file[0],
         file[1]
+    );
+
+    // A teammate's setup: no proxy key on this machine, so each connect pushes a one-time key
+    // through EC2 Instance Connect (the lab's stand-in) first. Last, since it makes the proxy's
+    // sshd ask the stand-in for keys. One connect first pins the host keys, as the operator's
+    // are pinned above.
+    let n = s.w.lab.n;
+    let t = rt.block_on(s.w.teammate(&format!("10.77.{n}.1")));
+    let teammate_once = || status_of(t.b.command(&s.w.teammate_args(&["--", "true"])));
+    let first = t.b.run(&s.w.teammate_args(&["--", "true"]));
+    assert_eq!(first.status, 0, "the teammate's first connect: {first:?}");
+    let mut times = [Vec::new(), Vec::new()];
+    for round in 0..9 {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let start = Instant::now();
+            let ok = if i == 0 { teammate_once() } else { ssh_once() };
+            assert!(ok, "the setup-time command failed");
+            times[i].push(start.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    let (teammate_setup, ssh_setup) = (median(&times[0]), median(&times[1]));
+    println!(
+        "{:<10} {:<18} {:>12.0} {:>12.0} {:>8}   (a teammate: one Instance Connect push more)",
+        "loopback",
+        "teammate setup ms",
+        teammate_setup,
+        ssh_setup,
+        ratio(teammate_setup, ssh_setup)
     );
 }

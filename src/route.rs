@@ -112,11 +112,23 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
     let my_address = opts
         .check_address
         .then(|| tokio::spawn(access::my_address()));
-    // Who the caller is (the account the proxy's role must be in) and the tagged instances, at
-    // once: two endpoints, each a connection of its own on first use.
-    let (expected, candidates) = tokio::join!(
+    // Who the caller is (the account the proxy's role must be in), the tagged instances, and
+    // the head node with its console anchor, at once: none needs another's answer, and each is
+    // a round trip to AWS (two endpoints, each a connection of its own on first use). Errors
+    // are still reported in the order the look-ups were once made: the proxy's first.
+    let known_hosts = known_hosts_file(ctx);
+    let (expected, candidates, head) = tokio::join!(
         Expected::of(ctx, cluster),
-        proxy::candidates(cloud, cluster)
+        proxy::candidates(cloud, cluster),
+        async {
+            let head = find_head_node(cloud, cluster).await?;
+            let first_use = if known_hosts::is_pinned(&known_hosts, &head.instance.id) {
+                FirstUse::Unanchored("already pinned".into())
+            } else {
+                first_use_anchor(ctx, &head.instance.id).await
+            };
+            Ok::<_, crate::cluster::ClusterError>((head, first_use))
+        },
     );
     let expected = expected?;
     let search = proxy::Search::sort(&expected, candidates?);
@@ -157,12 +169,10 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
         }
         _ => {}
     }
-    // Three look-ups that need only the proxy, at once: each is one or two AWS calls (the
-    // address check also asks the address service), so a connect waits for the slowest of
-    // them, not for their sum. Their errors are reported in the order they were made before.
-    let known_hosts = known_hosts_file(ctx);
-    progress.phase(format!("finding the head node of cluster {cluster}"));
-    let (gated, proxy_trust, head) = tokio::join!(
+    // The two checks of the proxy, at once: the address check (the address service's answer
+    // against its group) and its host key's anchor. Their errors in the order they were made
+    // before.
+    let (gated, proxy_trust) = tokio::join!(
         async {
             match my_address {
                 Some(address) => gate(ctx, &expected, &proxy, opts, address.await?).await,
@@ -170,15 +180,6 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
             }
         },
         proxy::host_trust(cloud, &proxy, &known_hosts),
-        async {
-            let head = find_head_node(cloud, cluster).await?;
-            let first_use = if known_hosts::is_pinned(&known_hosts, &head.instance.id) {
-                FirstUse::Unanchored("already pinned".into())
-            } else {
-                first_use_anchor(ctx, &head.instance.id).await
-            };
-            Ok::<_, crate::cluster::ClusterError>((head, first_use))
-        },
     );
     gated?;
     let proxy_trust = proxy_trust?;

@@ -429,6 +429,22 @@ fn rounds() -> usize {
         .unwrap_or(5)
 }
 
+/// Setup times in ms of two commands, run 9 times each taking turns to go first (OpenSSH's
+/// own time moves by a fifth from run to run): their medians.
+fn setup_medians(a: &dyn Fn() -> bool, b: &dyn Fn() -> bool) -> (f64, f64) {
+    let mut times = [Vec::new(), Vec::new()];
+    for round in 0..9 {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let start = Instant::now();
+            let ok = if i == 0 { a() } else { b() };
+            assert!(ok, "the setup-time command failed");
+            times[i].push(start.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    (median(&times[0]), median(&times[1]))
+}
+
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
@@ -575,8 +591,7 @@ fn main() {
         soak(&s, &direct);
     }
 
-    // Setup time: connect and run `true` on the head node; the tools take turns (OpenSSH's
-    // own time moves by a fifth from run to run), the median of 9 each.
+    // Setup time: connect and run `true` on the head node (see setup_medians).
     let config = s.ssh_config(&direct);
     // Both timed by a blocking wait for the process (the harness's `run` polls every 50 ms).
     let status_of = |mut cmd: Command| {
@@ -599,17 +614,7 @@ fn main() {
             .args(["-o", "BatchMode=yes", "demo-head", "true"]);
         status_of(cmd)
     };
-    let mut times = [Vec::new(), Vec::new()];
-    for round in 0..9 {
-        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-        for i in order {
-            let start = Instant::now();
-            let ok = if i == 0 { bastion_once() } else { ssh_once() };
-            assert!(ok, "the setup-time command failed");
-            times[i].push(start.elapsed().as_secs_f64() * 1000.0);
-        }
-    }
-    let (bastion_setup, ssh_setup) = (median(&times[0]), median(&times[1]));
+    let (bastion_setup, ssh_setup) = setup_medians(&bastion_once, &ssh_once);
     println!(
         "{:<10} {:<18} {:>12.0} {:>12.0} {:>8}   (bastion includes its AWS look-ups, against moto)",
         "loopback",
@@ -672,17 +677,7 @@ fn main() {
     let teammate_once = || status_of(t.b.command(&s.w.teammate_args(&["--", "true"])));
     let first = t.b.run(&s.w.teammate_args(&["--", "true"]));
     assert_eq!(first.status, 0, "the teammate's first connect: {first:?}");
-    let mut times = [Vec::new(), Vec::new()];
-    for round in 0..9 {
-        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-        for i in order {
-            let start = Instant::now();
-            let ok = if i == 0 { teammate_once() } else { ssh_once() };
-            assert!(ok, "the setup-time command failed");
-            times[i].push(start.elapsed().as_secs_f64() * 1000.0);
-        }
-    }
-    let (teammate_setup, ssh_setup) = (median(&times[0]), median(&times[1]));
+    let (teammate_setup, ssh_setup) = setup_medians(&teammate_once, &ssh_once);
     println!(
         "{:<10} {:<18} {:>12.0} {:>12.0} {:>8}   (a teammate: one Instance Connect push more)",
         "loopback",

@@ -501,16 +501,6 @@ pub async fn host_trust(
     known_hosts_file: &Path,
 ) -> Result<Trust, HostKeyError> {
     let tagged = tagged_host_key(proxy)?;
-    let disagrees = |anchor: String, keys: &[PublicKey]| HostKeyError::ProxyTagDisagrees {
-        instance: proxy.id.clone(),
-        tag: tagged
-            .as_ref()
-            .map(known_hosts::fingerprint)
-            .unwrap_or_default(),
-        anchor,
-        anchored: fingerprints(keys),
-    };
-    let agrees = |keys: &[PublicKey]| tagged.as_ref().is_none_or(|t| known_hosts::holds(keys, t));
     let trust = |first_use, anchor| Trust::Proxy {
         file: known_hosts_file.to_path_buf(),
         instance: proxy.id.clone(),
@@ -520,12 +510,12 @@ pub async fn host_trust(
     let pinned = known_hosts::pinned(known_hosts_file, &proxy.id);
     let tag_anchored = TagAnchored(known_hosts_file.with_file_name("proxy-keys-from-tags"));
     if !pinned.is_empty() {
-        if !agrees(&pinned) {
-            return Err(disagrees(
-                format!("{} pinned", known_hosts_file.display()),
-                &pinned,
-            ));
-        }
+        tag_among(
+            proxy,
+            tagged.as_ref(),
+            format!("{} pinned", known_hosts_file.display()),
+            &pinned,
+        )?;
         // Pinned from the tag while the console showed nothing: checked once the console
         // shows the keys, and anchored from then on.
         if tag_anchored.holds(&proxy.id)
@@ -548,9 +538,7 @@ pub async fn host_trust(
     let console = console_keys(cloud, &proxy.id).await;
     match (console, tagged.clone()) {
         (Some(keys), _) => {
-            if !agrees(&keys) {
-                return Err(disagrees(format!("{CONSOLE_KEYS} are"), &keys));
-            }
+            tag_among(proxy, tagged.as_ref(), format!("{CONSOLE_KEYS} are"), &keys)?;
             Ok(trust(FirstUse::Anchored(keys), CONSOLE_KEYS))
         }
         (None, Some(key)) => {
@@ -570,6 +558,25 @@ pub async fn host_trust(
         (None, None) => Err(HostKeyError::ProxyUnpublished {
             instance: proxy.id.clone(),
         }),
+    }
+}
+
+/// The proxy's tagged host key, where it has one, must be among `keys` (what `anchor` names:
+/// its pin, or its console's keys), or the proxy is refused naming both.
+fn tag_among(
+    proxy: &Instance,
+    tagged: Option<&PublicKey>,
+    anchor: String,
+    keys: &[PublicKey],
+) -> Result<(), HostKeyError> {
+    match tagged {
+        Some(t) if !known_hosts::holds(keys, t) => Err(HostKeyError::ProxyTagDisagrees {
+            instance: proxy.id.clone(),
+            tag: known_hosts::fingerprint(t),
+            anchor,
+            anchored: fingerprints(keys),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -602,14 +609,7 @@ pub async fn pin_console_keys(
     let mut delay = Duration::from_secs(2);
     loop {
         if let Some(keys) = console_keys(cloud, &proxy.id).await {
-            if let Some(t) = tagged.as_ref().filter(|t| !known_hosts::holds(&keys, t)) {
-                return Err(HostKeyError::ProxyTagDisagrees {
-                    instance: proxy.id.clone(),
-                    tag: known_hosts::fingerprint(t),
-                    anchor: format!("{CONSOLE_KEYS} are"),
-                    anchored: fingerprints(&keys),
-                });
-            }
+            tag_among(proxy, tagged.as_ref(), format!("{CONSOLE_KEYS} are"), &keys)?;
             known_hosts::pin_all(known_hosts_file, &proxy.id, &keys)?;
             return Ok(NewProxyKeys::Pinned(keys));
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
-use crate::aws::{AwsError, Cloud, GroupRule, IngressRule, SecurityGroup, Source};
+use crate::aws::{AwsError, GroupRule, IngressRule, Network, SecurityGroup, Source};
 
 /// The default public-address service; `BASTION_IP_LOOKUP_URL` overrides it (tests point it at
 /// loopback).
@@ -144,7 +144,10 @@ pub struct Admitted {
 }
 
 /// The IPv4 blocks the group admits to tcp 22.
-pub async fn list(cloud: &dyn Cloud, group: &SecurityGroup) -> Result<Vec<Admitted>, AwsError> {
+pub async fn list(
+    cloud: &(impl Network + ?Sized),
+    group: &SecurityGroup,
+) -> Result<Vec<Admitted>, AwsError> {
     Ok(ssh_rules(cloud, group)
         .await?
         .into_iter()
@@ -157,7 +160,10 @@ pub async fn list(cloud: &dyn Cloud, group: &SecurityGroup) -> Result<Vec<Admitt
         .collect())
 }
 
-async fn ssh_rules(cloud: &dyn Cloud, group: &SecurityGroup) -> Result<Vec<GroupRule>, AwsError> {
+async fn ssh_rules(
+    cloud: &(impl Network + ?Sized),
+    group: &SecurityGroup,
+) -> Result<Vec<GroupRule>, AwsError> {
     Ok(cloud
         .ingress_rules(&group.id)
         .await?
@@ -173,7 +179,7 @@ async fn ssh_rules(cloud: &dyn Cloud, group: &SecurityGroup) -> Result<Vec<Group
 
 /// Admits `cidr` to tcp 22 of the proxy's group. Returns false when a rule for it was there.
 pub async fn admit(
-    cloud: &dyn Cloud,
+    cloud: &(impl Network + ?Sized),
     group: &SecurityGroup,
     cidr: Ipv4Net,
     description: &str,
@@ -199,7 +205,7 @@ pub async fn admit(
 /// (`up` or `allow`); returns how many were removed. A rule someone else made for that block is
 /// refused, named with its description, and nothing is removed.
 pub async fn revoke(
-    cloud: &dyn Cloud,
+    cloud: &(impl Network + ?Sized),
     group: &SecurityGroup,
     cidr: Ipv4Net,
 ) -> anyhow::Result<usize> {

@@ -2,7 +2,9 @@
 //! which subnets of that VPC are public, and whether its security groups already admit the proxy.
 //! Reads only; nothing here writes to AWS.
 
-use crate::aws::{AwsError, Cloud, Instance, RouteTable, SecurityGroup, Source, Subnet};
+use crate::aws::{
+    Account, AwsError, Instance, Instances, Network, RouteTable, SecurityGroup, Source, Subnet,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -133,7 +135,10 @@ pub const TAG_STACK: &str = "aws:cloudformation:stack-name";
 /// generation, then only the instances its CloudFormation stack made (ParallelCluster 3 names the stack after the
 /// cluster, ParallelCluster 2 `parallelcluster-NAME`). Several such instances are refused, never
 /// picked from.
-pub async fn find_head_node(cloud: &dyn Cloud, cluster: &str) -> Result<HeadNode, ClusterError> {
+pub async fn find_head_node(
+    cloud: &(impl Account + Instances + ?Sized),
+    cluster: &str,
+) -> Result<HeadNode, ClusterError> {
     // Both ParallelCluster generations, always: a cluster of one must not be shadowed by a
     // look-alike of the other (a stack named after a ParallelCluster 2 cluster is free to make).
     let v3 = cloud
@@ -259,7 +264,7 @@ pub fn is_public(subnet: &str, tables: &[RouteTable]) -> bool {
 /// Picks the proxy's subnet: `--subnet` if given (validated), else a public subnet of the head
 /// node's VPC, preferring the head node's availability zone, then a stable order by id.
 pub async fn choose_public_subnet(
-    cloud: &dyn Cloud,
+    cloud: &(impl Account + Network + ?Sized),
     head: &HeadNode,
     requested: Option<&str>,
 ) -> Result<Subnet, ClusterError> {

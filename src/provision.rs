@@ -7,7 +7,8 @@ use serde::Serialize;
 
 use crate::aws::fresh::on_fresh;
 use crate::aws::{
-    AwsError, Cloud, IngressRule, LaunchSpec, Source, TAG_CLUSTER, TAG_HEAD_NODE, TAG_OS, Tag,
+    AwsError, Iam, IngressRule, Instances, LaunchSpec, Network, Source, TAG_CLUSTER, TAG_HEAD_NODE,
+    TAG_OS, Tag,
 };
 use crate::ledger::{Ledger, Resource};
 use crate::policy;
@@ -88,7 +89,7 @@ pub enum ProvisionError {
 
 /// Executes `plan`, recording each resource in `ledger` as soon as it exists.
 pub async fn create(
-    cloud: &dyn Cloud,
+    cloud: &(impl Instances + Network + Iam + ?Sized),
     plan: &Plan,
     run_id: &str,
     dir: &BastionDir,
@@ -258,7 +259,7 @@ pub async fn create(
 /// other rule (an allow-all one above all). A describe may lag the writes, so a mismatch is read
 /// again a few times.
 async fn verify_egress(
-    cloud: &dyn Cloud,
+    cloud: &(impl Network + ?Sized),
     sg: &str,
     expected: &[(i32, String)],
 ) -> anyhow::Result<()> {
@@ -307,7 +308,7 @@ async fn verify_egress(
 }
 
 async fn run_with_propagation_retry(
-    cloud: &dyn Cloud,
+    cloud: &(impl Instances + ?Sized),
     spec: &LaunchSpec,
     progress: &Progress,
 ) -> anyhow::Result<String> {
@@ -330,7 +331,7 @@ async fn run_with_propagation_retry(
 /// The proxy's role (bounded by the administrator's boundary, with its policies) and instance
 /// profile, each recorded in the ledger as it comes to exist; returns the profile's ARN.
 async fn create_role_and_profile(
-    cloud: &dyn Cloud,
+    cloud: &(impl Iam + ?Sized),
     plan: &Plan,
     iam_tags: &[Tag],
     ledger: &mut Ledger,

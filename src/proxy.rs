@@ -18,8 +18,8 @@ use russh::keys::PublicKey;
 use serde::Serialize;
 
 use crate::aws::{
-    AwsError, Cloud, IAM_PATH, Instance, KeyPair, SecurityGroup, TAG_CLUSTER, TAG_HOST_KEY,
-    TAG_STATE, tag_value,
+    AwsError, IAM_PATH, Instance, Instances, KeyPair, Network, SecurityGroup, TAG_CLUSTER,
+    TAG_HOST_KEY, TAG_STATE, tag_value,
 };
 use crate::context::Context;
 use crate::ledger::{Ledger, Resource};
@@ -227,7 +227,10 @@ impl Search {
 }
 
 /// Finds the cluster's proxy among the live instances tagged `bastion:cluster=<cluster>`.
-pub async fn find(cloud: &dyn Cloud, expected: &Expected) -> anyhow::Result<Search> {
+pub async fn find(
+    cloud: &(impl Instances + ?Sized),
+    expected: &Expected,
+) -> anyhow::Result<Search> {
     Ok(Search::sort(
         expected,
         candidates(cloud, &expected.cluster).await?,
@@ -236,7 +239,10 @@ pub async fn find(cloud: &dyn Cloud, expected: &Expected) -> anyhow::Result<Sear
 
 /// The live instances tagged for `cluster`, to be judged by [`Search::sort`]: they need no
 /// [`Expected`], so a caller may look them up while it learns the account.
-pub async fn candidates(cloud: &dyn Cloud, cluster: &str) -> anyhow::Result<Vec<Instance>> {
+pub async fn candidates(
+    cloud: &(impl Instances + ?Sized),
+    cluster: &str,
+) -> anyhow::Result<Vec<Instance>> {
     Ok(cloud
         .instances_by_tags(&[(TAG_CLUSTER, cluster)], LIVE)
         .await?)
@@ -244,7 +250,7 @@ pub async fn candidates(cloud: &dyn Cloud, cluster: &str) -> anyhow::Result<Vec<
 
 /// Starts a stopped proxy (waiting out `stopping` first) and waits until it is running.
 pub async fn ensure_running(
-    cloud: &dyn Cloud,
+    cloud: &(impl Instances + ?Sized),
     instance: Instance,
     timeout: Duration,
     progress: &Progress,
@@ -343,7 +349,7 @@ impl Login {
 /// before connecting (AWS lets it in for 60 s; the session outlives it). Each call makes a new key, so a reconnect pushes a fresh one. The key is held in
 /// memory only. Neither way: the denied action and the policy that grants it are named.
 pub async fn login(
-    cloud: &dyn Cloud,
+    cloud: &(impl Instances + ?Sized),
     proxy: &Instance,
     user: &str,
     key_file: &Path,
@@ -402,7 +408,7 @@ pub async fn login(
 
 /// The security group bastion made for the cluster, among those the proxy runs with.
 pub async fn group(
-    cloud: &dyn Cloud,
+    cloud: &(impl Network + ?Sized),
     expected: &Expected,
     proxy: &Instance,
 ) -> anyhow::Result<SecurityGroup> {
@@ -433,7 +439,7 @@ const CONSOLE_KEYS: &str =
     "the host keys it printed to its console (read with ec2:GetConsoleOutput)";
 
 /// The host keys the proxy printed to its console, read over the AWS API, if it shows any.
-async fn console_keys(cloud: &dyn Cloud, instance: &str) -> Option<Vec<PublicKey>> {
+async fn console_keys(cloud: &(impl Instances + ?Sized), instance: &str) -> Option<Vec<PublicKey>> {
     match cloud.console_output(instance).await {
         Ok(text) => known_hosts::console_host_keys(&text),
         Err(e) => {
@@ -496,7 +502,7 @@ impl TagAnchored {
 /// shows none yet (EC2 makes it readable minutes after boot), the tag's, said as such. The tag,
 /// where present, must agree with the pin or the console, or the proxy is refused naming both.
 pub async fn host_trust(
-    cloud: &dyn Cloud,
+    cloud: &(impl Instances + ?Sized),
     proxy: &Instance,
     known_hosts_file: &Path,
 ) -> Result<Trust, HostKeyError> {
@@ -598,7 +604,7 @@ pub enum NewProxyKeys {
 /// output some time after boot (at once with `Latest` on Nitro instances, minutes later on
 /// others): polled every 2 s at first, growing to every 10 s.
 pub async fn pin_console_keys(
-    cloud: &dyn Cloud,
+    cloud: &(impl Instances + ?Sized),
     proxy: &Instance,
     known_hosts_file: &Path,
     within: Duration,

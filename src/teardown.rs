@@ -8,7 +8,8 @@
 use std::time::Duration;
 
 use crate::aws::{
-    AwsError, AwsResult, Cloud, IAM_PATH, IamEntity, TAG_CLUSTER, Tag, or_missing, tag_value,
+    AwsError, AwsResult, Cloud, IAM_PATH, Iam, IamEntity, Instances, Network, TAG_CLUSTER, Tag,
+    or_missing, tag_value,
 };
 use crate::ledger::{Ledger, Resource};
 use crate::proxy::{Expected, NOT_TERMINATED};
@@ -187,7 +188,11 @@ fn done_if_missing(r: AwsResult<()>) -> AwsResult<()> {
 }
 
 /// Polls until the instance is gone (terminated or unknown), up to `limit`.
-pub async fn wait_terminated(cloud: &dyn Cloud, id: &str, limit: Duration) -> AwsResult<()> {
+pub async fn wait_terminated(
+    cloud: &(impl Instances + ?Sized),
+    id: &str,
+    limit: Duration,
+) -> AwsResult<()> {
     let start = tokio::time::Instant::now();
     let mut delay = Duration::from_millis(500);
     loop {
@@ -210,7 +215,7 @@ pub async fn wait_terminated(cloud: &dyn Cloud, id: &str, limit: Duration) -> Aw
 
 /// Deletes a security group, retrying DependencyViolation (an ENI of a terminating instance,
 /// a rule in another group that names it) with backoff.
-async fn delete_group(cloud: &dyn Cloud, id: &str) -> AwsResult<()> {
+async fn delete_group(cloud: &(impl Network + ?Sized), id: &str) -> AwsResult<()> {
     let mut delay = Duration::from_secs(1);
     let mut waited = Duration::ZERO;
     loop {
@@ -230,7 +235,7 @@ async fn delete_group(cloud: &dyn Cloud, id: &str) -> AwsResult<()> {
 }
 
 /// Empties and deletes a role bastion created (inline and attached policies first).
-async fn delete_role(cloud: &dyn Cloud, name: &str) -> AwsResult<()> {
+async fn delete_role(cloud: &(impl Iam + ?Sized), name: &str) -> AwsResult<()> {
     let Some((inline, attached)) = or_missing(cloud.role_policies(name).await)? else {
         return Ok(());
     };
@@ -243,7 +248,7 @@ async fn delete_role(cloud: &dyn Cloud, name: &str) -> AwsResult<()> {
     done_if_missing(cloud.delete_role(name).await)
 }
 
-async fn delete_profile(cloud: &dyn Cloud, name: &str) -> AwsResult<()> {
+async fn delete_profile(cloud: &(impl Iam + ?Sized), name: &str) -> AwsResult<()> {
     let Some(roles) = or_missing(cloud.profile_roles(name).await)? else {
         return Ok(());
     };
@@ -272,7 +277,7 @@ pub fn remove_local(path: &std::path::Path) -> std::io::Result<bool> {
 /// `own_key` is the one local file bastion makes beside the ledger: a ledger (a file, so
 /// untrusted) that names any other path gets it refused, never deleted.
 async fn remove_one(
-    cloud: &dyn Cloud,
+    cloud: &(impl Instances + Network + Iam + ?Sized),
     resource: &Resource,
     own_key: &std::path::Path,
 ) -> anyhow::Result<bool> {
@@ -314,7 +319,7 @@ async fn remove_one(
 /// Removes everything the ledger records, newest first, forgetting each as it goes. Keeps going
 /// past a failure so that one stuck resource does not strand the others.
 pub async fn teardown_ledger(
-    cloud: &dyn Cloud,
+    cloud: &(impl Instances + Network + Iam + ?Sized),
     ledger: &mut Ledger,
     progress: &Progress,
 ) -> Report {
@@ -376,7 +381,7 @@ impl Kinds {
 /// and an IAM entity must have bastion's names. Tagged resources that fail are listed in
 /// `Report::spared`, untouched.
 pub async fn sweep(
-    cloud: &dyn Cloud,
+    cloud: &(impl Cloud + ?Sized),
     key: &str,
     value: &str,
     owner: &Expected,
@@ -544,7 +549,7 @@ pub async fn sweep(
 /// which also retries what the ledger could not remove once what stood in its way is gone.
 /// Each resource is reported once, with its last outcome.
 pub async fn remove_tagged(
-    cloud: &dyn Cloud,
+    cloud: &(impl Cloud + ?Sized),
     ledger: Option<&mut Ledger>,
     (key, value): (&str, &str),
     owner: &Expected,
@@ -584,7 +589,7 @@ pub async fn remove_tagged(
 /// Removes what one `up` run made: what its ledger records and what carries its run tag (a
 /// resource whose create call succeeded but whose response was lost), see [`remove_tagged`].
 pub async fn remove_run(
-    cloud: &dyn Cloud,
+    cloud: &(impl Cloud + ?Sized),
     ledger: &mut Ledger,
     run_id: Option<&str>,
     owner: &Expected,
@@ -601,7 +606,10 @@ pub async fn remove_run(
 
 /// What bastion made for the cluster and still exists, found by its tag and names (read only):
 /// for the message of an `up` that finds another run's resources in its way.
-pub async fn inventory(cloud: &dyn Cloud, owner: &Expected) -> AwsResult<Vec<String>> {
+pub async fn inventory(
+    cloud: &(impl Instances + Network + Iam + ?Sized),
+    owner: &Expected,
+) -> AwsResult<Vec<String>> {
     let cluster = owner.cluster.as_str();
     let names = &owner.names;
     let mut found = Vec::new();

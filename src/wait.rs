@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::aws::fresh::FRESH_LIMIT;
-use crate::aws::{AwsError, Cloud, Instance, TAG_DESKTOP, TAG_STATE, or_missing};
+use crate::aws::{AwsError, Instance, Instances, TAG_DESKTOP, TAG_STATE, or_missing};
 use crate::ui::Progress;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -81,7 +81,7 @@ pub fn tail(text: &str, n: usize) -> String {
 
 /// Waits for an existing instance: one that is not found is gone.
 pub async fn wait_for(
-    cloud: &dyn Cloud,
+    cloud: &(impl Instances + ?Sized),
     id: &str,
     goal: Goal,
     timeout: Duration,
@@ -93,7 +93,7 @@ pub async fn wait_for(
 /// Waits for the instance this run just launched: for its first [`FRESH_LIMIT`] a describe that
 /// does not find it means "not visible yet" (EC2's eventual consistency), never "gone".
 pub async fn wait_for_new(
-    cloud: &dyn Cloud,
+    cloud: &(impl Instances + ?Sized),
     id: &str,
     goal: Goal,
     timeout: Duration,
@@ -105,7 +105,7 @@ pub async fn wait_for_new(
 /// Call rate: the first poll at once, then every 0.5 s growing by half to at most every 5 s
 /// (about 12 calls a minute once settled).
 async fn wait(
-    cloud: &dyn Cloud,
+    cloud: &(impl Instances + ?Sized),
     id: &str,
     goal: Goal,
     timeout: Duration,

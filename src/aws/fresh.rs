@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use super::{AwsError, AwsResult, Cloud, Instance};
+use super::{AwsError, AwsResult, Instance, Instances};
 
 /// How long a resource made by this run may read as NotFound before that is believed.
 pub const FRESH_LIMIT: Duration = Duration::from_secs(120);
@@ -48,7 +48,7 @@ where
 
 /// The instance `id` that this run launched: a describe that does not find it yet is retried
 /// (the launch succeeded, so it exists), until [`FRESH_LIMIT`].
-pub async fn new_instance(cloud: &dyn Cloud, id: &str) -> AwsResult<Instance> {
+pub async fn new_instance(cloud: &(impl Instances + ?Sized), id: &str) -> AwsResult<Instance> {
     on_fresh(&format!("the new instance {id}"), || async {
         cloud.instance(id).await?.ok_or_else(|| AwsError::NotFound {
             action: "ec2:DescribeInstances".into(),

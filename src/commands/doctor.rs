@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::aws::{Cloud, EndpointSpec, Source, Tag};
+use crate::aws::{EndpointSpec, Network, Source, Tag};
 use crate::cli::{DoctorArgs, OutputFormat};
 use crate::cluster::{find_head_node, route_table_of};
 use crate::context::Context;
@@ -182,7 +182,7 @@ async fn gather(ctx: &Context, args: &DoctorArgs) -> anyhow::Result<Facts> {
 /// The security group doctor's interface endpoints use: found by its tag, else created with
 /// tcp 443 from the VPC's CIDRs.
 async fn endpoint_group(
-    cloud: &dyn Cloud,
+    cloud: &(impl Network + ?Sized),
     f: &Facts,
     target: &str,
     changes: &mut Vec<String>,

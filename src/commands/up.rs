@@ -414,7 +414,7 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<()> {
 /// Removes what a dead run left (its ledger, then what carries its run tag), saying so; what
 /// cannot be removed stops this run with the list and `bastion down`.
 async fn remove_dead_run(
-    cloud: &dyn Cloud,
+    cloud: &(impl Cloud + ?Sized),
     mut old: Ledger,
     owner: &Expected,
     cluster: &str,
@@ -452,7 +452,7 @@ async fn remove_dead_run(
 /// Removes what this run created: the ledger first, then anything tagged with this run's id
 /// (a resource whose create call succeeded but whose response was lost).
 async fn cleanup(
-    cloud: &dyn Cloud,
+    cloud: &(impl Cloud + ?Sized),
     ledger: &mut Ledger,
     (run_id, owner): (&str, &Expected),
     attempted: Kinds,

@@ -13,6 +13,7 @@ pub mod context;
 pub mod dcv;
 pub mod doctor;
 pub mod failpoint;
+pub mod footprint;
 pub mod ledger;
 pub mod link;
 pub mod logging;

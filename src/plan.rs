@@ -4,13 +4,53 @@
 
 use std::fmt;
 
+use serde::Serialize;
+
+use crate::aws::Tag;
 use crate::cli::UpArgs;
 use crate::cluster::{HeadNode, admits_from, choose_public_subnet};
 use crate::context::Context;
-use crate::provision::Plan;
-use crate::state::Names;
-use crate::teardown::resource_tags;
+use crate::footprint::{Names, resource_tags};
 use crate::userdata::{self, ProxyOs};
+
+/// Everything `up` decided before creating anything. Printed by `--dry-run`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub cluster: String,
+    pub region: String,
+    pub account: String,
+    pub partition: String,
+    pub head_node: String,
+    pub head_node_private_ip: Option<String>,
+    pub vpc_id: String,
+    pub vpc_cidrs: Vec<String>,
+    pub subnet_id: String,
+    pub availability_zone: String,
+    pub os: String,
+    pub ami: String,
+    pub root_device_name: String,
+    pub instance_type: String,
+    pub root_volume_gib: i32,
+    pub pcluster_version: String,
+    pub allow_cidrs: Vec<String>,
+    pub idle_stop_minutes: u32,
+    pub dcv: bool,
+    /// The ParallelCluster user policy on the proxy's role (off: `up --no-pcluster-policy`).
+    pub pcluster_policy: bool,
+    /// The head node group that gets a rule, and for which ports (empty: already admitted).
+    pub head_node_group: Option<String>,
+    pub head_node_ports: Vec<i32>,
+    pub key_pair: String,
+    pub security_group: String,
+    pub role: String,
+    pub instance_profile: String,
+    /// An administrator's instance profile (`up --instance-profile`): no IAM is created.
+    pub provided_profile: Option<String>,
+    /// The permissions boundary the role bastion creates carries.
+    pub boundary: String,
+    pub tags: Vec<Tag>,
+    pub user_data: String,
+}
 
 /// Bad input found while planning: nothing has been created.
 #[derive(Debug, thiserror::Error)]
@@ -322,7 +362,7 @@ pub async fn plan(ctx: &Context, args: &UpArgs, head: &HeadNode) -> anyhow::Resu
             }
             progress.phase(format!("reading the instance profile {given}"));
             let problem = match cloud.instance_profile(given).await? {
-                Some(p) if p.path == crate::aws::IAM_PATH => None,
+                Some(p) if p.path == crate::footprint::IAM_PATH => None,
                 Some(p) => Some(format!("is under the path {}, not /bastion/", p.path)),
                 None => Some("does not exist".to_string()),
             };

@@ -69,7 +69,7 @@ impl Target<'_> {
             "arn:{}:iam::{}:policy{}{}",
             self.partition,
             self.account,
-            crate::aws::IAM_PATH,
+            crate::footprint::IAM_PATH,
             BOUNDARY_NAME
         )
     }
@@ -263,7 +263,7 @@ pub fn boundary_policy(t: &Target) -> Result<String, PolicyError> {
 /// `down` never removes them).
 pub fn proxy_role_template(
     t: &Target,
-    names: &crate::state::Names,
+    names: &crate::footprint::Names,
     cluster: &str,
     pcluster: bool,
 ) -> Result<String, PolicyError> {
@@ -289,7 +289,7 @@ pub fn proxy_role_template(
                 "Type": "AWS::IAM::Role",
                 "Properties": {
                     "RoleName": names.role,
-                    "Path": crate::aws::IAM_PATH,
+                    "Path": crate::footprint::IAM_PATH,
                     "AssumeRolePolicyDocument": parse(&trust_policy(t)?)?,
                     "Policies": policies,
                     "ManagedPolicyArns": [t.ssm_core_policy_arn()],
@@ -299,7 +299,7 @@ pub fn proxy_role_template(
                 "Type": "AWS::IAM::InstanceProfile",
                 "Properties": {
                     "InstanceProfileName": names.instance_profile,
-                    "Path": crate::aws::IAM_PATH,
+                    "Path": crate::footprint::IAM_PATH,
                     "Roles": [{ "Ref": "ProxyRole" }],
                 }
             }

@@ -3,62 +3,18 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
-
 use crate::aws::fresh::on_fresh;
-use crate::aws::{
-    AwsError, Iam, IngressRule, Instances, LaunchSpec, Network, Source, TAG_CLUSTER, TAG_HEAD_NODE,
-    TAG_OS, Tag,
-};
+use crate::aws::{AwsError, Iam, IngressRule, Instances, LaunchSpec, Network, Source, Tag};
+use crate::footprint::{Expected, Kinds, Names, TAG_CLUSTER, TAG_HEAD_NODE, TAG_OS, resource_tags};
 use crate::ledger::{Ledger, Resource};
+use crate::plan::Plan;
 use crate::policy;
-use crate::proxy::Expected;
-use crate::state::{BastionDir, Names, generate_key};
-use crate::teardown::{self, Kinds, resource_tags};
+use crate::state::{BastionDir, generate_key};
 use crate::ui::Progress;
 
 /// How long RunInstances may keep failing on a new instance profile that IAM has not yet
 /// propagated to EC2 (seconds on AWS, occasionally a minute or two).
 const PROFILE_PROPAGATION_LIMIT: Duration = Duration::from_secs(180);
-
-/// Everything `up` decided before creating anything. Printed by `--dry-run`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Plan {
-    pub cluster: String,
-    pub region: String,
-    pub account: String,
-    pub partition: String,
-    pub head_node: String,
-    pub head_node_private_ip: Option<String>,
-    pub vpc_id: String,
-    pub vpc_cidrs: Vec<String>,
-    pub subnet_id: String,
-    pub availability_zone: String,
-    pub os: String,
-    pub ami: String,
-    pub root_device_name: String,
-    pub instance_type: String,
-    pub root_volume_gib: i32,
-    pub pcluster_version: String,
-    pub allow_cidrs: Vec<String>,
-    pub idle_stop_minutes: u32,
-    pub dcv: bool,
-    /// The ParallelCluster user policy on the proxy's role (off: `up --no-pcluster-policy`).
-    pub pcluster_policy: bool,
-    /// The head node group that gets a rule, and for which ports (empty: already admitted).
-    pub head_node_group: Option<String>,
-    pub head_node_ports: Vec<i32>,
-    pub key_pair: String,
-    pub security_group: String,
-    pub role: String,
-    pub instance_profile: String,
-    /// An administrator's instance profile (`up --instance-profile`): no IAM is created.
-    pub provided_profile: Option<String>,
-    /// The permissions boundary the role bastion creates carries.
-    pub boundary: String,
-    pub tags: Vec<Tag>,
-    pub user_data: String,
-}
 
 /// What was created, for the result and for the wait.
 #[derive(Debug, Clone)]
@@ -121,7 +77,7 @@ pub async fn create(
     {
         Err(e) if e.is_already_exists() => {
             let owner = Expected::new(&plan.cluster, &plan.region, &plan.account, None);
-            let found = teardown::inventory(cloud, &owner)
+            let found = crate::footprint::inventory(cloud, &owner)
                 .await
                 .unwrap_or_else(|e| vec![format!("(could not list: {e})")]);
             return Err(ProvisionError::InProgress {
@@ -349,7 +305,7 @@ async fn create_role_and_profile(
     cloud
         .create_role(
             &names.role,
-            crate::aws::IAM_PATH,
+            crate::footprint::IAM_PATH,
             &policy::trust_policy(&target)?,
             &format!(
                 "bastion proxy of ParallelCluster cluster {} in {}",
@@ -389,7 +345,11 @@ async fn create_role_and_profile(
         names.instance_profile
     ));
     let profile_arn = cloud
-        .create_instance_profile(&names.instance_profile, crate::aws::IAM_PATH, iam_tags)
+        .create_instance_profile(
+            &names.instance_profile,
+            crate::footprint::IAM_PATH,
+            iam_tags,
+        )
         .await?;
     ledger.record(Resource::InstanceProfile {
         name: names.instance_profile.clone(),

@@ -17,24 +17,16 @@ use std::time::Duration;
 use russh::keys::PublicKey;
 use serde::Serialize;
 
-use crate::aws::{
-    AwsError, IAM_PATH, Instance, Instances, KeyPair, Network, SecurityGroup, TAG_CLUSTER,
-    TAG_HOST_KEY, TAG_STATE, tag_value,
-};
-use crate::context::Context;
-use crate::ledger::{Ledger, Resource};
+use crate::aws::{AwsError, Instance, Instances, Network, SecurityGroup};
+use crate::footprint::{Expected, TAG_CLUSTER, TAG_HOST_KEY, TAG_STATE};
 use crate::ssh::client::{Credentials, MemoryKey, Trust, new_ed25519_key};
 use crate::ssh::known_hosts::{self, FirstUse, HostKeyError};
-use crate::state::{BastionDir, Names};
 use crate::ui::Progress;
 use crate::userdata::{ProxyOs, TEAMMATE_USER};
 use crate::wait::{Goal, wait_for};
 
 /// The states in which an instance may still be (or become) a proxy.
 pub const LIVE: &[&str] = &["pending", "running", "stopping", "stopped"];
-
-/// The states of an instance that is not gone yet: what a teardown still has to terminate.
-pub const NOT_TERMINATED: &[&str] = &["pending", "running", "stopping", "stopped", "shutting-down"];
 
 /// A tagged instance that is not the proxy bastion made, and why.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -54,125 +46,6 @@ impl std::fmt::Display for Lookalike {
             crate::ui::printable(&self.instance),
             crate::ui::printable(&self.reason)
         )
-    }
-}
-
-/// What identifies the proxy of one cluster: the names bastion gives its resources, the
-/// caller's account, and the instance this machine's ledger records, if any.
-#[derive(Debug, Clone)]
-pub struct Expected {
-    pub cluster: String,
-    pub names: Names,
-    pub account: String,
-    pub ledger_instance: Option<String>,
-}
-
-impl Expected {
-    pub fn new(cluster: &str, region: &str, account: &str, dir: Option<&BastionDir>) -> Self {
-        Expected {
-            cluster: cluster.into(),
-            names: Names::new(cluster, region),
-            account: account.into(),
-            ledger_instance: dir.and_then(ledger_instance),
-        }
-    }
-
-    /// The proxy of `cluster` as this machine knows it: its names, the caller's account, and the
-    /// instance its ledger records.
-    pub async fn of(ctx: &Context, cluster: &str) -> anyhow::Result<Expected> {
-        let dir = ctx.bastion_dir(cluster).await?;
-        let account = ctx.identity().await?.account.clone();
-        Ok(Expected::new(
-            cluster,
-            ctx.cloud.region(),
-            &account,
-            Some(&dir),
-        ))
-    }
-
-    /// The same without this machine's ledger: a proxy bastion made from any machine.
-    pub fn any_machine(&self) -> Expected {
-        Expected {
-            ledger_instance: None,
-            ..self.clone()
-        }
-    }
-
-    /// Whether `g` is the security group bastion made for the cluster: its tag, its name and
-    /// its description (what only bastion writes together).
-    pub fn owns_group(&self, g: &SecurityGroup) -> bool {
-        tag_value(&g.tags, TAG_CLUSTER) == Some(self.cluster.as_str())
-            && g.name == self.names.security_group
-            && g.description.as_deref() == Some(self.names.security_group_description.as_str())
-    }
-
-    /// Whether `k` is the key pair bastion made for the cluster: its tag and its name.
-    pub fn owns_key_pair(&self, k: &KeyPair) -> bool {
-        tag_value(&k.tags, TAG_CLUSTER) == Some(self.cluster.as_str())
-            && k.name == self.names.key_pair
-    }
-
-    /// Why `i` is not this cluster's proxy, or None when it is.
-    pub fn disqualify(&self, i: &Instance) -> Option<String> {
-        self.not_bastions(i).or_else(|| self.not_the_ledgers(i))
-    }
-
-    /// Why `i` is not a proxy bastion made for the cluster (from any machine).
-    fn not_bastions(&self, i: &Instance) -> Option<String> {
-        if i.tag(TAG_CLUSTER) != Some(self.cluster.as_str()) {
-            return Some(format!("it is not tagged {TAG_CLUSTER}={}", self.cluster));
-        }
-        let profile = format!("instance-profile{IAM_PATH}{}", self.names.instance_profile);
-        let profile_ok = i.instance_profile_arn.as_deref().is_some_and(|arn| {
-            let parts: Vec<&str> = arn.splitn(6, ':').collect();
-            matches!(parts.as_slice(), ["arn", _, "iam", "", account, resource]
-                if *account == self.account && *resource == profile)
-        });
-        if !profile_ok {
-            return Some(format!(
-                "it does not run with bastion's instance profile {}{} (it has {})",
-                IAM_PATH,
-                self.names.instance_profile,
-                i.instance_profile_arn.as_deref().unwrap_or("none")
-            ));
-        }
-        if i.key_name.as_deref() != Some(self.names.key_pair.as_str()) {
-            return Some(format!(
-                "it was not launched with bastion's key pair {} (it has {})",
-                self.names.key_pair,
-                i.key_name.as_deref().unwrap_or("none")
-            ));
-        }
-        None
-    }
-
-    /// Why `i`, a proxy bastion made, is not the one this machine's ledger records.
-    fn not_the_ledgers(&self, i: &Instance) -> Option<String> {
-        if let Some(id) = &self.ledger_instance
-            && *id != i.id
-        {
-            return Some(format!(
-                "this machine's ledger records the proxy {id}, not this instance (if the bastion \
-                 was made again from another machine, run `bastion down --cluster {}` and `bastion up` here)",
-                self.cluster
-            ));
-        }
-        None
-    }
-}
-
-/// The instance a ledger in `dir` records, if one does (a corrupt ledger records none).
-fn ledger_instance(dir: &BastionDir) -> Option<String> {
-    match Ledger::load(&dir.ledger()) {
-        Ok(Some(l)) => l.resources().iter().find_map(|r| match r {
-            Resource::Instance { id } => Some(id.clone()),
-            _ => None,
-        }),
-        Ok(None) => None,
-        Err(e) => {
-            tracing::warn!("{e}; not checking the proxy against it");
-            None
-        }
     }
 }
 

@@ -7,10 +7,11 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 
 use crate::access::{self, AccessError};
-use crate::aws::{Instance, TAG_OS, TAG_STATE};
+use crate::aws::Instance;
 use crate::cluster::{HeadNode, find_head_node};
 use crate::context::Context;
-use crate::proxy::{self, Expected, Login, Lookalike};
+use crate::footprint::{Expected, TAG_OS, TAG_STATE};
+use crate::proxy::{self, Login, Lookalike};
 use crate::ssh::client::{Credentials, Target, Trust};
 use crate::ssh::known_hosts::{self, FirstUse};
 use crate::userdata::ProxyOs;

@@ -146,55 +146,6 @@ impl BastionDir {
     }
 }
 
-/// Names of the AWS resources of one cluster's bastion. They are deterministic: the key pair
-/// and security group names are unique per region (and the role per account), which makes a
-/// second concurrent `up` fail instead of creating a twin.
-#[derive(Debug, Clone)]
-pub struct Names {
-    pub key_pair: String,
-    pub security_group: String,
-    pub role: String,
-    pub instance_profile: String,
-    pub instance: String,
-    /// The security group's description: together with its name, what only bastion writes.
-    pub security_group_description: String,
-}
-
-impl Names {
-    pub fn new(cluster: &str, region: &str) -> Self {
-        let regional = format!("bastion-{cluster}");
-        let global = iam_name(&format!("bastion-{cluster}-{region}"));
-        Names {
-            key_pair: regional.clone(),
-            security_group: regional.clone(),
-            role: global.clone(),
-            instance_profile: global,
-            instance: regional,
-            security_group_description: format!(
-                "bastion proxy for ParallelCluster cluster {cluster}: SSH from allowed CIDRs only"
-            ),
-        }
-    }
-}
-
-/// IAM names are at most 64 characters: shorten long ones with a stable hash suffix.
-fn iam_name(full: &str) -> String {
-    if full.len() <= 64 {
-        return full.to_string();
-    }
-    // FNV-1a: stable across builds and platforms, unlike std's hasher.
-    let hash = full.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    let suffix = format!("-{:08x}", hash as u32);
-    let keep = 64 - suffix.len();
-    let mut cut = keep;
-    while !full.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}{}", &full[..cut], suffix)
-}
-
 /// Creates `dir` and any missing parent 0700 (what bastion keeps is its user's alone); a folder
 /// that exists keeps its mode.
 pub fn private_dir(dir: &Path) -> std::io::Result<()> {
@@ -289,19 +240,6 @@ pub fn generate_key(private: &Path, public: &Path, comment: &str) -> Result<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn iam_names_fit_and_stay_stable() {
-        assert_eq!(
-            Names::new("demo", "us-east-1").role,
-            "bastion-demo-us-east-1"
-        );
-        let long = "c".repeat(60);
-        let a = Names::new(&long, "eu-central-1").role;
-        assert_eq!(a.len(), 64);
-        assert_eq!(a, Names::new(&long, "eu-central-1").role);
-        assert_ne!(a, Names::new(&long, "eu-central-2").role);
-    }
 
     #[test]
     fn generated_key_is_private_and_parseable() {

@@ -7,18 +7,10 @@
 
 use std::time::Duration;
 
-use crate::aws::{
-    AwsError, AwsResult, Cloud, IAM_PATH, Iam, IamEntity, Instances, Network, TAG_CLUSTER, Tag,
-    or_missing, tag_value,
-};
+use crate::aws::{AwsError, AwsResult, Cloud, Iam, Instances, NOT_TERMINATED, Network, or_missing};
+use crate::footprint::{Expected, IAM_PATH, Kinds, TAG_RUN, iam_matches};
 use crate::ledger::{Ledger, Resource};
-use crate::proxy::{Expected, NOT_TERMINATED};
 use crate::ui::Progress;
-
-/// The tag that names the `up` run that created a resource; `up` sweeps by it after a failure.
-pub const TAG_RUN: &str = "bastion:run";
-/// IAM is global: roles and profiles also carry the region of their bastion.
-pub const TAG_REGION: &str = "bastion:region";
 
 /// What a teardown removed, could not remove, and left alone. Each resource is told once: the
 /// ledger and the sweeps may each try one (a sweep retries what the ledger could not remove, once
@@ -347,36 +339,9 @@ pub async fn teardown_ledger(
     report
 }
 
-fn iam_matches(e: &IamEntity, key: &str, value: &str, region: &str) -> bool {
-    tag_value(&e.tags, key) == Some(value)
-        && tag_value(&e.tags, TAG_CLUSTER).is_some()
-        && tag_value(&e.tags, TAG_REGION).is_none_or(|r| r == region)
-}
-
-/// Which kinds of resource a sweep looks for. A failed `up` sweeps only the kinds it tried to
-/// create (so a user without IAM rights, stopped at the first step, is not asked for them).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Kinds {
-    pub instances: bool,
-    pub rules: bool,
-    pub groups: bool,
-    pub key_pairs: bool,
-    pub iam: bool,
-}
-
-impl Kinds {
-    pub const ALL: Kinds = Kinds {
-        instances: true,
-        rules: true,
-        groups: true,
-        key_pairs: true,
-        iam: true,
-    };
-}
-
 /// Finds what carries `key=value` and is bastion's own, and removes it. A tag alone proves
 /// nothing (anyone with `ec2:CreateTags` can write it): an instance must also be the proxy
-/// bastion made (its instance profile and key pair, see `proxy::Expected`), a security group
+/// bastion made (its instance profile and key pair, see `crate::footprint::Expected`), a security group
 /// must have bastion's name and description, a rule must sit on or name such a group, a key pair
 /// and an IAM entity must have bastion's names. Tagged resources that fail are listed in
 /// `Report::spared`, untouched.
@@ -513,7 +478,7 @@ pub async fn sweep(
             continue;
         }
         let what = format!("instance profile {}", p.name);
-        if p.name != names.instance_profile {
+        if !owner.owns_profile(&p) {
             report.spare(what, &format!("not named {}", names.instance_profile));
             continue;
         }
@@ -529,7 +494,7 @@ pub async fn sweep(
             continue;
         }
         let what = format!("IAM role {}", r.name);
-        if r.name != names.role {
+        if !owner.owns_role(&r) {
             report.spare(what, &format!("not named {}", names.role));
             continue;
         }
@@ -602,54 +567,4 @@ pub async fn remove_run(
         }
         None => teardown_ledger(cloud, ledger, progress).await,
     }
-}
-
-/// What bastion made for the cluster and still exists, found by its tag and names (read only):
-/// for the message of an `up` that finds another run's resources in its way.
-pub async fn inventory(
-    cloud: &(impl Instances + Network + Iam + ?Sized),
-    owner: &Expected,
-) -> AwsResult<Vec<String>> {
-    let cluster = owner.cluster.as_str();
-    let names = &owner.names;
-    let mut found = Vec::new();
-    for i in cloud
-        .instances_by_tags(&[(TAG_CLUSTER, cluster)], NOT_TERMINATED)
-        .await?
-    {
-        if owner.disqualify(&i).is_none() {
-            found.push(format!("instance {} ({})", i.id, i.state));
-        }
-    }
-    for g in cloud.security_groups_by_tag(TAG_CLUSTER, cluster).await? {
-        if owner.owns_group(&g) {
-            found.push(format!("security group {}", g.id));
-        }
-    }
-    for k in cloud.key_pairs_by_tag(TAG_CLUSTER, cluster).await? {
-        if owner.owns_key_pair(&k) {
-            found.push(format!("key pair {}", k.name));
-        }
-    }
-    for p in or_missing(cloud.instance_profiles_under(IAM_PATH).await)?.unwrap_or_default() {
-        if p.name == names.instance_profile {
-            found.push(format!("instance profile {}", p.name));
-        }
-    }
-    for r in or_missing(cloud.roles_under(IAM_PATH).await)?.unwrap_or_default() {
-        if r.name == names.role {
-            found.push(format!("IAM role {}", r.name));
-        }
-    }
-    Ok(found)
-}
-
-/// The tags every resource of one `up` run carries.
-pub fn resource_tags(cluster: &str, run_id: &str, region: &str, name: &str) -> Vec<Tag> {
-    vec![
-        Tag::new("Name", name),
-        Tag::new(TAG_CLUSTER, cluster),
-        Tag::new(TAG_RUN, run_id),
-        Tag::new(TAG_REGION, region),
-    ]
 }

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use crate::aws::fresh::FRESH_LIMIT;
-use crate::aws::{AwsError, Instance, Instances, TAG_DESKTOP, TAG_STATE, or_missing};
+use crate::aws::{AwsError, Instance, Instances, or_missing};
+use crate::footprint::{TAG_DESKTOP, TAG_STATE};
 use crate::ui::Progress;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -628,7 +628,7 @@ async fn a_second_instance_that_passes_as_the_proxy_is_refused_with_both_listed(
     let b = Bastion::new(&moto, tmp.path());
     let good = key_line(tmp.path(), "proxy-host");
     let id = proxy(&aws, &b, &good).await;
-    let names = bastion::state::Names::new(CLUSTER, REGION);
+    let names = bastion::footprint::Names::new(CLUSTER, REGION);
     let second = launch_decoy_as(
         &aws,
         &lab,

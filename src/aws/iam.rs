@@ -4,9 +4,6 @@ use async_trait::async_trait;
 
 use super::{AwsResult, Tag};
 
-/// IAM path of every role and instance profile bastion creates.
-pub const IAM_PATH: &str = "/bastion/";
-
 #[derive(Debug, Clone)]
 pub struct IamEntity {
     pub name: String,

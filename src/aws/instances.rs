@@ -6,6 +6,9 @@ use serde::Serialize;
 
 use super::{AwsResult, Tag, tag_value};
 
+/// The states of an instance that is not gone yet: what a teardown still has to terminate.
+pub const NOT_TERMINATED: &[&str] = &["pending", "running", "stopping", "stopped", "shutting-down"];
+
 #[derive(Debug, Clone)]
 pub struct Instance {
     pub id: String,

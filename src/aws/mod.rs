@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 
 pub use account::{Account, Identity};
 pub use error::AwsError;
-pub use iam::{IAM_PATH, Iam, IamEntity};
-pub use instances::{Image, Instance, Instances, KeyPair, LaunchSpec};
+pub use iam::{Iam, IamEntity};
+pub use instances::{Image, Instance, Instances, KeyPair, LaunchSpec, NOT_TERMINATED};
 pub use network::{
     EndpointSpec, GroupRule, IngressRule, Network, RouteTable, SecurityGroup, Source, Subnet,
     TaggedRule, VpcEndpoint, parse_cidr,
@@ -39,24 +39,6 @@ pub fn or_missing<T>(r: AwsResult<T>) -> AwsResult<Option<T>> {
         Err(e) => Err(e),
     }
 }
-
-/// The tag every bastion resource carries; its value is the cluster name.
-pub const TAG_CLUSTER: &str = "bastion:cluster";
-
-/// Set by the proxy's bootstrap: `bootstrapping`, `ready` or `failed`.
-pub const TAG_STATE: &str = "bastion:state";
-
-/// Set by the proxy's bootstrap: its SSH ed25519 host key, OpenSSH format.
-pub const TAG_HOST_KEY: &str = "bastion:host-key";
-
-/// Set by the proxy's bootstrap after `ready`: `installing`, `ready`, `failed` (or `disabled`).
-pub const TAG_DESKTOP: &str = "bastion:desktop";
-
-/// The proxy's OS variant (`al2023`, `ubuntu2204`), so later commands know its login user.
-pub const TAG_OS: &str = "bastion:os";
-
-/// The head node the proxy was made for.
-pub const TAG_HEAD_NODE: &str = "bastion:head-node";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tag {

@@ -10,7 +10,8 @@ use serde::Serialize;
 use crate::access::{self, Admitted};
 use crate::cli::AllowArgs;
 use crate::context::Context;
-use crate::proxy::{self, Expected};
+use crate::footprint::Expected;
+use crate::proxy::{self};
 use crate::route::RouteError;
 use crate::ui::emit;
 

@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use tokio::io::AsyncBufReadExt;
 
-use crate::aws::TAG_DESKTOP;
 use crate::cli::{ConnectArgs, OutputFormat};
 use crate::context::Context;
 use crate::dcv::{self, DcvError, DcvUrl};
+use crate::footprint::TAG_DESKTOP;
 use crate::link::{self, Carrier, Link};
 use crate::route::{self, Route, RouteOptions};
 use crate::ssh::client::{TUNNEL_WINDOW, Verifier};

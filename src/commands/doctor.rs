@@ -11,10 +11,9 @@ use crate::cli::{DoctorArgs, OutputFormat};
 use crate::cluster::{find_head_node, route_table_of};
 use crate::context::Context;
 use crate::doctor::{self, BastionFacts, Check, Facts, Status};
-use crate::proxy::{self, Expected};
+use crate::footprint::{Expected, TAG_DOCTOR};
+use crate::proxy::{self};
 use crate::ui::emit;
-
-pub const TAG_DOCTOR: &str = "bastion:doctor";
 
 /// Doctor itself could not run (exit 2), as opposed to finding problems (exit 1).
 #[derive(Debug, thiserror::Error)]

@@ -5,11 +5,10 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::aws::TAG_CLUSTER;
 use crate::cli::DownArgs;
 use crate::context::Context;
+use crate::footprint::{Expected, TAG_CLUSTER};
 use crate::ledger::Ledger;
-use crate::proxy::Expected;
 use crate::state::StateError;
 use crate::teardown::{self, Report};
 use crate::ui::emit;
@@ -100,7 +99,7 @@ pub async fn run(ctx: &Context, args: DownArgs) -> anyhow::Result<()> {
             ledger.as_mut(),
             (TAG_CLUSTER, &args.cluster),
             &owner,
-            teardown::Kinds::ALL,
+            crate::footprint::Kinds::ALL,
             progress,
         )
         .await,

@@ -5,8 +5,9 @@
 use crate::cli::{PolicyArgs, PolicyRole};
 use crate::cluster::find_head_node;
 use crate::context::Context;
+use crate::footprint::Expected;
 use crate::policy::{self, Target, UserScope};
-use crate::proxy::{self, Expected};
+use crate::proxy::{self};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyUsage {
@@ -42,7 +43,7 @@ pub async fn run(ctx: &Context, args: PolicyArgs) -> anyhow::Result<()> {
             policy::boundary_policy(&target)?
         }
         (PolicyRole::ProxyRole, Some(cluster)) => {
-            let names = crate::state::Names::new(cluster, target.region);
+            let names = crate::footprint::Names::new(cluster, target.region);
             ctx.progress.note(format!(
                 "deploy it with CloudFormation (capability CAPABILITY_NAMED_IAM), then `bastion up \
                  --cluster {cluster} --instance-profile {}`",

@@ -1,15 +1,16 @@
 //! `bastion status`: the bastions in the region, from their instances' tags, each checked to be
-//! the proxy bastion made (`proxy::Expected`); tagged instances that fail are listed apart as
+//! the proxy bastion made (`crate::footprint::Expected`); tagged instances that fail are listed apart as
 //! look-alikes. Reads only.
 
 use std::fmt;
 
 use serde::Serialize;
 
-use crate::aws::{TAG_CLUSTER, TAG_DESKTOP, TAG_STATE};
+use crate::aws::NOT_TERMINATED;
 use crate::cli::{StatusArgs, parse_cluster_name};
 use crate::context::Context;
-use crate::proxy::{Expected, Lookalike, NOT_TERMINATED, Search};
+use crate::footprint::{Expected, TAG_CLUSTER, TAG_DESKTOP, TAG_STATE};
+use crate::proxy::{Lookalike, Search};
 use crate::ui::emit;
 
 #[derive(Debug, Serialize)]

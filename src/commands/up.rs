@@ -7,17 +7,18 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::aws::{Cloud, Instance, TAG_DESKTOP, TAG_STATE};
+use crate::aws::{Cloud, Instance};
 use crate::cli::UpArgs;
 use crate::cluster::find_head_node;
 use crate::context::Context;
+use crate::footprint::{Expected, Kinds, TAG_DESKTOP, TAG_STATE};
 use crate::ledger::Ledger;
 use crate::plan::plan;
 use crate::provision;
-use crate::proxy::{self, Expected, NewProxyKeys};
+use crate::proxy::{self, NewProxyKeys};
 use crate::route::known_hosts_file;
 use crate::ssh::known_hosts;
-use crate::teardown::{self, Kinds, Report};
+use crate::teardown::{self, Report};
 use crate::ui::{Progress, emit};
 use crate::wait::{Goal, WaitError, wait_for_new};
 

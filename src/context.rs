@@ -42,6 +42,11 @@ impl Context {
             .await
     }
 
+    /// The pins of every proxy and head node this machine has met (see `state::known_hosts`).
+    pub fn known_hosts(&self) -> PathBuf {
+        crate::state::known_hosts(&self.state_root)
+    }
+
     /// The local directory of one cluster's bastion (per account and region).
     pub async fn bastion_dir(&self, cluster: &str) -> Result<BastionDir, AwsError> {
         let account = self.identity().await?.account.clone();

@@ -387,7 +387,7 @@ pub async fn host_trust(
         anchor,
     };
     let pinned = known_hosts::pinned(known_hosts_file, &proxy.id);
-    let tag_anchored = TagAnchored(known_hosts_file.with_file_name("proxy-keys-from-tags"));
+    let tag_anchored = TagAnchored(crate::state::proxy_keys_from_tags(known_hosts_file));
     if !pinned.is_empty() {
         tag_among(
             proxy,

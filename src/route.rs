@@ -100,10 +100,6 @@ fn lookalikes_note(lookalikes: &[Lookalike]) -> String {
     )
 }
 
-pub fn known_hosts_file(ctx: &Context) -> PathBuf {
-    ctx.state_root.join("known_hosts")
-}
-
 pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyhow::Result<Route> {
     let cloud = ctx.cloud.as_ref();
     let progress = &ctx.progress;
@@ -117,7 +113,7 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
     // the head node with its console anchor, at once: none needs another's answer, and each is
     // a round trip to AWS (two endpoints, each a connection of its own on first use). Errors
     // are still reported in the order the look-ups were once made: the proxy's first.
-    let known_hosts = known_hosts_file(ctx);
+    let known_hosts = ctx.known_hosts();
     let (expected, candidates, head) = tokio::join!(
         Expected::of(ctx, cluster),
         proxy::candidates(cloud, cluster),

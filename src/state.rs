@@ -1,8 +1,9 @@
-//! The local state directory: where each bastion's ledger, SSH key and lock live, the names
-//! bastion gives its AWS resources, and the generation of the proxy's SSH key. It touches local
-//! files only.
+//! The local state directory: where each bastion's ledger, SSH key and lock live, the host-key
+//! pins and the generated ssh config, and the generation of the proxy's SSH key. Every path in
+//! the state dir is made here. It touches local files only.
 //!
-//! Layout: `<state dir>/<account>/<region>/<cluster>/{ledger.json, id_ed25519, id_ed25519.pub, lock}`.
+//! Layout: `<state dir>/<account>/<region>/<cluster>/{ledger.json, id_ed25519, id_ed25519.pub, lock}`,
+//! and at the top `known_hosts`, `proxy-keys-from-tags` and `ssh/`.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -48,6 +49,22 @@ pub fn default_state_dir() -> Result<PathBuf, StateError> {
 
 /// The clusters with a folder in the state dir (`<root>/<account>/<region>/<cluster>`), sorted,
 /// only names that are cluster names.
+/// The pins of every proxy and head node this machine has met (OpenSSH's format).
+pub fn known_hosts(root: &Path) -> PathBuf {
+    root.join("known_hosts")
+}
+
+/// Beside `known_hosts`: the proxies whose keys were first learned from their tag, not their
+/// console, so a later console check knows which pins it may still confirm.
+pub fn proxy_keys_from_tags(known_hosts: &Path) -> PathBuf {
+    known_hosts.with_file_name("proxy-keys-from-tags")
+}
+
+/// Where `ssh-config` writes its files.
+pub fn ssh_config_dir(root: &Path) -> PathBuf {
+    root.join("ssh")
+}
+
 pub fn known_clusters(root: &Path) -> Vec<String> {
     let dirs = |p: &Path| -> Vec<PathBuf> {
         std::fs::read_dir(p)

@@ -9,7 +9,6 @@ use serde::Serialize;
 use crate::cli::ForgetArgs;
 use crate::cluster::find_head_node;
 use crate::context::Context;
-use crate::route::known_hosts_file;
 use crate::ssh::known_hosts;
 use crate::ui::emit;
 
@@ -51,7 +50,7 @@ pub async fn run(ctx: &Context, args: ForgetArgs) -> anyhow::Result<()> {
     ctx.progress
         .phase(format!("finding the head node of cluster {}", args.cluster));
     let head = find_head_node(ctx.cloud.as_ref(), &args.cluster).await?;
-    let file = known_hosts_file(ctx);
+    let file = ctx.known_hosts();
     let removed = known_hosts::forget(&file, &head.instance.id)?;
     ctx.progress.finish();
     emit(

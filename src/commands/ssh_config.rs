@@ -49,7 +49,7 @@ impl fmt::Display for SshConfigResult {
 
 /// The directory of installed configs; one `Include` line in ~/.ssh/config covers them all.
 pub fn installed_dir(ctx: &Context) -> PathBuf {
-    ctx.state_root.join("ssh")
+    crate::state::ssh_config_dir(&ctx.state_root)
 }
 
 pub fn installed_file(ctx: &Context, cluster: &str) -> PathBuf {

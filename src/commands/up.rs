@@ -16,7 +16,6 @@ use crate::ledger::Ledger;
 use crate::plan::plan;
 use crate::provision;
 use crate::proxy::{self, NewProxyKeys};
-use crate::route::known_hosts_file;
 use crate::ssh::known_hosts;
 use crate::teardown::{self, Report};
 use crate::ui::{Progress, emit};
@@ -251,7 +250,7 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<()> {
         let mut r = UpResult::from_instance(&args.cluster, &region, &instance, key, false, started);
         // No key pinned for it yet (a proxy whose console was silent when it was made, or one
         // this machine has not used): one look at its console.
-        let known_hosts = known_hosts_file(ctx);
+        let known_hosts = ctx.known_hosts();
         if !known_hosts::is_pinned(&known_hosts, &instance.id) {
             let keys =
                 proxy::pin_console_keys(cloud, &instance, &known_hosts, Duration::ZERO, progress)
@@ -351,7 +350,7 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<()> {
                         let keys = proxy::pin_console_keys(
                             cloud,
                             &instance,
-                            &known_hosts_file(ctx),
+                            &ctx.known_hosts(),
                             left,
                             progress,
                         )

@@ -4,7 +4,13 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::config::{ConfigError, ConfigFile};
+use crate::ui::OutputFormat;
 use crate::userdata::ProxyOs;
+use crate::values::{
+    parse_address, parse_cluster_name, parse_instance_type, parse_login, parse_path_text,
+    parse_profile, parse_region,
+};
 
 /// The heading global options are listed under, after each command's own.
 const GLOBAL: &str = "Global options";
@@ -33,12 +39,6 @@ pub struct Cli {
     pub global: GlobalOpts,
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
-    Text,
-    Json,
 }
 
 /// Options every command takes. AWS settings follow the SDK's standard chain: these flags win,
@@ -143,7 +143,7 @@ pub struct ConfigShowArgs {
 }
 
 /// Parses the command line, and says which flags were typed (the config file fills in the rest).
-pub fn parse() -> (Cli, crate::config::Given) {
+pub fn parse() -> (Cli, Given) {
     use clap::{CommandFactory, FromArgMatches};
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
@@ -154,7 +154,7 @@ pub fn parse() -> (Cli, crate::config::Given) {
 }
 
 /// The ids of the arguments the user typed, in `m` and its subcommands.
-pub fn given(m: &clap::ArgMatches) -> crate::config::Given {
+pub fn given(m: &clap::ArgMatches) -> Given {
     let mut ids = Vec::new();
     let mut current = Some(m);
     while let Some(m) = current {
@@ -165,78 +165,7 @@ pub fn given(m: &clap::ArgMatches) -> crate::config::Given {
         }
         current = m.subcommand().map(|(_, sub)| sub);
     }
-    crate::config::Given(ids)
-}
-
-/// A value that goes into an OpenSSH configuration or an AWS call as it is: printable, no
-/// spaces or quotes, at most `max` characters, of `allowed` characters.
-fn plain(s: &str, what: &str, max: usize, allowed: &str) -> Result<String, String> {
-    let ok = !s.is_empty()
-        && s.len() <= max
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || allowed.contains(c));
-    if ok {
-        Ok(s.to_string())
-    } else {
-        Err(format!("'{}' is not {what}", s.escape_debug()))
-    }
-}
-
-/// An AWS profile name (as ~/.aws/config allows them, without spaces).
-pub fn parse_profile(s: &str) -> Result<String, String> {
-    plain(s, "an AWS profile name", 128, "-_.@+=,/")
-}
-
-/// An AWS region name such as eu-west-1.
-pub fn parse_region(s: &str) -> Result<String, String> {
-    let ok = s.len() <= 32
-        && s.split('-').count() >= 3
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !s.starts_with('-')
-        && !s.ends_with('-');
-    if ok {
-        Ok(s.to_string())
-    } else {
-        Err(format!(
-            "'{}' is not an AWS region such as eu-west-1",
-            s.escape_debug()
-        ))
-    }
-}
-
-/// An EC2 instance type such as t3.medium.
-pub fn parse_instance_type(s: &str) -> Result<String, String> {
-    plain(s, "an EC2 instance type such as t3.medium", 32, ".-")
-}
-
-/// A login name (as OpenSSH's `User` takes one).
-pub fn parse_login(s: &str) -> Result<String, String> {
-    let r = plain(s, "a login name", 32, "._-")?;
-    if r.starts_with('-') {
-        return Err(format!("'{s}' is not a login name"));
-    }
-    Ok(r)
-}
-
-/// HOST, HOST:PORT or [V6]:PORT.
-pub fn parse_address(s: &str) -> Result<String, String> {
-    let r = plain(s, "an address (HOST or HOST:PORT)", 255, ".-:[]")?;
-    if r.starts_with('-') {
-        return Err(format!("'{s}' is not an address"));
-    }
-    Ok(r)
-}
-
-/// A path that can stand in an OpenSSH configuration: no control characters, no quotes.
-pub fn parse_path_text(s: &str) -> Result<String, String> {
-    if s.is_empty() || s.chars().any(|c| c.is_control() || c == '"') {
-        return Err(format!(
-            "'{}' is not a usable path (no control characters or quotes)",
-            s.escape_debug()
-        ));
-    }
-    Ok(s.to_string())
+    Given(ids)
 }
 
 fn parse_identity(s: &str) -> Result<PathBuf, String> {
@@ -257,21 +186,6 @@ pub struct ManArgs {
     /// Write every page (bastion.1, bastion-up.1, ...) into this directory instead
     #[arg(long, value_name = "DIR", conflicts_with = "command")]
     pub dir: Option<PathBuf>,
-}
-
-/// A ParallelCluster cluster name: a letter, then letters, digits and hyphens (max 60).
-pub fn parse_cluster_name(s: &str) -> Result<String, String> {
-    let ok = !s.is_empty()
-        && s.len() <= 60
-        && s.starts_with(|c: char| c.is_ascii_alphabetic())
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-    if ok {
-        Ok(s.to_string())
-    } else {
-        Err(format!(
-            "'{s}' is not a ParallelCluster cluster name (a letter, then letters, digits and hyphens, at most 60)"
-        ))
-    }
 }
 
 fn parse_version(s: &str) -> Result<String, String> {
@@ -568,6 +482,78 @@ pub struct DoctorArgs {
     /// Create the missing VPC endpoints (tagged bastion:doctor); never changes anything else
     #[arg(long)]
     pub fix: bool,
+}
+
+/// Which flags the user typed (clap's value source), by their ids.
+#[derive(Debug, Default, Clone)]
+pub struct Given(pub Vec<String>);
+
+impl Given {
+    pub fn has(&self, id: &str) -> bool {
+        self.0.iter().any(|g| g == id)
+    }
+}
+
+/// Fills in, for every setting the user did not give as a flag (nor, for profile and region,
+/// in the environment), the file's value for the command's cluster. Returns where each setting
+/// the file gave came from, for `-v`.
+pub fn apply_config(cli: &mut Cli, given: &Given, file: &ConfigFile) -> Result<(), ConfigError> {
+    let cluster = cli.command.cluster().map(str::to_string);
+    let cluster = cluster.as_deref();
+    let pick = |key: &str, id: &str| -> Option<String> {
+        if given.has(id) {
+            return None;
+        }
+        crate::config::file_default(file, cluster, key)
+    };
+    if let Some(p) = pick("profile", "profile") {
+        cli.global.profile = Some(p);
+    }
+    if let Some(r) = pick("region", "region") {
+        cli.global.region = Some(r);
+    }
+    match &mut cli.command {
+        Command::Up(a) => {
+            if let Some(v) = pick("instance-type", "instance_type") {
+                a.instance_type = Some(v);
+            }
+            if let Some(v) = pick("os", "os")
+                && let Some(os) = crate::userdata::ProxyOs::parse(&v)
+            {
+                a.os = os;
+            }
+            if let Some(v) = pick("idle-stop", "idle_stop")
+                && let Ok(m) = v.parse()
+            {
+                a.idle_stop = m;
+            }
+            if let Some(v) = pick("allow-cidr", "allow_cidr") {
+                a.allow_cidr = v
+                    .split(',')
+                    .filter_map(|c| crate::aws::parse_cidr(c).ok())
+                    .collect();
+            }
+        }
+        Command::Connect(a) => apply_route(&mut a.route, &pick),
+        Command::SshConfig(a) => apply_route(&mut a.route, &pick),
+        _ => {}
+    }
+    Ok(())
+}
+
+fn apply_route(r: &mut RouteArgs, pick: &dyn Fn(&str, &str) -> Option<String>) {
+    if let Some(v) = pick("user", "user") {
+        r.user = Some(v);
+    }
+    if let Some(v) = pick("identity", "identity") {
+        r.identity = Some(crate::config::expand_home(&v));
+    }
+    if let Some(v) = pick("bastion-user", "bastion_user") {
+        r.bastion_user = Some(v);
+    }
+    if let Some(v) = pick("bastion-address", "bastion_address") {
+        r.bastion_address = Some(v);
+    }
 }
 
 #[cfg(test)]

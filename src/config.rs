@@ -15,8 +15,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::cli::{self, Cli, Command};
-
 /// A config file that cannot be used, with where.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -146,7 +144,7 @@ impl ConfigFile {
         self.validate_table(&self.top, true)?;
         if let Some(clusters) = &self.top.cluster {
             for (name, table) in clusters.get_ref() {
-                if let Err(e) = cli::parse_cluster_name(name) {
+                if let Err(e) = crate::values::parse_cluster_name(name) {
                     return Err(self.error_at(clusters.span().start, e));
                 }
                 self.validate_table(table, false)?;
@@ -166,13 +164,13 @@ impl ConfigFile {
             }
             Ok(())
         };
-        check(&t.profile, cli::parse_profile)?;
-        check(&t.region, cli::parse_region)?;
-        check(&t.instance_type, cli::parse_instance_type)?;
-        check(&t.user, cli::parse_login)?;
-        check(&t.bastion_user, cli::parse_login)?;
-        check(&t.bastion_address, cli::parse_address)?;
-        check(&t.identity, cli::parse_path_text)?;
+        check(&t.profile, crate::values::parse_profile)?;
+        check(&t.region, crate::values::parse_region)?;
+        check(&t.instance_type, crate::values::parse_instance_type)?;
+        check(&t.user, crate::values::parse_login)?;
+        check(&t.bastion_user, crate::values::parse_login)?;
+        check(&t.bastion_address, crate::values::parse_address)?;
+        check(&t.identity, crate::values::parse_path_text)?;
         if let Some(os) = &t.os
             && crate::userdata::ProxyOs::parse(os.get_ref()).is_none()
         {
@@ -295,85 +293,20 @@ pub fn from_env(key: &str) -> Option<(String, Source)> {
     })
 }
 
-/// Which flags the user typed (clap's value source), by their ids.
-#[derive(Debug, Default, Clone)]
-pub struct Given(pub Vec<String>);
-
-impl Given {
-    pub fn has(&self, id: &str) -> bool {
-        self.0.iter().any(|g| g == id)
+/// The file's value of `key` for `cluster`, unless the environment sets it (`AWS_PROFILE`,
+/// `AWS_REGION`), which wins over the file. A flag the user typed wins over both: the caller
+/// asks only for the settings no flag gave.
+pub fn file_default(file: &ConfigFile, cluster: Option<&str>, key: &str) -> Option<String> {
+    if from_env(key).is_some() {
+        return None;
     }
-}
-
-/// Fills in, for every setting the user did not give as a flag (nor, for profile and region,
-/// in the environment), the file's value for the command's cluster. Returns where each setting
-/// the file gave came from, for `-v`.
-pub fn apply(cli: &mut Cli, given: &Given, file: &ConfigFile) -> Result<(), ConfigError> {
-    let cluster = cli.command.cluster().map(str::to_string);
-    let cluster = cluster.as_deref();
-    let pick = |key: &str, id: &str| -> Option<String> {
-        if given.has(id) {
-            return None;
-        }
-        if from_env(key).is_some() {
-            return None;
-        }
-        let (v, source) = from_file(file, cluster, key)?;
-        tracing::debug!("{key} = {v} (from the {source})");
-        Some(v)
-    };
-    if let Some(p) = pick("profile", "profile") {
-        cli.global.profile = Some(p);
-    }
-    if let Some(r) = pick("region", "region") {
-        cli.global.region = Some(r);
-    }
-    match &mut cli.command {
-        Command::Up(a) => {
-            if let Some(v) = pick("instance-type", "instance_type") {
-                a.instance_type = Some(v);
-            }
-            if let Some(v) = pick("os", "os")
-                && let Some(os) = crate::userdata::ProxyOs::parse(&v)
-            {
-                a.os = os;
-            }
-            if let Some(v) = pick("idle-stop", "idle_stop")
-                && let Ok(m) = v.parse()
-            {
-                a.idle_stop = m;
-            }
-            if let Some(v) = pick("allow-cidr", "allow_cidr") {
-                a.allow_cidr = v
-                    .split(',')
-                    .filter_map(|c| crate::aws::parse_cidr(c).ok())
-                    .collect();
-            }
-        }
-        Command::Connect(a) => apply_route(&mut a.route, &pick),
-        Command::SshConfig(a) => apply_route(&mut a.route, &pick),
-        _ => {}
-    }
-    Ok(())
-}
-
-fn apply_route(r: &mut cli::RouteArgs, pick: &dyn Fn(&str, &str) -> Option<String>) {
-    if let Some(v) = pick("user", "user") {
-        r.user = Some(v);
-    }
-    if let Some(v) = pick("identity", "identity") {
-        r.identity = Some(expand_home(&v));
-    }
-    if let Some(v) = pick("bastion-user", "bastion_user") {
-        r.bastion_user = Some(v);
-    }
-    if let Some(v) = pick("bastion-address", "bastion_address") {
-        r.bastion_address = Some(v);
-    }
+    let (v, source) = from_file(file, cluster, key)?;
+    tracing::debug!("{key} = {v} (from the {source})");
+    Some(v)
 }
 
 /// `~/x` -> `$HOME/x`, as a shell would have expanded it on a command line.
-fn expand_home(p: &str) -> PathBuf {
+pub fn expand_home(p: &str) -> PathBuf {
     match (p.strip_prefix("~/"), dirs::home_dir()) {
         (Some(rest), Some(home)) => home.join(rest),
         _ => PathBuf::from(p),
@@ -390,23 +323,17 @@ pub struct Effective {
     pub from: String,
 }
 
-/// What each setting is for `cluster`, and where it comes from; `profile_region` reads the AWS
-/// profile's own region.
+/// What each setting is for `cluster`, and where it comes from: `flag` gives the value of a flag
+/// the user typed for a key; `profile_region` reads the AWS profile's own region.
 pub fn effective(
-    cli_global: &cli::GlobalOpts,
-    given: &Given,
+    flag: &dyn Fn(&str) -> Option<String>,
     file: &ConfigFile,
     cluster: Option<&str>,
     profile_region: Option<(String, String)>,
 ) -> Vec<Effective> {
     KEYS.iter()
         .map(|&key| {
-            let flag = match key {
-                "profile" if given.has("profile") => cli_global.profile.clone(),
-                "region" if given.has("region") => cli_global.region.clone(),
-                _ => None,
-            };
-            let (value, source) = if let Some(v) = flag {
+            let (value, source) = if let Some(v) = flag(key) {
                 (Some(v), Source::Flag)
             } else if let Some((v, s)) = from_env(key).or_else(|| from_file(file, cluster, key)) {
                 (Some(v), s)

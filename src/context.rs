@@ -7,14 +7,25 @@ use std::path::PathBuf;
 use tokio::sync::OnceCell;
 
 use crate::aws::{AwsError, Cloud, Identity};
-use crate::cli::GlobalOpts;
 use crate::state::BastionDir;
-use crate::ui::Progress;
+use crate::ui::{OutputFormat, Progress};
 
-/// What every command gets: the AWS seam, the global options, the state root, progress.
+/// The settings this run was given that a later run of bastion must be given again to reach the
+/// same proxy (ssh-config's `ProxyCommand`): the AWS profile, the endpoint, the state dir.
+#[derive(Debug, Clone, Default)]
+pub struct Invocation {
+    pub profile: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub state_dir: Option<PathBuf>,
+}
+
+/// What every command gets: the AWS seam, how to print (`--output`, `--quiet`), the state root,
+/// progress, and the settings a later run needs again.
 pub struct Context {
     pub cloud: Box<dyn Cloud>,
-    pub opts: GlobalOpts,
+    pub output: OutputFormat,
+    pub quiet: bool,
+    pub invocation: Invocation,
     pub state_root: PathBuf,
     pub progress: Progress,
     identity: OnceCell<Identity>,
@@ -23,13 +34,16 @@ pub struct Context {
 impl Context {
     pub fn new(
         cloud: Box<dyn Cloud>,
-        opts: GlobalOpts,
+        (output, quiet): (OutputFormat, bool),
+        invocation: Invocation,
         state_root: PathBuf,
         progress: Progress,
     ) -> Self {
         Context {
             cloud,
-            opts,
+            output,
+            quiet,
+            invocation,
             state_root,
             progress,
             identity: OnceCell::new(),

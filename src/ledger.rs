@@ -207,7 +207,7 @@ impl Ledger {
         let text = serde_json::to_vec_pretty(&self.data).map_err(|e| err(e.into()))?;
         crate::failpoint::local(
             "ledger_save",
-            || crate::state::write_file_atomic(&self.path, &text, 0o600).map_err(err),
+            || crate::files::write_file_atomic(&self.path, &text, 0o600).map_err(err),
             err,
         )
     }

@@ -13,6 +13,7 @@ pub mod context;
 pub mod dcv;
 pub mod doctor;
 pub mod failpoint;
+pub mod files;
 pub mod footprint;
 pub mod ledger;
 pub mod link;
@@ -27,6 +28,7 @@ pub mod state;
 pub mod teardown;
 pub mod ui;
 pub mod userdata;
+pub mod values;
 pub mod wait;
 
 use crate::aws::AwsError;
@@ -60,7 +62,7 @@ async fn sdk_config(opts: &GlobalOpts) -> aws_config::SdkConfig {
 
 /// Runs one command line (`given`: the flags the user typed, which the config file does not
 /// override). Errors come back typed inside `anyhow`, for `exit_code`.
-pub async fn run(mut cli: Cli, given: config::Given) -> anyhow::Result<()> {
+pub async fn run(mut cli: Cli, given: cli::Given) -> anyhow::Result<()> {
     // What needs no AWS at all: completion scripts and manual pages.
     match cli.command {
         Command::Completions(args) => return commands::shell::completions(args),
@@ -78,7 +80,7 @@ pub async fn run(mut cli: Cli, given: config::Given) -> anyhow::Result<()> {
     if let Command::Config(cli::ConfigCommand::Show(args)) = cli.command {
         return commands::config::show(&cli.global, &given, &file, args).await;
     }
-    config::apply(&mut cli, &given, &file)?;
+    cli::apply_config(&mut cli, &given, &file)?;
     let config = sdk_config(&cli.global).await;
     if config.region().is_none() {
         return Err(SetupError::NoRegion.into());
@@ -90,8 +92,18 @@ pub async fn run(mut cli: Cli, given: config::Given) -> anyhow::Result<()> {
         Some(d) => d.clone(),
         None => state::default_state_dir()?,
     };
-    let progress = Progress::new(&cli.global);
-    let ctx = Context::new(Box::new(cloud), cli.global.clone(), state_root, progress);
+    let progress = Progress::new(cli.global.quiet, cli.global.no_progress);
+    let ctx = Context::new(
+        Box::new(cloud),
+        (cli.global.output, cli.global.quiet),
+        crate::context::Invocation {
+            profile: cli.global.profile.clone(),
+            endpoint_url: cli.global.endpoint_url.clone(),
+            state_dir: cli.global.state_dir.clone(),
+        },
+        state_root,
+        progress,
+    );
     let result = match cli.command {
         Command::Up(args) => commands::up::run(&ctx, args).await,
         Command::Down(args) => commands::down::run(&ctx, args).await,

@@ -4,14 +4,34 @@
 
 use std::fmt;
 
+use ipnet::Ipv4Net;
 use serde::Serialize;
 
 use crate::aws::Tag;
-use crate::cli::UpArgs;
 use crate::cluster::{HeadNode, admits_from, choose_public_subnet};
 use crate::context::Context;
 use crate::footprint::{Names, resource_tags};
 use crate::userdata::{self, ProxyOs};
+
+/// What the user asked `up` for: the choices that shape the plan. Everything else is found in
+/// AWS (the head node, its VPC, the latest AMI) or decided here.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The proxy's subnet; by default a public subnet of the head node's VPC.
+    pub subnet: Option<String>,
+    pub instance_type: Option<String>,
+    /// Who may reach the proxy's port 22; by default this machine's public address.
+    pub allow_cidr: Vec<Ipv4Net>,
+    pub os: ProxyOs,
+    pub ami: Option<String>,
+    pub pcluster_version: Option<String>,
+    pub idle_stop: u32,
+    pub dcv: bool,
+    pub pcluster_policy: bool,
+    /// An instance profile the user made, used instead of bastion's own.
+    pub instance_profile: Option<String>,
+    pub volume_size: Option<i32>,
+}
 
 /// Everything `up` decided before creating anything. Printed by `--dry-run`.
 #[derive(Debug, Clone, Serialize)]
@@ -235,20 +255,20 @@ fn ami_parameter(os: ProxyOs, arch: &str) -> String {
 }
 
 /// Decides everything before creating anything; every bad input is caught here.
-pub async fn plan(ctx: &Context, args: &UpArgs, head: &HeadNode) -> anyhow::Result<Plan> {
+pub async fn plan(ctx: &Context, req: &Request, head: &HeadNode) -> anyhow::Result<Plan> {
     let cloud = ctx.cloud.as_ref();
     let region = cloud.region().to_string();
     let identity = cloud.identity().await?;
     let progress = &ctx.progress;
 
     progress.phase(format!("choosing a public subnet in {}", head.vpc_id));
-    let subnet = choose_public_subnet(cloud, head, args.subnet.as_deref()).await?;
+    let subnet = choose_public_subnet(cloud, head, req.subnet.as_deref()).await?;
 
-    let allow: Vec<ipnet::Ipv4Net> = if args.allow_cidr.is_empty() {
+    let allow: Vec<ipnet::Ipv4Net> = if req.allow_cidr.is_empty() {
         progress.phase("looking up your public IPv4 address");
         vec![public_ip().await?]
     } else {
-        args.allow_cidr.clone()
+        req.allow_cidr.clone()
     };
     if allow.iter().any(|n| n.prefix_len() == 0) {
         let msg = "--allow-cidr 0.0.0.0/0 opens the proxy's SSH port to the whole internet; \
@@ -257,16 +277,16 @@ pub async fn plan(ctx: &Context, args: &UpArgs, head: &HeadNode) -> anyhow::Resu
         progress.note(format!("warning: {msg}"));
     }
 
-    let ami = match &args.ami {
+    let ami = match &req.ami {
         Some(a) => a.clone(),
         None => {
-            let parameter = ami_parameter(args.os, &head.architecture);
-            progress.phase(format!("finding the latest {} AMI", args.os.as_str()));
+            let parameter = ami_parameter(req.os, &head.architecture);
+            progress.phase(format!("finding the latest {} AMI", req.os.as_str()));
             cloud
                 .ssm_parameter(&parameter)
                 .await?
                 .ok_or_else(|| PlanError::NoAmi {
-                    os: args.os.as_str().into(),
+                    os: req.os.as_str().into(),
                     arch: head.architecture.clone(),
                     parameter,
                     region: region.clone(),
@@ -284,7 +304,7 @@ pub async fn plan(ctx: &Context, args: &UpArgs, head: &HeadNode) -> anyhow::Resu
         .architecture
         .clone()
         .unwrap_or_else(|| head.architecture.clone());
-    let instance_type = args.instance_type.clone().unwrap_or_else(|| {
+    let instance_type = req.instance_type.clone().unwrap_or_else(|| {
         if arch == "arm64" {
             "t4g.medium"
         } else {
@@ -292,7 +312,7 @@ pub async fn plan(ctx: &Context, args: &UpArgs, head: &HeadNode) -> anyhow::Resu
         }
         .to_string()
     });
-    let pcluster_version = args
+    let pcluster_version = req
         .pcluster_version
         .clone()
         .or_else(|| head.pcluster_version.clone())
@@ -350,7 +370,7 @@ pub async fn plan(ctx: &Context, args: &UpArgs, head: &HeadNode) -> anyhow::Resu
         region: &region,
     };
     let boundary = target.boundary_arn();
-    let provided_profile = match &args.instance_profile {
+    let provided_profile = match &req.instance_profile {
         Some(given) => {
             if *given != names.instance_profile {
                 return Err(PlanError::ProfileName {
@@ -390,10 +410,10 @@ pub async fn plan(ctx: &Context, args: &UpArgs, head: &HeadNode) -> anyhow::Resu
     };
     let user_data = userdata::render(&userdata::Settings {
         cluster: &head.cluster,
-        os: args.os,
+        os: req.os,
         pcluster_version: &pcluster_version,
-        idle_stop_minutes: args.idle_stop,
-        install_dcv: !args.no_dcv,
+        idle_stop_minutes: req.idle_stop,
+        install_dcv: req.dcv,
         head_ip,
     });
     Ok(Plan {
@@ -407,18 +427,16 @@ pub async fn plan(ctx: &Context, args: &UpArgs, head: &HeadNode) -> anyhow::Resu
         vpc_cidrs,
         subnet_id: subnet.id,
         availability_zone: subnet.availability_zone,
-        os: args.os.as_str().into(),
+        os: req.os.as_str().into(),
         ami,
         root_device_name: image.root_device_name.unwrap_or_else(|| "/dev/xvda".into()),
         instance_type,
-        root_volume_gib: args
-            .volume_size
-            .unwrap_or(if args.no_dcv { 16 } else { 40 }),
+        root_volume_gib: req.volume_size.unwrap_or(if req.dcv { 40 } else { 16 }),
         pcluster_version,
         allow_cidrs: allow.iter().map(|n| n.to_string()).collect(),
-        idle_stop_minutes: args.idle_stop,
-        dcv: !args.no_dcv,
-        pcluster_policy: !args.no_pcluster_policy,
+        idle_stop_minutes: req.idle_stop,
+        dcv: req.dcv,
+        pcluster_policy: req.pcluster_policy,
         head_node_group,
         head_node_ports,
         key_pair: names.key_pair.clone(),

@@ -349,7 +349,7 @@ impl TagAnchored {
 
     fn write(&self, ids: &[String]) {
         let text: String = ids.iter().map(|i| format!("{i}\n")).collect();
-        if let Err(e) = crate::state::write_file_atomic(&self.0, text.as_bytes(), 0o600) {
+        if let Err(e) = crate::files::write_file_atomic(&self.0, text.as_bytes(), 0o600) {
             tracing::warn!("cannot record in {}: {e}", self.0.display());
         }
     }

@@ -60,12 +60,20 @@ pub enum RouteError {
     OperatorOnly { what: String, user: String },
 }
 
-/// How `resolve` goes about it: the user's route flags, whether to start a stopped proxy
-/// (connect does; ssh-config does not), how long to wait for it, and whether to check this
-/// machine's public address against the proxy's group first (admitting it with `allow_me`).
+/// How `resolve` goes about it: the user's choices of logins, key and address, whether to start
+/// a stopped proxy (connect does; ssh-config does not), how long to wait for it, and whether to
+/// check this machine's public address against the proxy's group first (admitting it with
+/// `allow_me`).
 #[derive(Debug, Clone, Default)]
 pub struct RouteOptions {
-    pub args: crate::cli::RouteArgs,
+    /// Login on the head node; by default its OS's, as pcluster chooses it.
+    pub user: Option<String>,
+    /// The head node's key file; by default ssh-agent, then `~/.ssh/id_*`.
+    pub identity: Option<PathBuf>,
+    /// Login on the proxy; by default the operator's or a teammate's (see [`Login::choose`]).
+    pub bastion_user: Option<String>,
+    /// Reach the proxy at this HOST[:PORT] instead of its public IP.
+    pub bastion_address: Option<String>,
     pub start: bool,
     pub timeout: Duration,
     pub check_address: bool,
@@ -180,15 +188,15 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
     );
     gated?;
     let proxy_trust = proxy_trust?;
-    let (proxy_address, proxy_port) = match (&opts.args.bastion_address, &proxy.public_ip) {
+    let (proxy_address, proxy_port) = match (&opts.bastion_address, &proxy.public_ip) {
         (Some(a), _) => split_address(a),
         (None, Some(ip)) => (ip.clone(), 22),
         (None, None) => return Err(RouteError::NoAddress { instance: proxy.id }.into()),
     };
     // The operator's login, where this machine has it (see proxy::login).
     let proxy_key_file = ctx.bastion_dir(cluster).await?.private_key();
-    let proxy_login = Login::choose(opts.args.bastion_user.as_deref(), &proxy_key_file);
-    let proxy_user = opts.args.bastion_user.clone().unwrap_or_else(|| {
+    let proxy_login = Login::choose(opts.bastion_user.as_deref(), &proxy_key_file);
+    let proxy_user = opts.bastion_user.clone().unwrap_or_else(|| {
         let os = proxy
             .tag(TAG_OS)
             .and_then(ProxyOs::parse)
@@ -207,11 +215,10 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
             instance: head.instance.id.clone(),
         })?;
     let head_user = opts
-        .args
         .user
         .clone()
         .unwrap_or_else(|| head.default_user().to_string());
-    if let Some(path) = &opts.args.identity
+    if let Some(path) = &opts.identity
         && let Err(e) = std::fs::File::open(path)
     {
         return Err(crate::ssh::client::SshError::Key {
@@ -220,7 +227,7 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
         }
         .into());
     }
-    let head_credentials = match &opts.args.identity {
+    let head_credentials = match &opts.identity {
         Some(path) => Credentials {
             files: vec![path.clone()],
             agent: true,
@@ -265,11 +272,11 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
 pub async fn operator_only(
     ctx: &Context,
     cluster: &str,
-    args: &crate::cli::RouteArgs,
+    bastion_user: Option<&str>,
     what: &str,
 ) -> anyhow::Result<()> {
     let key = ctx.bastion_dir(cluster).await?.private_key();
-    match Login::choose(args.bastion_user.as_deref(), &key) {
+    match Login::choose(bastion_user, &key) {
         Login::Operator => Ok(()),
         Login::Teammate => Err(RouteError::OperatorOnly {
             what: what.into(),
@@ -332,7 +339,7 @@ async fn gate(
         cluster: expected.cluster.clone(),
         group: group.id,
     };
-    if opts.args.bastion_address.is_some() {
+    if opts.bastion_address.is_some() {
         tracing::warn!("{refusal} (going on: --bastion-address may reach it another way)");
         return Ok(());
     }

@@ -8,7 +8,12 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::cli::{GlobalOpts, OutputFormat};
+/// How results are printed on stdout: `--output text` (the default) or `--output json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
 
 /// Progress of a slow command. On a terminal it is a spinner naming the phase; otherwise (or with
 /// --no-progress) each phase is one log line on stderr. `--quiet` shows nothing.
@@ -19,21 +24,18 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(opts: &GlobalOpts) -> Progress {
-        let bar =
-            (!opts.quiet && !opts.no_progress && std::io::stderr().is_terminal()).then(|| {
-                let bar = ProgressBar::new_spinner();
-                bar.set_style(
-                    ProgressStyle::with_template("{spinner:.cyan} [{elapsed_precise}] {msg}")
-                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-                );
-                bar.enable_steady_tick(Duration::from_millis(120));
-                bar
-            });
-        Progress {
-            bar,
-            quiet: opts.quiet,
-        }
+    /// `quiet`: nothing at all; `no_progress`: plain lines even on a terminal.
+    pub fn new(quiet: bool, no_progress: bool) -> Progress {
+        let bar = (!quiet && !no_progress && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner:.cyan} [{elapsed_precise}] {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Progress { bar, quiet }
     }
 
     pub fn hidden() -> Progress {

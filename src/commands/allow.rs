@@ -99,7 +99,7 @@ pub async fn run(ctx: &Context, args: AllowArgs) -> anyhow::Result<()> {
     if args.list {
         let listing = Listing(access::list(cloud, &group).await?);
         ctx.progress.finish();
-        return emit(ctx.opts.output, &listing);
+        return emit(ctx.output, &listing);
     }
     let result = |action, cidr: Ipv4Net, description| AllowResult {
         cluster: args.cluster.clone(),
@@ -147,5 +147,5 @@ pub async fn run(ctx: &Context, args: AllowArgs) -> anyhow::Result<()> {
         }
     };
     ctx.progress.finish();
-    emit(ctx.opts.output, &outcome)
+    emit(ctx.output, &outcome)
 }

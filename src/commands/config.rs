@@ -7,8 +7,8 @@ use std::fmt;
 use aws_config::meta::region::ProvideRegion;
 use serde::Serialize;
 
-use crate::cli::{ConfigShowArgs, GlobalOpts};
-use crate::config::{self, ConfigFile, Effective, Given};
+use crate::cli::{ConfigShowArgs, Given, GlobalOpts};
+use crate::config::{self, ConfigFile, Effective};
 use crate::ui::emit;
 
 #[derive(Debug, Serialize)]
@@ -53,8 +53,14 @@ pub async fn show(
     args: ConfigShowArgs,
 ) -> anyhow::Result<()> {
     let cluster = args.cluster.as_deref();
+    // The flags typed: only the global ones are settings here.
+    let flag = |key: &str| match key {
+        "profile" if given.has("profile") => global.profile.clone(),
+        "region" if given.has("region") => global.region.clone(),
+        _ => None,
+    };
     // The profile in effect, for its own region.
-    let profile = config::effective(global, given, file, cluster, None)
+    let profile = config::effective(&flag, file, cluster, None)
         .into_iter()
         .find(|e| e.key == "profile")
         .and_then(|e| e.value)
@@ -72,7 +78,7 @@ pub async fn show(
             exists: path.as_ref().is_some_and(|p| p.exists()),
             file: path.map(|p| p.display().to_string()),
             cluster: args.cluster.clone(),
-            settings: config::effective(global, given, file, cluster, region),
+            settings: config::effective(&flag, file, cluster, region),
         },
     )
 }

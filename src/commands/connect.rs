@@ -37,19 +37,20 @@ pub async fn run(ctx: &Context, args: ConnectArgs) -> anyhow::Result<()> {
         return Err(ConnectError::CommandWithN.into());
     }
     let opts = RouteOptions {
-        args: args.route.clone(),
         start: true,
         timeout: Duration::from_secs(args.timeout * 60),
         check_address: true,
         allow_me: args.allow_me,
+        ..super::route_options(&args.route)
     };
     // Before the proxy is looked up, or started: a teammate's login cannot have these.
+    let bastion_user = args.route.bastion_user.as_deref();
     if args.on_proxy {
-        route::operator_only(ctx, &args.cluster, &args.route, "--on-proxy").await?;
+        route::operator_only(ctx, &args.cluster, bastion_user, "--on-proxy").await?;
     }
     if args.dcv && args.desktop {
         let what = "--desktop (the proxy's own DCV desktop)";
-        route::operator_only(ctx, &args.cluster, &args.route, what).await?;
+        route::operator_only(ctx, &args.cluster, bastion_user, what).await?;
     }
     if let Some(to) = &args.stdio {
         return stdio(ctx, &args.cluster, &opts, to.as_deref()).await;
@@ -94,14 +95,14 @@ pub async fn run(ctx: &Context, args: ConnectArgs) -> anyhow::Result<()> {
     let stats = Stats::default();
     for (listener, f) in listeners {
         tracing::info!("forwarding {f}");
-        if !ctx.opts.quiet {
+        if !ctx.quiet {
             eprintln!("bastion: forwarding {f} (as seen from {what})");
         }
         tokio::spawn(forward::serve(link.watch(), listener, f, stats.clone()));
     }
 
     if args.no_command {
-        if !ctx.opts.quiet {
+        if !ctx.quiet {
             eprintln!("bastion: press Ctrl-C to stop");
         }
         // One future for the whole wait: a fresh `ctrl_c()` per pass would miss a Ctrl-C that

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncBufReadExt;
 
-use crate::cli::{ConnectArgs, OutputFormat};
+use crate::cli::ConnectArgs;
 use crate::context::Context;
 use crate::dcv::{self, DcvError, DcvUrl};
 use crate::footprint::TAG_DESKTOP;
@@ -25,6 +25,7 @@ use crate::route::{self, Route, RouteOptions};
 use crate::ssh::client::{TUNNEL_WINDOW, Verifier};
 use crate::ssh::forward::{self, Forward, Stats};
 use crate::ssh::session;
+use crate::ui::OutputFormat;
 use crate::wait::{Goal, wait_for};
 
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +56,7 @@ struct BrowserPage {
 
 impl BrowserPage {
     fn new(ctx: &Context) -> BrowserPage {
-        let dir = crate::state::private_dir(&ctx.state_root)
+        let dir = crate::files::private_dir(&ctx.state_root)
             .and_then(|_| {
                 tempfile::Builder::new()
                     .prefix(".dcv-")
@@ -83,13 +84,13 @@ impl BrowserPage {
              <script>location.replace({json})</script>",
             json = serde_json::to_string(url).unwrap_or_default()
         );
-        crate::state::write_file_atomic(&file, html.as_bytes(), 0o600)?;
+        crate::files::write_file_atomic(&file, html.as_bytes(), 0o600)?;
         Ok(format!("file://{}", file.display()))
     }
 }
 
 fn show(ctx: &Context, page: &BrowserPage, url: &DcvUrl, open_browser: bool) {
-    if ctx.opts.output == OutputFormat::Json {
+    if ctx.output == OutputFormat::Json {
         // One object per line: a fresh URL later is one more line.
         if let Ok(line) = serde_json::to_string(url) {
             println!("{line}");
@@ -184,7 +185,7 @@ where
 {
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut stdin_open = true;
-    let status = std::io::stderr().is_terminal() && !ctx.opts.quiet;
+    let status = std::io::stderr().is_terminal() && !ctx.quiet;
     // One future for the whole wait: a fresh `ctrl_c()` per pass would miss a Ctrl-C that
     // arrives between passes (while a fresh URL is minted, say).
     let interrupted = tokio::signal::ctrl_c();
@@ -206,7 +207,7 @@ where
                     _ = &mut interrupted => return Ok(()),
                     r = link.keep_up(ctx, cluster, opts) => r?,
                 };
-                if reconnected && !ctx.opts.quiet {
+                if reconnected && !ctx.quiet {
                     eprintln!("bastion: press Enter for a fresh URL (the old one's session was cut)");
                 }
                 if status {

@@ -7,12 +7,13 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::aws::{EndpointSpec, Network, Source, Tag};
-use crate::cli::{DoctorArgs, OutputFormat};
+use crate::cli::DoctorArgs;
 use crate::cluster::{find_head_node, route_table_of};
 use crate::context::Context;
 use crate::doctor::{self, BastionFacts, Check, Facts, Status};
 use crate::footprint::{Expected, TAG_DOCTOR};
 use crate::proxy::{self};
+use crate::ui::OutputFormat;
 use crate::ui::emit;
 
 /// Doctor itself could not run (exit 2), as opposed to finding problems (exit 1).
@@ -324,14 +325,14 @@ pub async fn run(ctx: &Context, args: DoctorArgs) -> anyhow::Result<()> {
             let failed = DoctorFailed(e);
             ctx.progress.finish();
             // Scripts never get an empty stdout: the error as JSON there too.
-            if ctx.opts.output == OutputFormat::Json {
+            if ctx.output == OutputFormat::Json {
                 println!("{}", serde_json::json!({ "error": format!("{failed}") }));
             }
             return Err(failed.into());
         }
     };
     ctx.progress.finish();
-    match ctx.opts.output {
+    match ctx.output {
         // One object per check, as scripts expect; changes from --fix went to stderr.
         OutputFormat::Json => emit(OutputFormat::Json, &JsonChecks(&report.checks))?,
         OutputFormat::Text => emit(OutputFormat::Text, &report)?,

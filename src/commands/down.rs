@@ -149,7 +149,7 @@ pub async fn run(ctx: &Context, args: DownArgs) -> anyhow::Result<()> {
     progress.finish();
     let count = failed.len();
     emit(
-        ctx.opts.output,
+        ctx.output,
         &DownResult {
             cluster: args.cluster.clone(),
             region: cloud.region().to_string(),

@@ -54,7 +54,7 @@ pub async fn run(ctx: &Context, args: ForgetArgs) -> anyhow::Result<()> {
     let removed = known_hosts::forget(&file, &head.instance.id)?;
     ctx.progress.finish();
     emit(
-        ctx.opts.output,
+        ctx.output,
         &ForgetResult {
             cluster: args.cluster,
             head_node: head.instance.id,

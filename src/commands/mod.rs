@@ -12,3 +12,17 @@ pub mod shell;
 pub mod ssh_config;
 pub mod status;
 pub mod up;
+
+use crate::cli::RouteArgs;
+use crate::route::RouteOptions;
+
+/// The route flags as `route` takes them; the other options at their defaults.
+fn route_options(r: &RouteArgs) -> RouteOptions {
+    RouteOptions {
+        user: r.user.clone(),
+        identity: r.identity.clone(),
+        bastion_user: r.bastion_user.clone(),
+        bastion_address: r.bastion_address.clone(),
+        ..RouteOptions::default()
+    }
+}

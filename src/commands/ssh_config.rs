@@ -126,7 +126,7 @@ pub fn proxy_command(
         words.push("--bastion-user".into());
         words.push(proxy_word("the bastion user", u)?);
     }
-    let o = &ctx.opts;
+    let o = &ctx.invocation;
     if let Some(p) = &o.profile {
         words.push("--profile".into());
         words.push(proxy_word("the profile name", p)?);
@@ -268,16 +268,15 @@ fn ensure_include(dir: &Path) -> std::io::Result<PathBuf> {
     }
     let updated = format!("# added by bastion (bastion ssh-config --install)\n{line}\n\n{current}");
     // A symlinked ~/.ssh/config (a dotfiles repo) stays a link, and its mode stays.
-    crate::state::write_file_atomic(&main, updated.as_bytes(), 0o600)?;
+    crate::files::write_file_atomic(&main, updated.as_bytes(), 0o600)?;
     Ok(main)
 }
 
 pub async fn run(ctx: &Context, args: SshConfigArgs) -> anyhow::Result<()> {
     let opts = RouteOptions {
-        args: args.route.clone(),
         start: false,
         timeout: std::time::Duration::from_secs(600),
-        ..RouteOptions::default()
+        ..super::route_options(&args.route)
     };
     let route = route::resolve(ctx, &args.cluster, &opts).await?;
     // OpenSSH checks both against bastion's known_hosts: the keys that anchor a first use (the
@@ -311,7 +310,7 @@ pub async fn run(ctx: &Context, args: SshConfigArgs) -> anyhow::Result<()> {
     let config = render(&route, args.route.identity.as_deref(), &hop)?;
     let (installed, include_in) = if args.install {
         let file = installed_file(ctx, &args.cluster);
-        crate::state::write_file_atomic(&file, config.as_bytes(), 0o600)?;
+        crate::files::write_file_atomic(&file, config.as_bytes(), 0o600)?;
         let main = ensure_include(&installed_dir(ctx))?;
         (
             Some(file.display().to_string()),
@@ -322,7 +321,7 @@ pub async fn run(ctx: &Context, args: SshConfigArgs) -> anyhow::Result<()> {
     };
     ctx.progress.finish();
     emit(
-        ctx.opts.output,
+        ctx.output,
         &SshConfigResult {
             proxy_host: format!("bastion-{}", args.cluster),
             via: match hop {

@@ -7,11 +7,12 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::aws::NOT_TERMINATED;
-use crate::cli::{StatusArgs, parse_cluster_name};
+use crate::cli::StatusArgs;
 use crate::context::Context;
 use crate::footprint::{Expected, TAG_CLUSTER, TAG_DESKTOP, TAG_STATE};
 use crate::proxy::{Lookalike, Search};
 use crate::ui::emit;
+use crate::values::parse_cluster_name;
 
 #[derive(Debug, Serialize)]
 pub struct BastionRow {
@@ -160,7 +161,7 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
         .collect();
     ctx.progress.finish();
     emit(
-        ctx.opts.output,
+        ctx.output,
         &StatusResult {
             region: cloud.region().to_string(),
             bastions,

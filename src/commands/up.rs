@@ -223,6 +223,23 @@ impl UpResult {
     }
 }
 
+/// The flags that shape the plan, as the plan takes them.
+fn request(args: &UpArgs) -> crate::plan::Request {
+    crate::plan::Request {
+        subnet: args.subnet.clone(),
+        instance_type: args.instance_type.clone(),
+        allow_cidr: args.allow_cidr.clone(),
+        os: args.os,
+        ami: args.ami.clone(),
+        pcluster_version: args.pcluster_version.clone(),
+        idle_stop: args.idle_stop,
+        dcv: !args.no_dcv,
+        pcluster_policy: !args.no_pcluster_policy,
+        instance_profile: args.instance_profile.clone(),
+        volume_size: args.volume_size,
+    }
+}
+
 pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<()> {
     let cloud = ctx.cloud.as_ref();
     let region = cloud.region().to_string();
@@ -242,7 +259,7 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<()> {
         if args.dry_run {
             progress.finish();
             let r = UpResult::from_instance(&args.cluster, &region, &existing, None, false, false);
-            return emit(ctx.opts.output, &r);
+            return emit(ctx.output, &r);
         }
         let (instance, started) = proxy::ensure_running(cloud, existing, timeout, progress).await?;
         let key = dir.private_key();
@@ -258,16 +275,16 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<()> {
             r.host_keys(keys);
         }
         progress.finish();
-        emit(ctx.opts.output, &r)
+        emit(ctx.output, &r)
     };
     if let Some(existing) = search.proxy {
         return report_existing(existing).await;
     }
 
-    let plan = plan(ctx, &args, &head).await?;
+    let plan = plan(ctx, &request(&args), &head).await?;
     if args.dry_run {
         progress.finish();
-        return emit(ctx.opts.output, &plan);
+        return emit(ctx.output, &plan);
     }
 
     let _lock = dir.lock(&args.cluster)?;
@@ -385,7 +402,7 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<()> {
             if let Some(keys) = keys {
                 r.host_keys(keys);
             }
-            emit(ctx.opts.output, &r)
+            emit(ctx.output, &r)
         }
         Ok(Err(desktop_failed)) => {
             progress.finish();

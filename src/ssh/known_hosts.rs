@@ -428,11 +428,11 @@ struct FileLock(File);
 impl FileLock {
     fn take(file: &Path) -> std::io::Result<FileLock> {
         if let Some(dir) = file.parent() {
-            crate::state::private_dir(dir)?;
+            crate::files::private_dir(dir)?;
         }
         let mut name = file.as_os_str().to_owned();
         name.push(".lock");
-        let f = crate::state::private_file(&PathBuf::from(name))?;
+        let f = crate::files::private_file(&PathBuf::from(name))?;
         f.lock()?;
         Ok(FileLock(f))
     }

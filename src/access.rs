@@ -48,6 +48,11 @@ pub enum AccessError {
         description: String,
     },
 }
+impl crate::exit::ExitStatus for AccessError {
+    fn exit_status(&self) -> Option<u8> {
+        Some(crate::exit::INVALID)
+    }
+}
 
 /// How `up` describes the rules it adds for `--allow-cidr`.
 pub const UP_RULE_DESCRIPTION: &str = "bastion: SSH from an allowed CIDR";

@@ -86,6 +86,15 @@ pub enum ClusterError {
     #[error(transparent)]
     Aws(#[from] AwsError),
 }
+impl crate::exit::ExitStatus for ClusterError {
+    fn exit_status(&self) -> Option<u8> {
+        match self {
+            // Transparent: the AWS error is not a cause of its own in the chain.
+            ClusterError::Aws(a) => a.exit_status(),
+            _ => Some(crate::exit::INVALID),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct HeadNode {

@@ -28,6 +28,11 @@ pub enum ConfigError {
     #[error("cannot read {path}: {reason}")]
     Read { path: String, reason: String },
 }
+impl crate::exit::ExitStatus for ConfigError {
+    fn exit_status(&self) -> Option<u8> {
+        Some(crate::exit::INVALID)
+    }
+}
 
 /// One table of settings (the top level, or one cluster's).
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -123,6 +123,11 @@ pub enum LedgerError {
         error: serde_json::Error,
     },
 }
+impl crate::exit::ExitStatus for LedgerError {
+    fn exit_status(&self) -> Option<u8> {
+        Some(crate::exit::LOCAL_STATE)
+    }
+}
 
 impl Ledger {
     pub fn new(path: PathBuf, cluster: &str, region: &str, account: &str) -> Ledger {

@@ -12,6 +12,7 @@ pub mod config;
 pub mod context;
 pub mod dcv;
 pub mod doctor;
+pub mod exit;
 pub mod failpoint;
 pub mod files;
 pub mod footprint;
@@ -31,9 +32,9 @@ pub mod userdata;
 pub mod values;
 pub mod wait;
 
-use crate::aws::AwsError;
 use crate::aws::sdk::{CallCounter, SdkCloud};
 use crate::cli::{Cli, Command, GlobalOpts};
+use crate::exit::ExitStatus;
 use crate::ui::Progress;
 
 pub use crate::context::{Context, install_crypto};
@@ -44,6 +45,11 @@ pub enum SetupError {
         "no AWS region: pass --region, set AWS_REGION, or set a region in your profile (~/.aws/config)"
     )]
     NoRegion,
+}
+impl crate::exit::ExitStatus for SetupError {
+    fn exit_status(&self) -> Option<u8> {
+        Some(crate::exit::INVALID)
+    }
 }
 
 async fn sdk_config(opts: &GlobalOpts) -> aws_config::SdkConfig {
@@ -123,14 +129,6 @@ pub async fn run(mut cli: Cli, given: cli::Given) -> anyhow::Result<()> {
     result
 }
 
-/// Credentials and permissions are the user's to fix (3); any other AWS failure is 1.
-fn aws_exit_code(e: &AwsError) -> u8 {
-    match e {
-        e if e.is_denied() => 3,
-        _ => 1,
-    }
-}
-
 /// Whether `err` was already shown to the user (a remote exit code, doctor's report).
 pub fn already_reported(err: &anyhow::Error) -> bool {
     err.downcast_ref::<commands::connect::RemoteExit>()
@@ -140,82 +138,47 @@ pub fn already_reported(err: &anyhow::Error) -> bool {
             .is_some()
 }
 
-/// Exit status: 0 success; 1 the operation failed; 2 invalid input (bad flags, unknown cluster,
-/// no public subnet...); 3 AWS credentials or permissions; 4 local state (state dir); 130 interrupted.
+/// Exit status (see `exit`): the first error in the chain that says one decides; 1 otherwise.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
-    use crate::cluster::ClusterError;
-    use crate::commands::up::UpError;
     for cause in err.chain() {
-        if let Some(commands::connect::RemoteExit(code)) =
-            cause.downcast_ref::<commands::connect::RemoteExit>()
-        {
-            return *code;
+        let Some(status) = exit_status_of(cause) else {
+            continue;
+        };
+        if let Some(carried) = status.carries() {
+            return exit_code(carried);
         }
-        if cause
-            .downcast_ref::<commands::doctor::ProblemsFound>()
-            .is_some()
-        {
-            return 1;
-        }
-        if cause
-            .downcast_ref::<commands::doctor::DoctorFailed>()
-            .is_some()
-        {
-            return 2;
-        }
-        if let Some(e) = cause.downcast_ref::<commands::down::DownIncomplete>() {
-            return if e.denied { 3 } else { 1 };
-        }
-        if let Some(e) = cause.downcast_ref::<UpError>() {
-            match e {
-                UpError::Interrupted => return 130,
-                UpError::Failed { error, .. } => return exit_code(error),
-                UpError::Leftovers { .. }
-                | UpError::StaleLedger { .. }
-                | UpError::Orphaned { .. } => return 1,
-            }
-        }
-        if cause.downcast_ref::<plan::PlanError>().is_some() {
-            return 2;
-        }
-        if let Some(e) = cause.downcast_ref::<AwsError>() {
-            return aws_exit_code(e);
-        }
-        if let Some(e) = cause.downcast_ref::<ClusterError>() {
-            return match e {
-                // Transparent: the AWS error is not a cause of its own in the chain.
-                ClusterError::Aws(a) => aws_exit_code(a),
-                _ => 2,
-            };
-        }
-        match cause.downcast_ref::<route::RouteError>() {
-            Some(route::RouteError::NoBastion { .. }) => return 2,
-            // A teammate asking for what only the operator's login may do: a permission.
-            Some(route::RouteError::OperatorOnly { .. }) => return 3,
-            _ => {}
-        }
-        if cause.downcast_ref::<config::ConfigError>().is_some()
-            || cause
-                .downcast_ref::<commands::policy::PolicyUsage>()
-                .is_some()
-        {
-            return 2;
-        }
-        if cause.downcast_ref::<access::AccessError>().is_some() {
-            return 2;
-        }
-        if cause.downcast_ref::<SetupError>().is_some() {
-            return 2;
-        }
-        if let Some(e) = cause.downcast_ref::<state::StateError>() {
-            return match e {
-                state::StateError::Busy { .. } => 1,
-                _ => 4,
-            };
-        }
-        if cause.downcast_ref::<ledger::LedgerError>().is_some() {
-            return 4;
+        if let Some(code) = status.exit_status() {
+            return code;
         }
     }
-    1
+    exit::FAILED
+}
+
+/// `cause` as one of the error types that say their exit status.
+fn exit_status_of<'a>(cause: &'a (dyn std::error::Error + 'static)) -> Option<&'a dyn ExitStatus> {
+    macro_rules! first_of {
+        ($($t:ty),* $(,)?) => {
+            $(if let Some(e) = cause.downcast_ref::<$t>() {
+                return Some(e);
+            })*
+        };
+    }
+    first_of!(
+        commands::connect::RemoteExit,
+        commands::doctor::ProblemsFound,
+        commands::doctor::DoctorFailed,
+        commands::down::DownIncomplete,
+        commands::up::UpError,
+        commands::policy::PolicyUsage,
+        plan::PlanError,
+        aws::AwsError,
+        cluster::ClusterError,
+        route::RouteError,
+        config::ConfigError,
+        access::AccessError,
+        SetupError,
+        state::StateError,
+        ledger::LedgerError,
+    );
+    None
 }

@@ -122,10 +122,11 @@ impl Link {
             return Ok(false);
         }
         self.tx.send_replace(None);
-        eprintln!(
-            "bastion: the connection to {} was lost; reconnecting (local ports stay open)",
+        tracing::info!(to = %self.what, "session lost; reconnecting");
+        ctx.progress.say(format_args!(
+            "the connection to {} was lost; reconnecting (local ports stay open)",
             self.what
-        );
+        ));
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 1u32;
         loop {
@@ -133,15 +134,19 @@ impl Link {
                 Ok(sessions) => {
                     self.tx.send_replace(Some(sessions.carrier.clone()));
                     self.current = sessions;
-                    eprintln!("bastion: reconnected to {} (attempt {attempt})", self.what);
+                    tracing::info!(to = %self.what, attempt, "session reconnected");
+                    ctx.progress.say(format_args!(
+                        "reconnected to {} (attempt {attempt})",
+                        self.what
+                    ));
                     return Ok(true);
                 }
                 Err(e) if refused_host_key(&e) => return Err(e),
                 Err(e) => {
-                    eprintln!(
-                        "bastion: reconnect attempt {attempt} failed ({e:#}); next in {} s",
+                    ctx.progress.say(format_args!(
+                        "reconnect attempt {attempt} failed ({e:#}); next in {} s",
                         backoff.as_secs()
-                    );
+                    ));
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     attempt += 1;

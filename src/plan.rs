@@ -148,6 +148,11 @@ pub enum PlanError {
         value: Option<String>,
     },
 }
+impl crate::exit::ExitStatus for PlanError {
+    fn exit_status(&self) -> Option<u8> {
+        Some(crate::exit::INVALID)
+    }
+}
 
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

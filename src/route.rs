@@ -59,6 +59,16 @@ pub enum RouteError {
     )]
     OperatorOnly { what: String, user: String },
 }
+impl crate::exit::ExitStatus for RouteError {
+    fn exit_status(&self) -> Option<u8> {
+        match self {
+            RouteError::NoBastion { .. } => Some(crate::exit::INVALID),
+            // A teammate asking for what only the operator's login may do: a permission.
+            RouteError::OperatorOnly { .. } => Some(crate::exit::DENIED),
+            _ => None,
+        }
+    }
+}
 
 /// How `resolve` goes about it: the user's choices of logins, key and address, whether to start
 /// a stopped proxy (connect does; ssh-config does not), how long to wait for it, and whether to
@@ -72,7 +82,7 @@ pub struct RouteOptions {
     pub identity: Option<PathBuf>,
     /// Login on the proxy; by default the operator's or a teammate's (see [`Login::choose`]).
     pub bastion_user: Option<String>,
-    /// Reach the proxy at this HOST[:PORT] instead of its public IP.
+    /// Reach the proxy at this `HOST[:PORT]` instead of its public IP.
     pub bastion_address: Option<String>,
     pub start: bool,
     pub timeout: Duration,

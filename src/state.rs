@@ -37,6 +37,15 @@ pub enum StateError {
         error: std::io::Error,
     },
 }
+impl crate::exit::ExitStatus for StateError {
+    fn exit_status(&self) -> Option<u8> {
+        match self {
+            // Another run holds the cluster: the operation, not the state dir, failed.
+            StateError::Busy { .. } => Some(crate::exit::FAILED),
+            _ => Some(crate::exit::LOCAL_STATE),
+        }
+    }
+}
 
 /// The default state directory: `$XDG_STATE_HOME/bastion` (`~/.local/state/bastion`), or the
 /// platform's local data directory where there is no state directory (macOS, Windows).

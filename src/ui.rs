@@ -65,6 +65,14 @@ impl Progress {
         }
     }
 
+    /// A line about a running session (a forward, a lost connection, a reconnect) once the
+    /// spinner is gone: `bastion: <msg>` on stderr. `--quiet` shows nothing.
+    pub fn say(&self, msg: impl Display) {
+        if !self.quiet {
+            eprintln!("bastion: {msg}");
+        }
+    }
+
     /// Clears the spinner; call before printing a result or an error.
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {

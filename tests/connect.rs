@@ -1,6 +1,12 @@
 //! `bastion connect` and `bastion ssh-config` against real OpenSSH sshd in network namespaces
 //! (tests/common/netlab.rs), with moto holding the VPC, the head node and the bastion.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test panics to fail, with its message"
+)]
+
 mod common;
 
 use std::io::{Read, Write};
@@ -284,6 +290,16 @@ fn forward_to(
     remotes: &[u16],
     log: &str,
 ) -> (Guard, std::path::PathBuf, Vec<u16>) {
+    forward_with(w, remotes, log, &[])
+}
+
+/// As [`forward_to`], with more flags for `connect`.
+fn forward_with(
+    w: &common::world::World,
+    remotes: &[u16],
+    log: &str,
+    flags: &[&str],
+) -> (Guard, std::path::PathBuf, Vec<u16>) {
     let ports: Vec<u16> = remotes.iter().map(|_| free_port()).collect();
     let specs: Vec<String> = ports
         .iter()
@@ -292,6 +308,7 @@ fn forward_to(
         .collect();
     let mut extra: Vec<&str> = specs.iter().flat_map(|s| ["-L", s.as_str()]).collect();
     extra.push("-N");
+    extra.extend(flags);
     let mut cmd = w.b.command(&w.connect_args(&extra));
     let stderr_log = w.lab.path(log);
     cmd.stdout(std::process::Stdio::null())
@@ -829,6 +846,37 @@ async fn a_cut_link_is_reported_and_forwards_carry_on_once_it_is_back() {
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(text.matches("reconnected to").count(), 1, "{text}");
     assert!(text.contains("starting the stopped bastion"), "{text}");
+    drop(child);
+}
+
+/// `--quiet` silences the loss and reconnect lines like every other: the link is mended all the
+/// same. The test follows it through bastion's log at info level (tracing, which `BASTION_LOG`
+/// raises past `--quiet`), and no line of bastion's own is said on stderr.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_quiet_a_cut_link_is_mended_in_silence() {
+    let mut w = world_or_skip!();
+    w.spawn_echo();
+    w.b.env
+        .push(("BASTION_LOG".into(), "warn,bastion=info".into()));
+    let (child, log, ports) = forward_with(&w, &[9000], "quiet-cut.log", &["--quiet"]);
+    assert_eq!(echo_through(ports[0], b"before"), b"before");
+    w.lab.set_proxy_link(false);
+    let lost = wait_for_text(&log, "session lost", Duration::from_secs(150));
+    w.lab.set_proxy_link(true);
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(lost, "the loss is logged: {}", text());
+    assert!(
+        wait_for_text(&log, "session reconnected", Duration::from_secs(150)),
+        "{}",
+        text()
+    );
+    assert_eq!(echo_through(ports[0], b"after"), b"after");
+    let said: Vec<String> = text()
+        .lines()
+        .filter(|l| l.starts_with("bastion: "))
+        .map(str::to_string)
+        .collect();
+    assert!(said.is_empty(), "--quiet, yet: {said:#?}");
     drop(child);
 }
 

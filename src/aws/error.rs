@@ -60,6 +60,15 @@ pub enum AwsError {
     #[error("{action}: injected failure (BASTION_FAILPOINT)")]
     Injected { action: String },
 }
+impl crate::exit::ExitStatus for AwsError {
+    fn exit_status(&self) -> Option<u8> {
+        Some(if self.is_denied() {
+            crate::exit::DENIED
+        } else {
+            crate::exit::FAILED
+        })
+    }
+}
 
 impl AwsError {
     pub fn is_not_found(&self) -> bool {

@@ -17,6 +17,12 @@ use crate::ssh::session;
 #[error("the remote command exited with {0}")]
 pub struct RemoteExit(pub u8);
 
+impl crate::exit::ExitStatus for RemoteExit {
+    fn exit_status(&self) -> Option<u8> {
+        Some(self.0)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error("-N without -L forwards nothing; add -L [bind:]port:host:hostport")]
@@ -95,16 +101,13 @@ pub async fn run(ctx: &Context, args: ConnectArgs) -> anyhow::Result<()> {
     let stats = Stats::default();
     for (listener, f) in listeners {
         tracing::info!("forwarding {f}");
-        if !ctx.quiet {
-            eprintln!("bastion: forwarding {f} (as seen from {what})");
-        }
+        ctx.progress
+            .say(format_args!("forwarding {f} (as seen from {what})"));
         tokio::spawn(forward::serve(link.watch(), listener, f, stats.clone()));
     }
 
     if args.no_command {
-        if !ctx.quiet {
-            eprintln!("bastion: press Ctrl-C to stop");
-        }
+        ctx.progress.say("press Ctrl-C to stop");
         // One future for the whole wait: a fresh `ctrl_c()` per pass would miss a Ctrl-C that
         // arrives between passes. A lost link is reconnected; the listeners stay.
         let interrupted = tokio::signal::ctrl_c();

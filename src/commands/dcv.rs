@@ -100,7 +100,7 @@ fn show(ctx: &Context, page: &BrowserPage, url: &DcvUrl, open_browser: bool) {
     if open_browser {
         match page.write(&url.url) {
             Ok(local) if webbrowser::open(&local).is_ok() => {
-                eprintln!("bastion: opened the DCV session in your browser");
+                ctx.progress.say("opened the DCV session in your browser");
                 return;
             }
             Ok(_) => {}
@@ -207,8 +207,8 @@ where
                     _ = &mut interrupted => return Ok(()),
                     r = link.keep_up(ctx, cluster, opts) => r?,
                 };
-                if reconnected && !ctx.quiet {
-                    eprintln!("bastion: press Enter for a fresh URL (the old one's session was cut)");
+                if reconnected {
+                    ctx.progress.say("press Enter for a fresh URL (the old one's session was cut)");
                 }
                 if status {
                     eprint!(

@@ -21,10 +21,22 @@ use crate::ui::emit;
 #[error("doctor could not run: {0:#}")]
 pub struct DoctorFailed(pub anyhow::Error);
 
+impl crate::exit::ExitStatus for DoctorFailed {
+    fn exit_status(&self) -> Option<u8> {
+        Some(crate::exit::INVALID)
+    }
+}
+
 /// Problems were found (exit 1); the report was printed.
 #[derive(Debug, thiserror::Error)]
 #[error("{0} problem(s) found")]
 pub struct ProblemsFound(pub usize);
+
+impl crate::exit::ExitStatus for ProblemsFound {
+    fn exit_status(&self) -> Option<u8> {
+        Some(crate::exit::FAILED)
+    }
+}
 
 #[derive(Debug, Serialize)]
 pub struct Report {

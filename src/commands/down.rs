@@ -64,6 +64,15 @@ pub struct DownIncomplete {
     /// AWS refused for want of credentials or permission: exit 3.
     pub denied: bool,
 }
+impl crate::exit::ExitStatus for DownIncomplete {
+    fn exit_status(&self) -> Option<u8> {
+        Some(if self.denied {
+            crate::exit::DENIED
+        } else {
+            crate::exit::FAILED
+        })
+    }
+}
 
 pub async fn run(ctx: &Context, args: DownArgs) -> anyhow::Result<()> {
     let cloud = ctx.cloud.as_ref();

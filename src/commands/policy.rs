@@ -20,6 +20,11 @@ pub enum PolicyUsage {
     #[error("--pre-provisioned applies to `bastion policy operator`")]
     NotOperator,
 }
+impl crate::exit::ExitStatus for PolicyUsage {
+    fn exit_status(&self) -> Option<u8> {
+        Some(crate::exit::INVALID)
+    }
+}
 
 pub async fn run(ctx: &Context, args: PolicyArgs) -> anyhow::Result<()> {
     let identity = ctx.identity().await?.clone();

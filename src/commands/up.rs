@@ -61,6 +61,25 @@ pub enum UpError {
     #[error("interrupted")]
     Interrupted,
 }
+impl crate::exit::ExitStatus for UpError {
+    fn exit_status(&self) -> Option<u8> {
+        match self {
+            UpError::Interrupted => Some(crate::exit::INTERRUPTED),
+            // What `carries` names decides.
+            UpError::Failed { .. } => None,
+            UpError::Leftovers { .. } | UpError::StaleLedger { .. } | UpError::Orphaned { .. } => {
+                Some(crate::exit::FAILED)
+            }
+        }
+    }
+
+    fn carries(&self) -> Option<&anyhow::Error> {
+        match self {
+            UpError::Failed { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
 
 /// What a failed `up` removed, and what it could not.
 #[derive(Debug)]

@@ -247,6 +247,10 @@ pub async fn login(
         ..Credentials::default()
     };
     let key = new_ed25519_key();
+    #[allow(
+        clippy::expect_used,
+        reason = "an ed25519 key made here, in memory, always encodes"
+    )]
     let line = key
         .public_key()
         .to_openssh()
@@ -564,5 +568,56 @@ mod tests {
         let s = Search::sort(&e, vec![instance("i-3", good, "x"), real.clone()]);
         assert_eq!(s.proxy.map(|p| p.id), Some("i-real".into()));
         assert_eq!(s.lookalikes.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn of_two_proxies_the_running_one_wins_and_each_look_alike_is_named() {
+        use crate::aws::memory::{Memory, World};
+        let e = Expected::new("demo", "us-east-1", "123456789012", None);
+        let good = "arn:aws:iam::123456789012:instance-profile/bastion/bastion-demo-us-east-1";
+        let with_state = |id: &str, state: &str| Instance {
+            state: state.into(),
+            ..instance(id, good, "bastion-demo")
+        };
+        let other_cluster = Instance {
+            tags: vec![Tag::new(TAG_CLUSTER, "other")],
+            ..instance("i-e", good, "bastion-demo")
+        };
+        let cloud = Memory::new(World {
+            instances: vec![
+                with_state("i-a", "stopping"),
+                with_state("i-b", "running"),
+                with_state("i-c", "terminated"),
+                instance(
+                    "i-d",
+                    "arn:aws:iam::123456789012:instance-profile/x",
+                    "bastion-demo",
+                ),
+                other_cluster,
+            ],
+            ..World::default()
+        });
+        let ids = |v: &[Instance]| v.iter().map(|i| i.id.clone()).collect::<Vec<_>>();
+
+        let s = find(&cloud, &e).await.unwrap();
+        assert_eq!(s.proxy.as_ref().map(|p| p.id.as_str()), Some("i-b"));
+        assert_eq!(ids(&s.more), ["i-a"]);
+        assert_eq!(s.lookalikes.len(), 1, "{:?}", s.lookalikes);
+        assert_eq!(s.lookalikes[0].instance, "i-d");
+        assert!(s.lookalikes[0].reason.contains("instance profile"));
+        assert!(!s.lookalikes[0].stale_ledger);
+
+        // This machine's ledger records the stopping one: it is the proxy, the other is not.
+        let mine = Expected {
+            ledger_instance: Some("i-a".into()),
+            ..e.clone()
+        };
+        let s = find(&cloud, &mine).await.unwrap();
+        assert_eq!(s.proxy.as_ref().map(|p| p.id.as_str()), Some("i-a"));
+        assert!(s.more.is_empty());
+        let stale: Vec<_> = s.lookalikes.iter().filter(|l| l.stale_ledger).collect();
+        assert_eq!(stale.len(), 1, "{:?}", s.lookalikes);
+        assert_eq!(stale[0].instance, "i-b");
+        assert!(stale[0].reason.contains("ledger records the proxy i-a"));
     }
 }

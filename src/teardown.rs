@@ -161,7 +161,7 @@ impl Report {
         }
     }
 
-    /// Adds another report's outcomes, in order, each keyed one as [`Report::record`] does.
+    /// Adds another report's outcomes, in order, each keyed one as `Report::record` does.
     pub fn merge(&mut self, other: Report) {
         for o in other.outcomes {
             match o.key {
@@ -566,5 +566,276 @@ pub async fn remove_run(
             remove_tagged(cloud, Some(ledger), (TAG_RUN, run), owner, kinds, progress).await
         }
         None => teardown_ledger(cloud, ledger, progress).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::memory::{ACCOUNT, Memory, Profile, REGION, Role, Rule, World};
+    use crate::aws::{IamEntity, Instance, KeyPair, SecurityGroup, Tag, TaggedRule};
+    use crate::footprint::{TAG_CLUSTER, TAG_REGION};
+
+    const CLUSTER: &str = "demo";
+
+    fn tags(extra: &[(&str, &str)]) -> Vec<Tag> {
+        let mut t = vec![Tag::new(TAG_CLUSTER, CLUSTER)];
+        t.extend(extra.iter().map(|(k, v)| Tag::new(*k, *v)));
+        t
+    }
+
+    fn instance(id: &str, profile_arn: Option<String>, key: &str, group: &str) -> Instance {
+        Instance {
+            id: id.into(),
+            state: "running".into(),
+            subnet_id: None,
+            vpc_id: None,
+            availability_zone: None,
+            private_ip: None,
+            public_ip: None,
+            instance_type: None,
+            architecture: None,
+            launch_time: None,
+            security_group_ids: vec![group.into()],
+            key_name: Some(key.into()),
+            instance_profile_arn: profile_arn,
+            tags: tags(&[]),
+        }
+    }
+
+    fn group(id: &str, name: &str, description: &str, tags: Vec<Tag>) -> SecurityGroup {
+        SecurityGroup {
+            id: id.into(),
+            name: name.into(),
+            description: Some(description.into()),
+            vpc_id: None,
+            ingress: Vec::new(),
+            egress: Vec::new(),
+            tags,
+        }
+    }
+
+    fn rule(id: &str, on: &str, admits: &str) -> Rule {
+        Rule {
+            rule: TaggedRule {
+                rule_id: id.into(),
+                group_id: on.into(),
+                referenced_group: Some(admits.into()),
+            },
+            tags: tags(&[]),
+        }
+    }
+
+    fn entity(kind: &str, name: &str, tags: Vec<Tag>) -> IamEntity {
+        IamEntity {
+            name: name.into(),
+            arn: format!("arn:aws:iam::{ACCOUNT}:{kind}{IAM_PATH}{name}"),
+            path: IAM_PATH.into(),
+            tags,
+        }
+    }
+
+    /// Bastion's own resources for the cluster, and beside each a resource that carries its tag
+    /// (anyone with `ec2:CreateTags` or `iam:TagRole` can write it) but is not bastion's.
+    fn account(owner: &Expected) -> World {
+        let n = &owner.names;
+        let region = [(TAG_REGION, REGION)];
+        let profile_arn = format!(
+            "arn:aws:iam::{ACCOUNT}:instance-profile{IAM_PATH}{}",
+            n.instance_profile
+        );
+        World {
+            instances: vec![
+                instance(
+                    "i-00000000000000001",
+                    Some(profile_arn),
+                    &n.key_pair,
+                    "sg-00000001",
+                ),
+                // Tagged, bastion's key name, but not bastion's instance profile.
+                instance("i-00000000000000002", None, &n.key_pair, "sg-00000002"),
+            ],
+            groups: vec![
+                group(
+                    "sg-00000001",
+                    &n.security_group,
+                    &n.security_group_description,
+                    tags(&[]),
+                ),
+                group(
+                    "sg-00000002",
+                    &n.security_group,
+                    "the team's own group",
+                    tags(&[]),
+                ),
+                group("sg-00000003", "head-node", "the head node's", Vec::new()),
+            ],
+            rules: vec![
+                rule("sgr-00000001", "sg-00000003", "sg-00000001"),
+                // Tagged, on the head node's group, but admitting a group that is not bastion's.
+                rule("sgr-00000002", "sg-00000003", "sg-00000002"),
+            ],
+            key_pairs: vec![
+                KeyPair {
+                    name: n.key_pair.clone(),
+                    id: None,
+                    tags: tags(&[]),
+                },
+                KeyPair {
+                    name: "team-key".into(),
+                    id: None,
+                    tags: tags(&[]),
+                },
+            ],
+            roles: vec![
+                Role {
+                    entity: entity("role", &n.role, tags(&region)),
+                    inline: vec!["bastion-proxy".into()],
+                    attached: vec!["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore".into()],
+                },
+                Role {
+                    entity: entity("role", "team-role", tags(&region)),
+                    inline: Vec::new(),
+                    attached: Vec::new(),
+                },
+            ],
+            profiles: vec![
+                Profile {
+                    entity: entity("instance-profile", &n.instance_profile, tags(&region)),
+                    roles: vec![n.role.clone()],
+                },
+                Profile {
+                    entity: entity("instance-profile", "team-profile", tags(&region)),
+                    roles: Vec::new(),
+                },
+            ],
+            ..World::default()
+        }
+    }
+
+    fn position(writes: &[String], prefix: &str) -> usize {
+        writes
+            .iter()
+            .position(|w| w.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no write {prefix:?} in {writes:#?}"))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_sweep_removes_bastions_own_and_spares_every_look_alike() {
+        let owner = Expected::new(CLUSTER, REGION, ACCOUNT, None);
+        let cloud = Memory::new(account(&owner));
+        let report = sweep(
+            &cloud,
+            TAG_CLUSTER,
+            CLUSTER,
+            &owner,
+            Kinds::ALL,
+            &Progress::hidden(),
+        )
+        .await
+        .unwrap();
+        let after = cloud.world();
+        let n = &owner.names;
+
+        // What is bastion's is gone.
+        let states: Vec<_> = after
+            .instances
+            .iter()
+            .map(|i| (i.id.as_str(), i.state.as_str()))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("i-00000000000000001", "terminated"),
+                ("i-00000000000000002", "running")
+            ]
+        );
+        let groups: Vec<_> = after.groups.iter().map(|g| g.id.as_str()).collect();
+        assert_eq!(groups, ["sg-00000002", "sg-00000003"]);
+        let rules: Vec<_> = after
+            .rules
+            .iter()
+            .map(|r| r.rule.rule_id.as_str())
+            .collect();
+        assert_eq!(rules, ["sgr-00000002"]);
+        let keys: Vec<_> = after.key_pairs.iter().map(|k| k.name.as_str()).collect();
+        assert_eq!(keys, ["team-key"]);
+        let roles: Vec<_> = after.roles.iter().map(|r| r.entity.name.as_str()).collect();
+        assert_eq!(roles, ["team-role"]);
+        let profiles: Vec<_> = after
+            .profiles
+            .iter()
+            .map(|p| p.entity.name.as_str())
+            .collect();
+        assert_eq!(profiles, ["team-profile"]);
+
+        // Each look-alike is named, with why.
+        let spared = report.spared.join("\n");
+        for (what, why) in [
+            ("instance i-00000000000000002", "instance profile"),
+            ("security group sg-00000002", "bastion's description"),
+            (
+                "ingress rule sgr-00000002",
+                "does not admit bastion's security group",
+            ),
+            ("key pair team-key", &format!("not named {}", n.key_pair)),
+            ("IAM role team-role", &format!("not named {}", n.role)),
+            (
+                "instance profile team-profile",
+                &format!("not named {}", n.instance_profile),
+            ),
+        ] {
+            assert!(
+                spared
+                    .lines()
+                    .any(|l| l.starts_with(what) && l.contains(why)),
+                "{what} ({why}) not among the spared:\n{spared}"
+            );
+        }
+        assert_eq!(report.failed(), Vec::<String>::new());
+
+        // In the order AWS needs: the instance and the rule naming the group before the group,
+        // the role out of its profile and emptied before it goes.
+        let w = &after.writes;
+        assert!(position(w, "terminate_instance") < position(w, "delete_security_group"));
+        assert!(position(w, "revoke_ingress") < position(w, "delete_security_group"));
+        assert!(position(w, "remove_role_from_instance_profile") < position(w, "delete_role "));
+        assert!(position(w, "delete_role_policy") < position(w, "delete_role "));
+        assert!(position(w, "detach_role_policy") < position(w, "delete_role "));
+        assert!(
+            !w.iter()
+                .any(|w| w.contains("team-") || w.contains("00000002")),
+            "{w:#?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_iam_entity_of_another_region_is_not_the_sweeps() {
+        let owner = Expected::new(CLUSTER, REGION, ACCOUNT, None);
+        let mut world = account(&owner);
+        for r in &mut world.roles {
+            r.entity.tags = tags(&[(TAG_REGION, "us-east-1")]);
+        }
+        let cloud = Memory::new(world);
+        let kinds = Kinds {
+            iam: true,
+            ..Kinds::default()
+        };
+        let report = sweep(
+            &cloud,
+            TAG_CLUSTER,
+            CLUSTER,
+            &owner,
+            kinds,
+            &Progress::hidden(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(cloud.world().roles.len(), 2, "{:#?}", cloud.world().writes);
+        assert!(
+            !report.spared.iter().any(|s| s.contains("role")),
+            "{:?}",
+            report.spared
+        );
     }
 }

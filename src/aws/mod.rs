@@ -14,6 +14,8 @@ pub mod faults;
 pub mod fresh;
 pub mod iam;
 pub mod instances;
+#[cfg(test)]
+pub mod memory;
 pub mod network;
 pub mod sdk;
 

@@ -12,6 +12,12 @@
 //! (`connect -- true` against `ssh -J ... true`, the operator's and a teammate's); peak RSS with 50
 //! open forwarded connections; the soak (`BASTION_BENCH_CASES=soak`).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "the bench is a test harness: a panic ends the run with its message"
+)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

@@ -1,5 +1,8 @@
 //! The command line: clap derive. Global options are accepted before or after the subcommand.
 
+// The doc comments here are clap's help text, where `[bind:]` and `[:PORT]` are literal.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};

@@ -53,7 +53,7 @@ pub fn parse_login(s: &str) -> Result<String, String> {
     Ok(r)
 }
 
-/// HOST, HOST:PORT or [V6]:PORT.
+/// `HOST`, `HOST:PORT` or `[V6]:PORT`.
 pub fn parse_address(s: &str) -> Result<String, String> {
     let r = plain(s, "an address (HOST or HOST:PORT)", 255, ".-:[]")?;
     if r.starts_with('-') {

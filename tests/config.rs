@@ -3,6 +3,12 @@
 //! `up`, `status` and `ssh-config` then do against moto, and the errors for a malformed file
 //! or an unknown key, with line and column.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test panics to fail, with its message"
+)]
+
 mod common;
 
 use common::*;

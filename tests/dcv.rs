@@ -2,6 +2,12 @@
 //! node (in a private /opt, see netlab) that prints the real line with a fresh token, and an HTTPS
 //! stand-in for DCV that answers 200 only to the last token, within 30 s, once.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test panics to fail, with its message"
+)]
+
 mod common;
 
 use std::io::{BufRead, BufReader};

@@ -1,6 +1,12 @@
 //! `bastion doctor` against moto: what it reports for a VPC without endpoints in each partition,
 //! what `--fix` creates (and that a second run is clean), and each misconfiguration.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test panics to fail, with its message"
+)]
+
 mod common;
 
 use aws_sdk_ec2::types as ec2t;

@@ -1,5 +1,11 @@
 //! `bastion up` / `down` / `status` against a moto server: what the user sees, and what AWS holds.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test panics to fail, with its message"
+)]
+
 mod common;
 
 use std::os::unix::fs::PermissionsExt;

@@ -4,6 +4,12 @@
 //! the whole run; this checks that the route is there and that the kernel refuses the range at
 //! once, before anything leaves the machine.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test panics to fail, with its message"
+)]
+
 mod common;
 
 use std::process::Command;

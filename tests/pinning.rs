@@ -2,6 +2,12 @@
 //! namespaces: a key of another algorithm is refused like a changed one, OpenSSH's hashed
 //! known_hosts lines are honoured, and `bastion forget` is the one way to re-pin.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test panics to fail, with its message"
+)]
+
 mod common;
 
 use std::process::Command;

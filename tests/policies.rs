@@ -1,6 +1,12 @@
 //! The proxy's IAM documents, rendered for every partition: valid JSON, within IAM's size limits,
 //! and clean under `parliament` (with the reviewed exceptions in policies/parliament.yaml).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test panics to fail, with its message"
+)]
+
 mod common;
 
 use std::process::{Command, Stdio};

@@ -3,6 +3,12 @@
 //! consistency, IAM propagation, throttling, DependencyViolation, an endpoint that stops
 //! answering); and runs of `up` killed with SIGKILL, and a truncated ledger.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test panics to fail, with its message"
+)]
+
 mod common;
 
 use std::collections::HashMap;

@@ -2,6 +2,12 @@
 //! from the state dir without AWS), manual pages that render without warnings, a version that
 //! names its commit, and help that lists the global options apart. No AWS is involved.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test panics to fail, with its message"
+)]
+
 mod common;
 
 use std::path::Path;

@@ -3,6 +3,12 @@
 //! the proxy's real sshd reading the pushed keys), admit their own addresses with `bastion
 //! allow`, and use OpenSSH through `connect --stdio`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test panics to fail, with its message"
+)]
+
 mod common;
 
 use std::io::Read;

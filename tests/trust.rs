@@ -3,6 +3,12 @@
 //! started, adopted or removed), the head node is the one its CloudFormation stack made, and
 //! the proxy's role may not write bastion's tags elsewhere.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test panics to fail, with its message"
+)]
+
 mod common;
 
 use std::os::unix::fs::PermissionsExt;

@@ -2,6 +2,12 @@
 //! rpm, curl, aws, systemctl, dcv, ...) in a scratch root, to see the order of its steps, that
 //! a second run changes nothing, and that a failure is reported in the instance's tags.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test panics to fail, with its message"
+)]
+
 mod common;
 
 use std::collections::HashMap;

@@ -121,7 +121,7 @@ pub fn fixed(handle: Arc<Handle<Verifier>>) -> Sessions {
 const RECONNECT_WAIT: Duration = Duration::from_secs(120);
 
 /// Connections one listener carries at once; past it, new ones wait in the kernel's backlog
-/// until one ends (each costs a channel, two tasks and up to [`CONNECTION_BUDGET`] of buffer).
+/// until one ends (each costs a channel, two tasks and up to `CONNECTION_BUDGET` of buffer).
 pub const MAX_CONNECTIONS: usize = 512;
 
 /// Accepts connections forever, each carried by its own channel, at most [`MAX_CONNECTIONS`] at
@@ -224,7 +224,7 @@ pub async fn carry(
 }
 
 /// Moves bytes both ways until both directions are done. Returns an error when the connection
-/// was reset because its local reader fell more than [`CONNECTION_BUDGET`] behind.
+/// was reset because its local reader fell more than `CONNECTION_BUDGET` behind.
 ///
 /// russh re-opens a channel's window as soon as data arrives, so the server never waits for a
 /// slow local reader; the only brake russh has is to stop reading the whole session, which would

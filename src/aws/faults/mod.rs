@@ -1,4 +1,4 @@
-//! A [`Cloud`](super::Cloud) wrapper that fails the AWS calls `BASTION_FAILPOINT` names (see
+//! A [`Cloud`](crate::aws::Cloud) wrapper that fails the AWS calls `BASTION_FAILPOINT` names (see
 //! [`crate::failpoint`] for the syntax): `<op>` is the method name, e.g. `run_instance`,
 //! `create_role`, `authorize_ingress#2:after`, `delete_security_group`. Unset, it is inert.
 

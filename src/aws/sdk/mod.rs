@@ -1,4 +1,4 @@
-//! The real [`Cloud`](super::Cloud): the AWS SDK for Rust, one file per service. These are the only
+//! The real [`Cloud`]: the AWS SDK for Rust, one file per service. These are the only
 //! files that name SDK types.
 
 use std::sync::Arc;

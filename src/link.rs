@@ -39,7 +39,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Opens the sessions of `route` for `carrier`, logging in to the proxy with a key pushed for
 /// this session (see [`proxy::login`]).
-pub async fn open(ctx: &Context, route: &Route, carrier: Carrier) -> anyhow::Result<Sessions> {
+async fn open(ctx: &Context, route: &Route, carrier: Carrier) -> anyhow::Result<Sessions> {
     let proxy = open_proxy(ctx, route, carrier).await?;
     let carrier = match carrier {
         Carrier::Proxy { .. } => proxy.clone(),
@@ -75,23 +75,43 @@ pub async fn open_proxy(
     ))
 }
 
-/// Keeps a tunnel's sessions up.
+/// Keeps a tunnel's sessions up, and owns the route they take: a reconnect resolves it again
+/// (the proxy's address after a stop and start, a proxy to start) with the options it was
+/// opened with.
 pub struct Link {
     tx: watch::Sender<Option<Arc<Handle<Verifier>>>>,
     current: Sessions,
     carrier: Carrier,
     what: String,
+    route: Route,
+    opts: RouteOptions,
 }
 
 impl Link {
-    pub fn new(sessions: Sessions, carrier: Carrier, what: String) -> Link {
+    /// Opens the sessions of `route` for `carrier`; `what` names the carrier's far end in the
+    /// lines about a loss.
+    pub async fn open(
+        ctx: &Context,
+        route: Route,
+        opts: RouteOptions,
+        carrier: Carrier,
+        what: String,
+    ) -> anyhow::Result<Link> {
+        let sessions = open(ctx, &route, carrier).await?;
         let (tx, _) = watch::channel(Some(sessions.carrier.clone()));
-        Link {
+        Ok(Link {
             tx,
             current: sessions,
             carrier,
             what,
-        }
+            route,
+            opts,
+        })
+    }
+
+    /// The route the sessions took last.
+    pub fn route(&self) -> &Route {
+        &self.route
     }
 
     /// The carrier session as it changes: `None` while reconnecting.
@@ -112,12 +132,7 @@ impl Link {
     /// works). Returns true when it reconnected. A host key that is refused on the way back
     /// (someone may be in the middle) ends the tunnel instead: that is never retried. Call it
     /// about once a second.
-    pub async fn keep_up(
-        &mut self,
-        ctx: &Context,
-        cluster: &str,
-        opts: &RouteOptions,
-    ) -> anyhow::Result<bool> {
+    pub async fn keep_up(&mut self, ctx: &Context) -> anyhow::Result<bool> {
         if !self.lost() {
             return Ok(false);
         }
@@ -130,8 +145,9 @@ impl Link {
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 1u32;
         loop {
-            match reconnect(ctx, cluster, opts, self.carrier).await {
-                Ok(sessions) => {
+            match reconnect(ctx, &self.route.cluster, &self.opts, self.carrier).await {
+                Ok((route, sessions)) => {
+                    self.route = route;
                     self.tx.send_replace(Some(sessions.carrier.clone()));
                     self.current = sessions;
                     tracing::info!(to = %self.what, attempt, "session reconnected");
@@ -175,7 +191,8 @@ async fn reconnect(
     cluster: &str,
     opts: &RouteOptions,
     carrier: Carrier,
-) -> anyhow::Result<Sessions> {
+) -> anyhow::Result<(Route, Sessions)> {
     let route = route::resolve(ctx, cluster, opts).await?;
-    open(ctx, &route, carrier).await
+    let sessions = open(ctx, &route, carrier).await?;
+    Ok((route, sessions))
 }

@@ -91,11 +91,7 @@ pub async fn run(ctx: &Context, args: ConnectArgs) -> anyhow::Result<()> {
     } else {
         route.head_target.what.clone()
     };
-    let mut link = Link::new(
-        link::open(ctx, &route, carrier).await?,
-        carrier,
-        what.clone(),
-    );
+    let mut link = Link::open(ctx, route, opts, carrier, what.clone()).await?;
     ctx.progress.finish();
 
     let stats = Stats::default();
@@ -118,7 +114,7 @@ pub async fn run(ctx: &Context, args: ConnectArgs) -> anyhow::Result<()> {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {
                     tokio::select! {
                         _ = &mut interrupted => return Ok(()),
-                        r = link.keep_up(ctx, &args.cluster, &opts) => { r?; }
+                        r = link.keep_up(ctx) => { r?; }
                     }
                     tracing::debug!(open = stats.open.load(Ordering::Relaxed), "forwarding");
                 }

@@ -20,7 +20,7 @@ use crate::cli::ConnectArgs;
 use crate::context::Context;
 use crate::dcv::{self, DcvError, DcvUrl};
 use crate::footprint::TAG_DESKTOP;
-use crate::link::{self, Carrier, Link};
+use crate::link::{Carrier, Link};
 use crate::route::{self, Route, RouteOptions};
 use crate::ssh::client::{TUNNEL_WINDOW, Verifier};
 use crate::ssh::forward::{self, Forward, Stats};
@@ -115,7 +115,7 @@ fn show(ctx: &Context, page: &BrowserPage, url: &DcvUrl, open_browser: bool) {
 async fn listen_then_connect(
     ctx: &Context,
     args: &ConnectArgs,
-    route: &Route,
+    (route, opts): (&Route, &RouteOptions),
     carrier: Carrier,
     what: String,
 ) -> anyhow::Result<(tokio::net::TcpListener, u16, Link)> {
@@ -123,8 +123,8 @@ async fn listen_then_connect(
     let local_port = listener.local_addr()?.port();
     ctx.progress
         .phase(format!("connecting to the proxy {}", route.proxy.id));
-    let sessions = link::open(ctx, route, carrier).await?;
-    Ok((listener, local_port, Link::new(sessions, carrier, what)))
+    let link = Link::open(ctx, route.clone(), opts.clone(), carrier, what).await?;
+    Ok((listener, local_port, link))
 }
 
 async fn listen(port: Option<u16>) -> anyhow::Result<tokio::net::TcpListener> {
@@ -176,7 +176,6 @@ async fn hold<F, Fut>(
     ctx: &Context,
     stats: &Stats,
     link: &mut Link,
-    (cluster, opts): (&str, &RouteOptions),
     mut fresh: F,
 ) -> anyhow::Result<()>
 where
@@ -205,7 +204,7 @@ where
             _ = tokio::time::sleep(Duration::from_secs(1)) => {
                 let reconnected = tokio::select! {
                     _ = &mut interrupted => return Ok(()),
-                    r = link.keep_up(ctx, cluster, opts) => r?,
+                    r = link.keep_up(ctx) => r?,
                 };
                 if reconnected {
                     ctx.progress.say("press Enter for a fresh URL (the old one's session was cut)");
@@ -228,7 +227,7 @@ pub async fn run(ctx: &Context, args: &ConnectArgs, opts: RouteOptions) -> anyho
     }
     let what = route.head_target.what.clone();
     let (listener, local_port, mut link) =
-        listen_then_connect(ctx, args, &route, Carrier::Head, what).await?;
+        listen_then_connect(ctx, args, (&route, &opts), Carrier::Head, what).await?;
     ctx.progress.phase("asking the head node for a DCV session");
     let user = route.head_target.user.clone();
     let head = link.carrier();
@@ -256,17 +255,11 @@ pub async fn run(ctx: &Context, args: &ConnectArgs, opts: RouteOptions) -> anyho
     );
 
     let (user, page) = (&user, &page);
-    hold(
-        ctx,
-        &stats,
-        &mut link,
-        (&args.cluster, &opts),
-        |head| async move {
-            let s = dcv::request_session(&head, user).await?;
-            show(ctx, page, &DcvUrl::head_node(local_port, &s), open_browser);
-            Ok(())
-        },
-    )
+    hold(ctx, &stats, &mut link, |head| async move {
+        let s = dcv::request_session(&head, user).await?;
+        show(ctx, page, &DcvUrl::head_node(local_port, &s), open_browser);
+        Ok(())
+    })
     .await
 }
 
@@ -289,7 +282,7 @@ async fn desktop(
     };
     let what = route.proxy_target.what.clone();
     let (listener, local_port, mut link) =
-        listen_then_connect(ctx, args, route, carrier, what).await?;
+        listen_then_connect(ctx, args, (route, opts), carrier, what).await?;
     let proxy = link.carrier();
 
     let failed = match route.proxy.tag(TAG_DESKTOP) {
@@ -335,16 +328,10 @@ async fn desktop(
     let open_browser = !args.show_url;
     show(ctx, &page, &DcvUrl::proxy(local_port, &token), open_browser);
     let page = &page;
-    hold(
-        ctx,
-        &stats,
-        &mut link,
-        (&args.cluster, opts),
-        |proxy| async move {
-            let token = dcv::proxy_token(&proxy).await?;
-            show(ctx, page, &DcvUrl::proxy(local_port, &token), open_browser);
-            Ok(())
-        },
-    )
+    hold(ctx, &stats, &mut link, |proxy| async move {
+        let token = dcv::proxy_token(&proxy).await?;
+        show(ctx, page, &DcvUrl::proxy(local_port, &token), open_browser);
+        Ok(())
+    })
     .await
 }

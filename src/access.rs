@@ -10,7 +10,7 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
-use crate::aws::{AwsError, GroupRule, IngressRule, Network, SecurityGroup, Source};
+use crate::aws::{AwsError, GroupRule, IngressRule, Network, SecurityGroup, Source, Tag};
 
 /// The default public-address service; `BASTION_IP_LOOKUP_URL` overrides it (tests point it at
 /// loopback).
@@ -182,21 +182,37 @@ async fn ssh_rules(
         .collect())
 }
 
-/// Admits `cidr` to tcp 22 of the proxy's group. Returns false when a rule for it was there.
+/// Who adds a tcp 22 rule to the proxy's group: that decides its tags and its description.
+#[derive(Debug, Clone, Copy)]
+pub enum Admitter<'a> {
+    /// `up`: tagged like the group it sits on (the sweep finds it by them), described as
+    /// [`UP_RULE_DESCRIPTION`].
+    Up { tags: &'a [Tag] },
+    /// `allow` and `connect --allow-me`: untagged (the rule goes whole with the group, and a
+    /// teammate needs no `ec2:CreateTags`), described with who added it and when (see
+    /// [`description`]; `allow --revoke` relies on it).
+    Allow { description: &'a str },
+}
+
+/// Adds the tcp 22 rule admitting `cidr` to the proxy's group `group_id`. False when the group
+/// already has exactly that rule.
 pub async fn admit(
     cloud: &(impl Network + ?Sized),
-    group: &SecurityGroup,
+    group_id: &str,
     cidr: Ipv4Net,
-    description: &str,
+    by: Admitter<'_>,
 ) -> Result<bool, AwsError> {
-    // Untagged: the group goes whole with `down`, and a teammate needs no ec2:CreateTags.
+    let (description, tags) = match by {
+        Admitter::Up { tags } => (UP_RULE_DESCRIPTION, tags),
+        Admitter::Allow { description } => (description, &[][..]),
+    };
     match cloud
         .authorize_ingress(
-            &group.id,
+            group_id,
             SSH_PORT,
             &Source::Cidr(cidr.to_string()),
             description,
-            &[],
+            tags,
         )
         .await
     {

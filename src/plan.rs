@@ -52,7 +52,7 @@ pub struct Plan {
     pub instance_type: String,
     pub root_volume_gib: i32,
     pub pcluster_version: String,
-    pub allow_cidrs: Vec<String>,
+    pub allow_cidrs: Vec<Ipv4Net>,
     pub idle_stop_minutes: u32,
     pub dcv: bool,
     /// The ParallelCluster user policy on the proxy's role (off: `up --no-pcluster-policy`).
@@ -171,7 +171,11 @@ impl fmt::Display for Plan {
             "  security group  {} in {}: tcp 22 from {}",
             self.security_group,
             self.vpc_id,
-            self.allow_cidrs.join(", ")
+            self.allow_cidrs
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         )?;
         match &self.head_node_group {
             Some(g) => writeln!(
@@ -438,7 +442,7 @@ pub async fn plan(ctx: &Context, req: &Request, head: &HeadNode) -> anyhow::Resu
         instance_type,
         root_volume_gib: req.volume_size.unwrap_or(if req.dcv { 40 } else { 16 }),
         pcluster_version,
-        allow_cidrs: allow.iter().map(|n| n.to_string()).collect(),
+        allow_cidrs: allow.clone(),
         idle_stop_minutes: req.idle_stop,
         dcv: req.dcv,
         pcluster_policy: req.pcluster_policy,

@@ -125,17 +125,8 @@ pub async fn create(
     verify_egress(cloud, &sg, &egress).await?;
     let group_tags = tags(&names.security_group);
     for cidr in &plan.allow_cidrs {
-        let source = Source::Cidr(cidr.clone());
-        on_fresh(&new_group, || {
-            cloud.authorize_ingress(
-                &sg,
-                22,
-                &source,
-                crate::access::UP_RULE_DESCRIPTION,
-                &group_tags,
-            )
-        })
-        .await?;
+        let by = crate::access::Admitter::Up { tags: &group_tags };
+        on_fresh(&new_group, || crate::access::admit(cloud, &sg, *cidr, by)).await?;
     }
 
     if let Some(head_group) = &plan.head_node_group {

@@ -338,7 +338,15 @@ async fn gate(
     if opts.allow_me {
         let who = ctx.identity().await?.arn.clone();
         let description = access::description(&who, &access::today());
-        access::admit(ctx.cloud.as_ref(), &group, Ipv4Net::from(ip), &description).await?;
+        access::admit(
+            ctx.cloud.as_ref(),
+            &group.id,
+            Ipv4Net::from(ip),
+            access::Admitter::Allow {
+                description: &description,
+            },
+        )
+        .await?;
         ctx.progress.note(format!(
             "admitted your address {ip}/32 to the proxy's SSH port ({description})"
         ));

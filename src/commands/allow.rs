@@ -139,7 +139,15 @@ pub async fn run(ctx: &Context, args: AllowArgs) -> anyhow::Result<()> {
         let who = ctx.identity().await?.arn.clone();
         let description = access::description(&who, &access::today());
         ctx.progress.phase(format!("admitting {cidr}"));
-        let added = access::admit(cloud, &group, cidr, &description).await?;
+        let added = access::admit(
+            cloud,
+            &group.id,
+            cidr,
+            access::Admitter::Allow {
+                description: &description,
+            },
+        )
+        .await?;
         if added {
             result("admitted", cidr, Some(description))
         } else {

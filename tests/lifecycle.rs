@@ -26,17 +26,7 @@ async fn up_creates_a_hardened_proxy_and_down_removes_all_of_it() {
     let b = Bastion::new(&moto, tmp.path());
     let head_rules_before = aws.ingress(&lab.head_sg).await;
 
-    let up = b.run(&[
-        "up",
-        "--cluster",
-        CLUSTER,
-        "--allow-cidr",
-        ALLOW,
-        "--no-wait",
-        "--output",
-        "json",
-        "-v",
-    ]);
+    let up = b.up_no_wait_with(&["--output", "json", "-v"]);
     assert_eq!(up.status, 0, "{up:?}");
     let r = up.json();
     assert_eq!(r["created"], true);
@@ -217,16 +207,7 @@ async fn up_creates_a_hardened_proxy_and_down_removes_all_of_it() {
 
     // A second up creates nothing and reports the same proxy.
     let before = aws.leftovers(CLUSTER).await;
-    let again = b.run(&[
-        "up",
-        "--cluster",
-        CLUSTER,
-        "--allow-cidr",
-        ALLOW,
-        "--no-wait",
-        "--output",
-        "json",
-    ]);
+    let again = b.up_no_wait_with(&["--output", "json"]);
     assert_eq!(again.status, 0, "{again:?}");
     assert_eq!(again.json()["created"], false);
     assert_eq!(again.json()["instance_id"], id.as_str());
@@ -537,15 +518,7 @@ async fn keep_on_failure_keeps_everything_for_down() {
     let mut b = Bastion::new(&moto, tmp.path());
     b.env
         .push(("BASTION_FAILPOINT".into(), "run_instance:after".into()));
-    let up = b.run(&[
-        "up",
-        "--cluster",
-        CLUSTER,
-        "--allow-cidr",
-        ALLOW,
-        "--no-wait",
-        "--keep-on-failure",
-    ]);
+    let up = b.up_no_wait_with(&["--keep-on-failure"]);
     assert_eq!(up.status, 1, "{up:?}");
     assert!(
         up.stderr.contains(&format!(
@@ -1401,16 +1374,7 @@ async fn up_starts_a_stopped_bastion_instead_of_creating_one() {
     aws.build_lab(LabOptions::default()).await;
     let tmp = tempfile::tempdir().unwrap();
     let b = Bastion::new(&moto, tmp.path());
-    let first = b.run(&[
-        "up",
-        "--cluster",
-        CLUSTER,
-        "--allow-cidr",
-        ALLOW,
-        "--no-wait",
-        "--output",
-        "json",
-    ]);
+    let first = b.up_no_wait_with(&["--output", "json"]);
     assert_eq!(first.status, 0, "{first:?}");
     let id = first.json()["instance_id"].as_str().unwrap().to_string();
     // The idle timer powered it off; its bootstrap had reported ready.
@@ -1885,20 +1849,8 @@ async fn the_proxys_role_carries_the_boundary_or_is_the_administrators() {
         .await
         .unwrap();
 
-    let up = |profile: &str| {
-        b.run(&[
-            "up",
-            "--cluster",
-            CLUSTER,
-            "--allow-cidr",
-            ALLOW,
-            "--no-wait",
-            "--instance-profile",
-            profile,
-            "--output",
-            "json",
-        ])
-    };
+    let up =
+        |profile: &str| b.up_no_wait_with(&["--instance-profile", profile, "--output", "json"]);
     let r = up("someone-elses");
     assert_eq!(r.status, 2, "{r:?}");
     assert!(

@@ -180,16 +180,7 @@ async fn up_status_and_down_hold_against_aws_as_it_behaves() {
     b.endpoint = front.url.clone();
     let head_rules_before = aws.ingress(&lab.head_sg).await;
 
-    let up = b.run(&[
-        "up",
-        "--cluster",
-        CLUSTER,
-        "--allow-cidr",
-        ALLOW,
-        "--no-wait",
-        "--output",
-        "json",
-    ]);
+    let up = b.up_no_wait_with(&["--output", "json"]);
     assert_eq!(up.status, 0, "{up:?}");
     assert_eq!(up.json()["created"], true);
     assert_eq!(aws.bastion_instances(CLUSTER).await.len(), 1, "one proxy");
@@ -428,16 +419,7 @@ async fn a_killed_up_never_blocks_the_next_one() {
         b.env.clear();
 
         if then == "up" {
-            let up = b.run(&[
-                "up",
-                "--cluster",
-                CLUSTER,
-                "--allow-cidr",
-                ALLOW,
-                "--no-wait",
-                "--output",
-                "json",
-            ]);
+            let up = b.up_no_wait_with(&["--output", "json"]);
             assert_eq!(up.status, 0, "{failpoint}: {up:?}");
             assert!(up.stderr.contains("was interrupted"), "{failpoint}: {up:?}");
             assert_eq!(

@@ -30,16 +30,7 @@ fn tag(k: &str, v: &str) -> ec2t::Tag {
 
 /// A bastion from `up --no-wait` whose bootstrap has reported ready with `host_key`.
 async fn proxy(aws: &Clients, b: &Bastion, host_key: &str) -> String {
-    let up = b.run(&[
-        "up",
-        "--cluster",
-        CLUSTER,
-        "--allow-cidr",
-        ALLOW,
-        "--no-wait",
-        "--output",
-        "json",
-    ]);
+    let up = b.up_no_wait_with(&["--output", "json"]);
     assert_eq!(up.status, 0, "{up:?}");
     let id = up.json()["instance_id"].as_str().unwrap().to_string();
     aws.set_instance_tags(
@@ -522,15 +513,7 @@ async fn the_proxy_role_may_not_write_bastion_tags_elsewhere() {
     assert!(doc.to_string().contains("*:${ec2:InstanceID}"), "{doc}");
 
     assert_eq!(b.run(&["down", "--cluster", CLUSTER]).status, 0);
-    let up = b.run(&[
-        "up",
-        "--cluster",
-        CLUSTER,
-        "--allow-cidr",
-        ALLOW,
-        "--no-wait",
-        "--no-pcluster-policy",
-    ]);
+    let up = b.up_no_wait_with(&["--no-pcluster-policy"]);
     assert_eq!(up.status, 0, "{up:?}");
     assert_eq!(policies().await, vec!["dcv-license", "proxy-tags"]);
     assert_eq!(b.run(&["down", "--cluster", CLUSTER]).status, 0);

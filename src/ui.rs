@@ -1,5 +1,11 @@
-//! What the user sees: progress on stderr (a spinner on a terminal, plain lines elsewhere) and
-//! results on stdout, as text or JSON. Nothing else in the crate prints.
+//! What the user sees: progress on stderr (a spinner on a terminal, plain lines elsewhere), the
+//! lines about a running session (`Progress::say`), and results on stdout, as text or JSON
+//! (`emit`, `print_text`, `print_bytes`). `--quiet` silences all but results and errors.
+//!
+//! What prints elsewhere, and why: `main.rs` the final error; `ssh/session.rs` the remote's own
+//! output, and the loss of a shell's connection in the terminal's raw mode (the `ssh` wing
+//! imports nothing of the crate's); the `--dcv` status line, which rewrites itself with `\r` on a
+//! terminal and is off with `--quiet`; `man --dir`'s one line, before there is any context.
 
 use std::fmt::Display;
 use std::io::IsTerminal;
@@ -88,6 +94,17 @@ pub fn emit<T: Serialize + Display>(format: OutputFormat, value: &T) -> anyhow::
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(value)?),
     }
     Ok(())
+}
+
+/// Prints a result that is already text (a policy document, a URL, a list of names) on stdout.
+pub fn print_text(text: impl Display) {
+    println!("{text}");
+}
+
+/// Writes a result that is bytes as they are (a completion script, a manual page) on stdout.
+pub fn print_bytes(bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    std::io::stdout().write_all(bytes)
 }
 
 /// `text` made safe to show on a terminal: control characters (C0, DEL and C1: `U+009B` is

@@ -93,7 +93,7 @@ fn show(ctx: &Context, page: &BrowserPage, url: &DcvUrl, open_browser: bool) {
     if ctx.output == OutputFormat::Json {
         // One object per line: a fresh URL later is one more line.
         if let Ok(line) = serde_json::to_string(url) {
-            println!("{line}");
+            crate::ui::print_text(line);
         }
         return;
     }
@@ -107,7 +107,7 @@ fn show(ctx: &Context, page: &BrowserPage, url: &DcvUrl, open_browser: bool) {
             Err(e) => tracing::warn!("cannot write the page for the browser: {e}"),
         }
     }
-    println!("{url}");
+    crate::ui::print_text(url);
 }
 
 /// The local end of the tunnel (`--local-port`, else a free port) and its port, then the

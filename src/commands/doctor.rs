@@ -338,7 +338,7 @@ pub async fn run(ctx: &Context, args: DoctorArgs) -> anyhow::Result<()> {
             ctx.progress.finish();
             // Scripts never get an empty stdout: the error as JSON there too.
             if ctx.output == OutputFormat::Json {
-                println!("{}", serde_json::json!({ "error": format!("{failed}") }));
+                crate::ui::print_text(serde_json::json!({ "error": format!("{failed}") }));
             }
             return Err(failed.into());
         }

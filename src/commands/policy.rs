@@ -107,6 +107,6 @@ pub async fn run(ctx: &Context, args: PolicyArgs) -> anyhow::Result<()> {
     };
     ctx.progress.finish();
     // The document is the result, in either output format: it is JSON already.
-    println!("{document}");
+    crate::ui::print_text(document);
     Ok(())
 }

@@ -3,8 +3,6 @@
 //! knows (its state dir, through the hidden `bastion __clusters`), never by calling AWS, in
 //! bash, zsh, fish and PowerShell.
 
-use std::io::Write;
-
 use clap::CommandFactory;
 
 use crate::cli::{Cli, CompletionsArgs, ManArgs};
@@ -75,7 +73,7 @@ pub fn completions(args: CompletionsArgs) -> anyhow::Result<()> {
         }
         _ => out,
     };
-    std::io::stdout().write_all(&out)?;
+    crate::ui::print_bytes(&out)?;
     Ok(())
 }
 
@@ -126,14 +124,14 @@ pub fn man(args: ManArgs) -> anyhow::Result<()> {
             page(named(c))?
         }
     };
-    std::io::stdout().write_all(&text)?;
+    crate::ui::print_bytes(&text)?;
     Ok(())
 }
 
 /// One cluster name a line, from the state dir's `<account>/<region>/<cluster>` folders.
 pub fn clusters(state_root: &std::path::Path) -> anyhow::Result<()> {
     for name in crate::state::known_clusters(state_root) {
-        println!("{name}");
+        crate::ui::print_text(name);
     }
     Ok(())
 }

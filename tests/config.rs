@@ -145,11 +145,7 @@ fn config_show_names_where_each_setting_comes_from() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn up_status_and_ssh_config_take_their_defaults_from_the_file() {
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    aws.build_lab(LabOptions::default()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let b = Bastion::new(&moto, tmp.path());
+    let (_moto, aws, _, tmp, b) = moto_test!();
     // The cluster lives in us-east-1; the top level names another region, the table this one.
     write_config(
         &b,

@@ -126,11 +126,7 @@ async fn every_missing_endpoint_is_reported_with_the_partitions_names() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fix_creates_exactly_the_missing_endpoints_and_a_second_run_is_clean() {
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    let lab = aws.build_lab(LabOptions::default()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let b = Bastion::new(&moto, tmp.path());
+    let (_moto, aws, lab, _tmp, b) = moto_test!();
     // One endpoint is already there, made by someone else: doctor must leave it alone.
     let rt = private_route_table(&aws, &lab).await;
     endpoint(&aws, &lab, "dynamodb", Via::RouteTable(&rt, None)).await;
@@ -269,11 +265,7 @@ async fn network_state(aws: &Clients, lab: &Lab) -> Vec<String> {
 /// to the internet.
 #[tokio::test(flavor = "multi_thread")]
 async fn each_check_is_a_problem_when_aws_holds_the_fault() {
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    let lab = aws.build_lab(LabOptions::default()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let b = Bastion::new(&moto, tmp.path());
+    let (_moto, aws, lab, _tmp, b) = moto_test!();
     let doctor = || {
         let r = b.run(&["doctor", "--cluster", CLUSTER, "--output", "json"]);
         assert_eq!(r.status, 1, "{r:?}");
@@ -444,11 +436,7 @@ async fn private_route_table(aws: &Clients, lab: &Lab) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn each_misconfiguration_is_the_right_problem() {
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    let lab = aws.build_lab(LabOptions::default()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let b = Bastion::new(&moto, tmp.path());
+    let (_moto, aws, lab, tmp, b) = moto_test!();
     // S3 on the wrong route table (the public one); logs without private DNS.
     let public_rt = aws.route_table_of(&lab.public_subnet).await;
     endpoint(&aws, &lab, "s3", Via::RouteTable(&public_rt, None)).await;
@@ -563,11 +551,7 @@ async fn each_misconfiguration_is_the_right_problem() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_a_bastion_up_its_reach_is_checked() {
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    aws.build_lab(LabOptions::default()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let b = Bastion::new(&moto, tmp.path());
+    let (_moto, aws, _, _tmp, b) = moto_test!();
     let up = b.run(&[
         "up",
         "--cluster",
@@ -691,11 +675,7 @@ async fn the_configuration_is_read_as_pcluster_reads_it() {
     let Some(python) = require_tool("python3", &[pcluster_venv().join("bin/python")]) else {
         return;
     };
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    let lab = aws.build_lab(LabOptions::default()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let b = Bastion::new(&moto, tmp.path());
+    let (_moto, _aws, lab, tmp, b) = moto_test!();
     let subs = [("SUBNET", lab.private_subnet.as_str())];
     let doctor = |file: &std::path::Path| {
         let r = b.run(&[
@@ -962,11 +942,7 @@ async fn config_sections_bring_their_subnets_groups_and_endpoints() {
 /// Exit 2 (doctor could not run) still prints JSON on stdout.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_doctor_that_cannot_run_says_so_in_json_too() {
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    aws.build_lab(LabOptions::default()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let b = Bastion::new(&moto, tmp.path());
+    let (_moto, _aws, _, tmp, b) = moto_test!();
     let not_utf8 = tmp.path().join("latin1.yaml");
     std::fs::write(&not_utf8, b"HeadNode: caf\xe9\n").unwrap();
     for config in [

@@ -445,11 +445,7 @@ async fn a_killed_up_never_blocks_the_next_one() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_truncated_ledger_is_moved_aside_by_down_and_up_works_again() {
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    aws.build_lab(LabOptions::default()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let b = Bastion::new(&moto, tmp.path());
+    let (_moto, aws, _, _tmp, b) = moto_test!();
     let up = [
         "up",
         "--cluster",

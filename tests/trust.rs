@@ -108,11 +108,7 @@ async fn state_of(aws: &Clients, id: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_host_key_tag_never_writes_text_of_its_own_into_a_file() {
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    aws.build_lab(LabOptions::default()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let b = Bastion::new(&moto, tmp.path());
+    let (_moto, aws, _, tmp, b) = moto_test!();
     let good = key_line(tmp.path(), "proxy-host");
     let attacker = key_line(tmp.path(), "attacker");
     let injected = format!("{good} x\n@cert-authority * {attacker}");
@@ -181,11 +177,7 @@ async fn a_host_key_tag_never_writes_text_of_its_own_into_a_file() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_instance_that_only_carries_the_tag_is_a_lookalike() {
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    let lab = aws.build_lab(LabOptions::default()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let b = Bastion::new(&moto, tmp.path());
+    let (_moto, aws, lab, tmp, b) = moto_test!();
     let real_key = key_line(tmp.path(), "proxy-host");
     let decoy_key = key_line(tmp.path(), "decoy-host");
     let real = proxy(&aws, &b, &real_key).await;
@@ -331,11 +323,7 @@ async fn down_leaves_alone_what_only_carries_the_tag() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_head_node_is_the_one_its_stack_made_and_never_a_guess() {
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    let lab = aws.build_lab(LabOptions::default()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let b = Bastion::new(&moto, tmp.path());
+    let (_moto, aws, lab, _tmp, b) = moto_test!();
     let head_tags = |cluster: &str, stack: Option<&str>| {
         let mut t = vec![
             tag("Name", "HeadNode"),
@@ -422,11 +410,7 @@ async fn the_head_node_is_the_one_its_stack_made_and_never_a_guess() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_finished_bastion_whose_proxy_vanished_is_never_cleaned_on_a_guess() {
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    aws.build_lab(LabOptions::default()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let b = Bastion::new(&moto, tmp.path());
+    let (_moto, aws, _, tmp, b) = moto_test!();
     let key = key_line(tmp.path(), "proxy-host");
     let id = proxy(&aws, &b, &key).await;
     // The proxy is terminated outside bastion (or not visible to this describe yet).
@@ -459,11 +443,7 @@ fn decode(s: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_proxy_role_may_not_write_bastion_tags_elsewhere() {
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    aws.build_lab(LabOptions::default()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let b = Bastion::new(&moto, tmp.path());
+    let (_moto, aws, _, _tmp, b) = moto_test!();
     let role = format!("bastion-{CLUSTER}-{REGION}");
     let policies = || async {
         let mut names = aws
@@ -528,11 +508,7 @@ async fn the_proxy_role_may_not_write_bastion_tags_elsewhere() {
 /// EC2's XML and `status` shows it escaped.
 #[tokio::test(flavor = "multi_thread")]
 async fn what_aws_answers_is_checked_before_it_reaches_a_file_or_a_terminal() {
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    aws.build_lab(LabOptions::default()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let mut b = Bastion::new(&moto, tmp.path());
+    let (moto, aws, _, tmp, mut b) = moto_test!();
     let good = key_line(tmp.path(), "proxy-host");
     let id = proxy(&aws, &b, &good).await;
     let args = ["ssh-config", "--cluster", CLUSTER, "--install"];
@@ -610,11 +586,7 @@ async fn what_aws_answers_is_checked_before_it_reaches_a_file_or_a_terminal() {
 /// machine with no ledger to tell them apart (a teammate's), as two head nodes are.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_instance_that_passes_as_the_proxy_is_refused_with_both_listed() {
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    let lab = aws.build_lab(LabOptions::default()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let b = Bastion::new(&moto, tmp.path());
+    let (moto, aws, lab, tmp, b) = moto_test!();
     let good = key_line(tmp.path(), "proxy-host");
     let id = proxy(&aws, &b, &good).await;
     let names = bastion::footprint::Names::new(CLUSTER, REGION);
@@ -666,11 +638,7 @@ async fn a_second_instance_that_passes_as_the_proxy_is_refused_with_both_listed(
 /// someone else made for the same block, naming it, and removing nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn allow_revoke_removes_only_the_rules_bastion_made() {
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    aws.build_lab(LabOptions::default()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let b = Bastion::new(&moto, tmp.path());
+    let (_moto, aws, _, tmp, b) = moto_test!();
     let good = key_line(tmp.path(), "proxy-host");
     proxy(&aws, &b, &good).await;
     let groups = aws

@@ -540,3 +540,23 @@ macro_rules! moto_or_skip {
 pub fn filter(name: &str, value: &str) -> ec2t::Filter {
     ec2t::Filter::builder().name(name).values(value).build()
 }
+
+/// The opening most moto tests share: a moto server, its clients, the default lab, a state dir,
+/// and the built binary pointed at them, as `(moto, aws, lab, tmp, b)`. Keep `moto` and `tmp`
+/// bound for the test's length (`_moto`, not `_`): dropping them stops the server and removes
+/// the state dir.
+pub async fn moto_test_start(moto: Moto) -> (Moto, Clients, Lab, tempfile::TempDir, Bastion) {
+    let aws = moto.clients().await;
+    let lab = aws.build_lab(LabOptions::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Bastion::new(&moto, tmp.path());
+    (moto, aws, lab, tmp, b)
+}
+
+/// [`moto_test_start`], or the test returns (skipped) where moto cannot start.
+#[macro_export]
+macro_rules! moto_test {
+    () => {
+        $crate::common::moto_test_start($crate::moto_or_skip!()).await
+    };
+}

@@ -1,29 +1,11 @@
-//! `bastion up` / `down` / `status` against a moto server: what the user sees, and what AWS holds.
+//! What `up` creates and how: the proxy and everything around it as AWS holds it, the bootstrap
+//! wait, the plan, and each input refused before anything exists.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "a test panics to fail, with its message"
-)]
-
-mod common;
-
-use std::os::unix::fs::PermissionsExt;
-
-use base64::Engine;
-use common::*;
-
-/// How long a background `up` may take to say or do what a test waits for (a deadline, never a
-/// verdict: it only turns a hang into a failure).
-const LIMIT: std::time::Duration = std::time::Duration::from_secs(180);
+use super::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn up_creates_a_hardened_proxy_and_down_removes_all_of_it() {
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    let lab = aws.build_lab(LabOptions::default()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let b = Bastion::new(&moto, tmp.path());
+    let (_moto, aws, lab, _tmp, b) = moto_test!();
     let head_rules_before = aws.ingress(&lab.head_sg).await;
 
     let up = b.up_no_wait_with(&["--output", "json", "-v"]);
@@ -238,391 +220,9 @@ fn urlencoding_decode(s: &str) -> String {
         .into_owned()
 }
 
-/// What a successful `up` records in its ledger, in order (the pcluster policy on: three inline
-/// policies). A failure at a step has created the entries before it.
-const LEDGER: [&str; 12] = [
-    "local_key",
-    "key_pair",
-    "security_group",
-    "ingress_rule",
-    "role",
-    "inline_policy",
-    "inline_policy",
-    "inline_policy",
-    "attached_policy",
-    "instance_profile",
-    "role_in_profile",
-    "instance",
-];
-
-/// The kind of one `removed ...` line (the ledger's wording, or the sweep's).
-fn removed_kind(line: &str) -> &'static str {
-    let what = line.trim_start().trim_start_matches("removed ");
-    for (prefix, kind) in [
-        ("local key ", "local_key"),
-        ("key pair ", "key_pair"),
-        ("security group ", "security_group"),
-        ("ingress rule ", "ingress_rule"),
-        ("IAM role ", "role"),
-        ("inline policy ", "inline_policy"),
-        ("policy ", "attached_policy"),
-        ("instance profile ", "instance_profile"),
-        ("role ", "role_in_profile"),
-        ("instance ", "instance"),
-    ] {
-        if what.starts_with(prefix) {
-            return kind;
-        }
-    }
-    panic!("unknown removed line: {line}")
-}
-
-/// The kinds a failed `up` says it removed, sorted.
-fn removed_kinds(stderr: &str) -> Vec<&'static str> {
-    let mut kinds: Vec<_> = stderr
-        .lines()
-        .filter(|l| l.starts_with("  removed "))
-        .map(removed_kind)
-        .collect();
-    kinds.sort();
-    kinds
-}
-
-fn sorted(kinds: &[&'static str]) -> Vec<&'static str> {
-    let mut v = kinds.to_vec();
-    v.sort();
-    v
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_failure_at_any_creation_step_leaves_nothing_behind() {
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    let lab = aws.build_lab(LabOptions::default()).await;
-    let head_rules_before = aws.ingress(&lab.head_sg).await;
-    // (failpoint, ledger entries made before it fires, what its `:after` leaves unrecorded for
-    // the sweep by run tag to find, exit code). Local steps fail as a state dir that cannot be
-    // written does: exit 4.
-    let steps: &[(&str, usize, Option<&str>, i32)] = &[
-        // The first save of the ledger, before anything exists: no rollback at all.
-        ("ledger_save#1", 0, None, 4),
-        // The key's record: the key is not made.
-        ("ledger_save#2", 0, None, 4),
-        // The key files written, the call failing after.
-        ("generate_key", 1, None, 4),
-        ("import_key_pair", 1, Some("key_pair"), 1),
-        ("ledger_save#3", 2, None, 4),
-        ("create_security_group", 2, Some("security_group"), 1),
-        ("set_egress", 3, None, 1),
-        ("authorize_ingress", 3, None, 1),
-        // The second: the rule on the head node's group (a group bastion does not own).
-        ("authorize_ingress#2", 3, Some("ingress_rule"), 1),
-        ("ledger_save#5", 4, None, 4),
-        ("create_role", 4, Some("role"), 1),
-        ("put_role_policy", 5, None, 1),
-        ("put_role_policy#2", 6, None, 1),
-        ("put_role_policy#3", 7, None, 1),
-        ("attach_role_policy", 8, None, 1),
-        ("create_instance_profile", 9, Some("instance_profile"), 1),
-        ("add_role_to_instance_profile", 10, None, 1),
-        ("run_instance", 11, Some("instance"), 1),
-        // The instance launched, its record lost.
-        ("ledger_save#13", 12, None, 4),
-    ];
-    for &(step, made, lost, code) in steps {
-        for mode in ["", ":after"] {
-            let failpoint = format!("{step}{mode}");
-            let tmp = tempfile::tempdir().unwrap();
-            let mut b = Bastion::new(&moto, tmp.path());
-            b.env.push(("BASTION_FAILPOINT".into(), failpoint.clone()));
-            let up = b.up_no_wait();
-            assert_eq!(up.status, code, "{failpoint}: {up:?}");
-            assert!(
-                up.stderr.contains("injected failure"),
-                "{failpoint}: the original error is shown: {up:?}"
-            );
-            // A local write that fails before its work made nothing (`generate_key`); after it,
-            // the files exist and are the run's to remove.
-            let mut expected: Vec<&str> = LEDGER[..made].to_vec();
-            if step == "generate_key" && mode.is_empty() {
-                expected.clear();
-            }
-            if mode == ":after"
-                && let Some(lost) = lost
-            {
-                expected.push(lost);
-            }
-            if step == "ledger_save#1" {
-                assert!(!up.stderr.contains("cleaned up"), "{failpoint}: {up:?}");
-            } else if expected.is_empty() {
-                assert!(
-                    up.stderr.contains("nothing had been created"),
-                    "{failpoint}: {up:?}"
-                );
-            } else {
-                assert!(up.stderr.contains("cleaned up"), "{failpoint}: {up:?}");
-            }
-            // Exactly what this run created is said to be removed: each once, nothing more.
-            assert_eq!(
-                removed_kinds(&up.stderr),
-                sorted(&expected),
-                "{failpoint}: {up:?}"
-            );
-            assert!(!up.stderr.contains("NOT removed"), "{failpoint}: {up:?}");
-            assert_eq!(
-                aws.leftovers(CLUSTER).await,
-                Vec::<String>::new(),
-                "{failpoint}: {up:?}"
-            );
-            assert_eq!(
-                aws.ingress(&lab.head_sg).await,
-                head_rules_before,
-                "{failpoint}"
-            );
-            let files = walk(&b.state_dir);
-            let left: Vec<_> = files
-                .iter()
-                .filter(|p| p.contains("id_ed25519") || p.contains("ledger.json"))
-                .collect();
-            assert!(left.is_empty(), "{failpoint}: local files left: {left:?}");
-        }
-    }
-}
-
-/// Teardown's own calls, failing in `up`'s rollback and then in `down`: what could not be
-/// removed is named (and kept in the ledger), the exit code is 1, and a later `down` finishes.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_rollback_that_cannot_finish_names_what_it_left_and_down_finishes_it() {
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    let lab = aws.build_lab(LabOptions::default()).await;
-    let head_rules_before = aws.ingress(&lab.head_sg).await;
-    // (teardown call, the ledger kind it leaves, the creation failure that starts the
-    // rollback: `:after` leaves an unrecorded resource for the run's sweep).
-    let cases = [
-        ("terminate_instance", "instance", "run_instance:after"),
-        // The role fails; the profile (its creation's answer lost, so the sweep's to find)
-        // still goes, and is not hidden behind the role of the same name.
-        ("delete_role", "role", "create_instance_profile:after"),
-        ("revoke_ingress", "ingress_rule", "run_instance"),
-        ("delete_security_group", "security_group", "run_instance"),
-        ("delete_key_pair", "key_pair", "run_instance"),
-        (
-            "remove_role_from_instance_profile",
-            "role_in_profile",
-            "run_instance",
-        ),
-        (
-            "delete_instance_profile",
-            "instance_profile",
-            "run_instance",
-        ),
-        ("detach_role_policy", "attached_policy", "run_instance"),
-        ("delete_role_policy", "inline_policy", "run_instance"),
-        ("delete_role", "role", "run_instance"),
-    ];
-    for (call, kind, launch) in cases {
-        let tmp = tempfile::tempdir().unwrap();
-        let mut b = Bastion::new(&moto, tmp.path());
-        b.env
-            .push(("BASTION_FAILPOINT".into(), format!("{launch},{call}")));
-        let up = b.up_no_wait();
-        assert_eq!(up.status, 1, "{call}: {up:?}");
-        let creation = launch.split(':').next().unwrap();
-        assert!(
-            up.stderr
-                .contains(&format!("error: {creation}: injected failure")),
-            "{call}: the original error first: {up:?}"
-        );
-        let not_removed: Vec<_> = up
-            .stderr
-            .lines()
-            .filter(|l| l.starts_with("  NOT removed "))
-            .collect();
-        // The failed call is named; what depends on it (a role still in its profile) says its
-        // own reason; each resource once, however many times it was tried.
-        assert!(
-            not_removed
-                .iter()
-                .any(|l| l.contains(&format!("{call}: injected failure"))),
-            "{call}: {up:?}"
-        );
-        let mut named: Vec<&str> = not_removed
-            .iter()
-            .map(|l| {
-                l.split(": ")
-                    .next()
-                    .unwrap()
-                    .trim_start_matches("  NOT removed ")
-            })
-            .map(|w| w.split(" (").next().unwrap())
-            .collect();
-        let count = named.len();
-        named.sort();
-        named.dedup();
-        assert_eq!(named.len(), count, "{call}: named twice: {up:?}");
-        // Only what the failed call holds up stays: with the profile made, it still goes.
-        if launch.starts_with("create_instance_profile") {
-            assert!(
-                up.stderr.contains("  removed instance profile "),
-                "{call}: {up:?}"
-            );
-        }
-        assert!(
-            up.stderr.contains(&format!(
-                "run `bastion down --cluster {CLUSTER}` to retry the rest"
-            )),
-            "{call}: {up:?}"
-        );
-        assert!(!aws.leftovers(CLUSTER).await.is_empty(), "{call}");
-        // The ledger keeps what is left (a recorded resource), so `down` knows it.
-        if !launch.ends_with(":after") || kind != "instance" {
-            let kinds = ledger_kinds(&b);
-            assert!(kinds.iter().any(|k| k == kind), "{call}: ledger {kinds:?}");
-        }
-
-        // `down` meets the same failure: it says so and keeps the ledger.
-        let down = b.run(&["down", "--cluster", CLUSTER]);
-        assert_eq!(down.status, 1, "{call}: {down:?}");
-        assert!(
-            down.stdout.contains("NOT removed") && down.stderr.contains("could not be removed"),
-            "{call}: {down:?}"
-        );
-        assert!(!aws.leftovers(CLUSTER).await.is_empty(), "{call}");
-
-        // Without it, `down` finishes the job.
-        b.env.clear();
-        let down = b.run(&["down", "--cluster", CLUSTER]);
-        assert_eq!(down.status, 0, "{call}: {down:?}");
-        assert!(!down.stdout.contains("NOT removed"), "{call}: {down:?}");
-        assert_eq!(aws.leftovers(CLUSTER).await, Vec::<String>::new(), "{call}");
-        assert_eq!(aws.ingress(&lab.head_sg).await, head_rules_before, "{call}");
-        assert!(!ledger_path(&b).exists(), "{call}");
-        let keys: Vec<_> = walk(&b.state_dir)
-            .into_iter()
-            .filter(|p| p.contains("id_ed25519"))
-            .collect();
-        assert!(keys.is_empty(), "{call}: {keys:?}");
-    }
-}
-
-/// `--keep-on-failure` keeps every resource and its ledger (marked finished, so the next `up`
-/// never takes it for a dead run); `down` removes them.
-#[tokio::test(flavor = "multi_thread")]
-async fn keep_on_failure_keeps_everything_for_down() {
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    let lab = aws.build_lab(LabOptions::default()).await;
-    let head_rules_before = aws.ingress(&lab.head_sg).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let mut b = Bastion::new(&moto, tmp.path());
-    b.env
-        .push(("BASTION_FAILPOINT".into(), "run_instance:after".into()));
-    let up = b.up_no_wait_with(&["--keep-on-failure"]);
-    assert_eq!(up.status, 1, "{up:?}");
-    assert!(
-        up.stderr.contains(&format!(
-            "kept what was created (--keep-on-failure); remove it with `bastion down --cluster {CLUSTER}`"
-        )),
-        "{up:?}"
-    );
-    assert!(!up.stderr.contains("removed"), "{up:?}");
-    let mut left: Vec<String> = aws
-        .leftovers(CLUSTER)
-        .await
-        .iter()
-        .map(|l| l.split(' ').next().unwrap().to_string())
-        .collect();
-    left.sort();
-    left.dedup();
-    for kind in ["instance", "security", "rule", "key", "role", "volume"] {
-        assert!(left.iter().any(|l| l == kind), "{kind} kept: {left:?}");
-    }
-    assert_ne!(aws.ingress(&lab.head_sg).await, head_rules_before);
-    let ledger: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(ledger_path(&b)).unwrap()).unwrap();
-    assert_eq!(ledger["complete"], true, "{ledger}");
-    // Everything up to the launch, whose response was lost (the sweep by tag finds it).
-    assert_eq!(ledger_kinds(&b), LEDGER[..11].to_vec());
-
-    b.env.clear();
-    let down = b.run(&["down", "--cluster", CLUSTER]);
-    assert_eq!(down.status, 0, "{down:?}");
-    assert!(down.stdout.contains("removed instance i-"), "{down:?}");
-    assert_eq!(aws.leftovers(CLUSTER).await, Vec::<String>::new());
-    assert_eq!(aws.ingress(&lab.head_sg).await, head_rules_before);
-    assert!(!ledger_path(&b).exists());
-}
-
-fn walk(dir: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p.display().to_string());
-            }
-        }
-    }
-    out
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn ctrl_c_during_up_removes_what_it_created() {
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    aws.build_lab(LabOptions::default()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let mut b = Bastion::new(&moto, tmp.path());
-    b.env
-        .push(("BASTION_FAILPOINT".into(), "run_instance:pause".into()));
-    let paused = tmp.path().join("paused");
-    b.env.push((
-        "BASTION_FAILPOINT_PAUSED".into(),
-        paused.display().to_string(),
-    ));
-    let child = b.watch(&[
-        "up",
-        "--cluster",
-        CLUSTER,
-        "--allow-cidr",
-        ALLOW,
-        "--no-wait",
-    ]);
-    // Wait until up is held before RunInstances (it says so): everything else exists by then.
-    let deadline = std::time::Instant::now() + LIMIT;
-    while !paused.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "up never reached RunInstances"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(!aws.leftovers(CLUSTER).await.is_empty());
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = child.finish(LIMIT);
-    let stderr = out.stderr.clone();
-    assert_eq!(out.status, 130, "{stderr}");
-    assert!(
-        stderr.contains("interrupted") && stderr.contains("removed"),
-        "{stderr}"
-    );
-    assert_eq!(aws.leftovers(CLUSTER).await, Vec::<String>::new());
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn up_waits_for_the_bootstrap_and_reports_its_failure() {
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    aws.build_lab(LabOptions::default()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let mut b = Bastion::new(&moto, tmp.path());
+    let (moto, aws, _, _tmp, mut b) = moto_test!();
     // GetConsoleOutput as AWS answers it (moto's holds no host keys).
     let front = common::front::Front::start(&moto.url).await;
     b.endpoint = front.url.clone();
@@ -722,11 +322,7 @@ async fn up_waits_for_the_bootstrap_and_reports_its_failure() {
 /// both fingerprints, and nothing of it stays.
 #[tokio::test(flavor = "multi_thread")]
 async fn up_refuses_a_proxy_whose_tag_is_not_among_its_console_keys() {
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    aws.build_lab(LabOptions::default()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let mut b = Bastion::new(&moto, tmp.path());
+    let (moto, aws, _, tmp, mut b) = moto_test!();
     let front = common::front::Front::start(&moto.url).await;
     b.endpoint = front.url.clone();
     let consoles = front.consoles();
@@ -767,11 +363,7 @@ async fn up_refuses_a_proxy_whose_tag_is_not_among_its_console_keys() {
 /// pins nothing, and says what the first `connect` will trust instead.
 #[tokio::test(flavor = "multi_thread")]
 async fn up_whose_proxy_console_stays_silent_pins_nothing_and_says_so() {
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    aws.build_lab(LabOptions::default()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let b = Bastion::new(&moto, tmp.path());
+    let (_moto, aws, _, _tmp, b) = moto_test!();
     let child = b.watch(&[
         "up",
         "--cluster",
@@ -809,11 +401,7 @@ async fn up_whose_proxy_console_stays_silent_pins_nothing_and_says_so() {
 /// the advice, and nothing left.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bootstrap_that_never_reports_times_out_and_leaves_nothing() {
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    aws.build_lab(LabOptions::default()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let b = Bastion::new(&moto, tmp.path());
+    let (_moto, aws, _, _tmp, b) = moto_test!();
     let child = b.watch(&[
         "up",
         "--cluster",
@@ -835,20 +423,6 @@ async fn a_bootstrap_that_never_reports_times_out_and_leaves_nothing() {
     assert!(out.stderr.contains("cleaned up"), "{out:?}");
     assert_eq!(aws.leftovers(CLUSTER).await, Vec::<String>::new());
     assert!(!ledger_path(&b).exists());
-}
-
-async fn wait_for_instance(aws: &Clients) -> String {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        if let Some(i) = aws.bastion_instances(CLUSTER).await.first() {
-            return i.instance_id().unwrap().to_string();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no bastion instance appeared"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -907,84 +481,8 @@ async fn two_concurrent_ups_create_one_bastion() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn down_without_a_ledger_finds_resources_by_tag_and_spares_the_untagged() {
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    let lab = aws.build_lab(LabOptions::default()).await;
-    // Look-alikes without bastion's tag: never touched.
-    let decoy_sg = aws
-        .ec2
-        .create_security_group()
-        .group_name("bastion-demo-decoy")
-        .description("not bastion's")
-        .vpc_id(&lab.vpc)
-        .send()
-        .await
-        .unwrap()
-        .group_id()
-        .unwrap()
-        .to_string();
-    aws.ec2
-        .import_key_pair()
-        .key_name("bastion-demo-decoy")
-        .public_key_material(aws_sdk_ec2::primitives::Blob::new(format!(
-            "{PROXY_KEY} decoy"
-        )))
-        .send()
-        .await
-        .unwrap();
-    aws.iam
-        .create_role()
-        .role_name("bastion-demo-decoy")
-        .path("/bastion/")
-        .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[]}"#)
-        .send()
-        .await
-        .unwrap();
-
-    let tmp = tempfile::tempdir().unwrap();
-    let b = Bastion::new(&moto, tmp.path());
-    let up = b.up_no_wait();
-    assert_eq!(up.status, 0, "{up:?}");
-    // Another machine: no ledger, no key.
-    let other = tempfile::tempdir().unwrap();
-    let b2 = Bastion::new(&moto, other.path());
-    let down = b2.run(&["down", "--cluster", CLUSTER, "--output", "json"]);
-    assert_eq!(down.status, 0, "{down:?}");
-    let left = aws.leftovers(CLUSTER).await;
-    assert_eq!(
-        left,
-        vec!["role bastion-demo-decoy".to_string()],
-        "only the untagged decoy role stays"
-    );
-    let sg = aws
-        .ec2
-        .describe_security_groups()
-        .group_ids(&decoy_sg)
-        .send()
-        .await;
-    assert!(sg.is_ok(), "the untagged group was not touched");
-    let k = aws
-        .ec2
-        .describe_key_pairs()
-        .key_names("bastion-demo-decoy")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        k.key_pairs().len(),
-        1,
-        "the untagged key pair was not touched"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn dry_run_prints_the_plan_and_creates_nothing() {
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    let lab = aws.build_lab(LabOptions::default()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let b = Bastion::new(&moto, tmp.path());
+    let (moto, aws, lab, _tmp, b) = moto_test!();
     let r = b.run(&[
         "up",
         "--cluster",
@@ -1065,11 +563,7 @@ async fn moto_lab_with(moto: &Moto, cluster: &'static str, head_ssh_from: &'stat
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_default_allowed_cidr_is_the_callers_public_ip() {
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    aws.build_lab(LabOptions::default()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let mut b = Bastion::new(&moto, tmp.path());
+    let (_moto, aws, _, _tmp, mut b) = moto_test!();
 
     // The lookup fails: a clear error asking for --allow-cidr, nothing created.
     let r = b.run(&["up", "--cluster", CLUSTER, "--no-wait"]);
@@ -1324,11 +818,7 @@ async fn access_denied_names_the_action_and_creates_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_profile_from_the_aws_config_files_is_honoured() {
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    aws.build_lab(LabOptions::default()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let b = Bastion::new(&moto, tmp.path());
+    let (_moto, _aws, _, _tmp, b) = moto_test!();
     std::fs::write(
         b.home.join("no-aws-config"),
         "[profile lab]\nregion = us-east-1\n",
@@ -1369,11 +859,7 @@ async fn a_profile_from_the_aws_config_files_is_honoured() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn up_starts_a_stopped_bastion_instead_of_creating_one() {
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    aws.build_lab(LabOptions::default()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let b = Bastion::new(&moto, tmp.path());
+    let (_moto, aws, _, _tmp, b) = moto_test!();
     let first = b.up_no_wait_with(&["--output", "json"]);
     assert_eq!(first.status, 0, "{first:?}");
     let id = first.json()["instance_id"].as_str().unwrap().to_string();
@@ -1406,11 +892,7 @@ async fn up_starts_a_stopped_bastion_instead_of_creating_one() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wait_desktop_waits_for_the_desktop_and_keeps_a_proxy_whose_desktop_failed() {
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    aws.build_lab(LabOptions::default()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let b = Bastion::new(&moto, tmp.path());
+    let (_moto, aws, _, _tmp, b) = moto_test!();
     let mut child = b.watch(&[
         "up",
         "--cluster",
@@ -1456,104 +938,12 @@ async fn wait_desktop_waits_for_the_desktop_and_keeps_a_proxy_whose_desktop_fail
     assert_eq!(aws.leftovers(CLUSTER).await, Vec::<String>::new());
 }
 
-/// `down` of one cluster leaves another cluster's bastion, and the same cluster's bastion in
-/// another region, intact; the head node and its group are as they were before `up`.
-#[tokio::test(flavor = "multi_thread")]
-async fn down_spares_other_clusters_and_other_regions() {
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    let lab = aws.build_lab(LabOptions::default()).await;
-    aws.build_lab(LabOptions {
-        cluster: "other",
-        cidr: "10.21",
-        ..LabOptions::default()
-    })
-    .await;
-    let west = moto.clients_in("us-west-2").await;
-    west.build_lab(LabOptions::default()).await;
-    let head_rules_before = aws.ingress(&lab.head_sg).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let b = Bastion::new(&moto, tmp.path());
-    let up = |cluster: &str, region: &str| {
-        let r = b.run(&[
-            "up",
-            "--cluster",
-            cluster,
-            "--region",
-            region,
-            "--allow-cidr",
-            ALLOW,
-            "--no-wait",
-        ]);
-        assert_eq!(r.status, 0, "{cluster} in {region}: {r:?}");
-    };
-    up(CLUSTER, REGION);
-    up("other", REGION);
-    up(CLUSTER, "us-west-2");
-    let other_before = aws.bastion_instances("other").await.len();
-    let west_before = west.bastion_instances(CLUSTER).await.len();
-    assert_eq!((other_before, west_before), (1, 1));
-
-    let r = b.run(&["down", "--cluster", CLUSTER]);
-    assert_eq!(r.status, 0, "{r:?}");
-    // What is left under /bastion/ (IAM is global) is the other two bastions' only.
-    let left: Vec<String> = aws
-        .leftovers(CLUSTER)
-        .await
-        .into_iter()
-        .filter(|l| {
-            !l.ends_with("bastion-other-us-east-1") && !l.ends_with("bastion-demo-us-west-2")
-        })
-        .collect();
-    assert_eq!(left, Vec::<String>::new());
-    assert_eq!(aws.ingress(&lab.head_sg).await, head_rules_before);
-    let live = |v: Vec<aws_sdk_ec2::types::Instance>| {
-        v.iter()
-            .filter(|i| i.state().and_then(|s| s.name()).map(|n| n.as_str()) == Some("running"))
-            .count()
-    };
-    assert_eq!(
-        live(aws.bastion_instances("other").await),
-        1,
-        "the other cluster's bastion"
-    );
-    assert_eq!(
-        live(west.bastion_instances(CLUSTER).await),
-        1,
-        "the same cluster's bastion in us-west-2"
-    );
-    // IAM is global: the other region's role and profile (named per region) are still there.
-    let roles = aws
-        .iam
-        .list_roles()
-        .path_prefix("/bastion/")
-        .send()
-        .await
-        .unwrap();
-    let names: Vec<&str> = roles.roles().iter().map(|r| r.role_name()).collect();
-    assert!(
-        names.contains(&"bastion-demo-us-west-2") && names.contains(&"bastion-other-us-east-1"),
-        "{names:?}"
-    );
-    assert!(!names.contains(&"bastion-demo-us-east-1"), "{names:?}");
-    for (cluster, region) in [("other", REGION), (CLUSTER, "us-west-2")] {
-        let r = b.run(&["down", "--cluster", cluster, "--region", region]);
-        assert_eq!(r.status, 0, "{r:?}");
-    }
-    assert_eq!(aws.leftovers("other").await, Vec::<String>::new());
-    assert_eq!(west.leftovers(CLUSTER).await, Vec::<String>::new());
-}
-
 /// `up` prefers a public subnet in the head node's availability zone (no cross-AZ traffic for
 /// every byte of the tunnel), whatever the order AWS lists them in; without one it takes another
 /// zone's, the first by id.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_proxy_goes_to_the_head_nodes_availability_zone_when_it_can() {
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    let lab = aws.build_lab(LabOptions::default()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let b = Bastion::new(&moto, tmp.path());
+    let (_moto, aws, lab, _tmp, b) = moto_test!();
     let public_rt = aws.route_table_of(&lab.public_subnet).await;
     // Six public subnets in another zone: ids are random, so without the preference the odds
     // of picking the head node's zone would be one in seven.
@@ -1711,11 +1101,7 @@ async fn an_arm64_head_node_gets_an_arm64_proxy_with_the_volume_asked_for() {
 /// before anything is created; `--pcluster-version` is held to the same form.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_version_that_is_not_a_release_is_refused_before_anything_exists() {
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    let lab = aws.build_lab(LabOptions::default()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let b = Bastion::new(&moto, tmp.path());
+    let (_moto, aws, lab, _tmp, b) = moto_test!();
     for bad in ["3.9.0; rm -rf /", "latest", "3.16.1rc1", "3.16.1\u{9b}31m"] {
         aws.set_instance_tags(&lab.head_node, &[("parallelcluster:version", bad)])
             .await;
@@ -1769,11 +1155,7 @@ async fn a_version_that_is_not_a_release_is_refused_before_anything_exists() {
 /// template) are used, no IAM is created, and `down` leaves them.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_proxys_role_carries_the_boundary_or_is_the_administrators() {
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    aws.build_lab(LabOptions::default()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let b = Bastion::new(&moto, tmp.path());
+    let (_moto, aws, _, _tmp, b) = moto_test!();
     let role = format!("bastion-{CLUSTER}-{REGION}");
     let boundary = format!(
         "arn:aws:iam::123456789012:policy/bastion/{}",
@@ -1907,55 +1289,11 @@ async fn the_proxys_role_carries_the_boundary_or_is_the_administrators() {
         .expect("the administrator's profile stays");
 }
 
-/// The ledger is a file, so untrusted: one that names another path as the proxy key gets that
-/// path left alone by `down` (bastion deletes only what it made in its state dir), said on
-/// stderr, and the rest is removed.
-#[tokio::test(flavor = "multi_thread")]
-async fn down_deletes_no_file_the_ledger_names_outside_what_bastion_made() {
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    aws.build_lab(LabOptions::default()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let b = Bastion::new(&moto, tmp.path());
-    assert_eq!(b.up_no_wait().status, 0);
-    let victim = tmp.path().join("precious");
-    std::fs::write(&victim, "mine").unwrap();
-    std::fs::write(victim.with_extension("pub"), "mine too").unwrap();
-    let ledger = b
-        .state_dir
-        .join(format!("123456789012/{REGION}/{CLUSTER}/ledger.json"));
-    let mut doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&ledger).unwrap()).unwrap();
-    let text = doc.to_string();
-    let own = b
-        .state_dir
-        .join(format!("123456789012/{REGION}/{CLUSTER}/id_ed25519"));
-    assert!(text.contains(own.to_str().unwrap()), "{text}");
-    doc = serde_json::from_str(&text.replace(own.to_str().unwrap(), victim.to_str().unwrap()))
-        .unwrap();
-    std::fs::write(&ledger, doc.to_string()).unwrap();
-
-    let r = b.run(&["down", "--cluster", CLUSTER]);
-    assert_eq!(r.status, 0, "{r:?}");
-    assert!(
-        r.stderr
-            .contains(&format!("not deleting {}", victim.display())),
-        "{r:?}"
-    );
-    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "mine");
-    assert!(victim.with_extension("pub").exists());
-    assert_eq!(aws.leftovers(CLUSTER).await, Vec::<String>::new());
-}
-
 /// Every folder bastion makes in its state dir is 0700 and every file 0600, whatever the umask.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_state_dir_is_private() {
     use std::os::unix::fs::PermissionsExt;
-    let moto = moto_or_skip!();
-    let aws = moto.clients().await;
-    aws.build_lab(LabOptions::default()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let b = Bastion::new(&moto, tmp.path());
+    let (_moto, aws, _, tmp, b) = moto_test!();
     assert_eq!(b.up_no_wait().status, 0);
     let id = aws.bastion_instances(CLUSTER).await[0]
         .instance_id()

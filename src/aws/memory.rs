@@ -1,8 +1,11 @@
-//! An AWS held in memory, for the unit tests of the modules above the seam (`teardown`, `proxy`,
-//! `provision`): the narrow traits answered from plain lists, with AWS's own error codes where
+//! An AWS held in memory, for the unit tests of the modules above the seam (`teardown`, `proxy`):
+//! the narrow traits answered from plain lists, with AWS's own error codes where
 //! the code under test acts on them (NotFound, DependencyViolation, DeleteConflict). It records
 //! every write, in order, so a test can assert what was removed and in which order. The moto
 //! suite stays the truth for the wire; this is for the logic that runs in milliseconds.
+//! `tests/contract.rs` runs one scenario on this and on the SDK adapter against moto, so the two
+//! cannot drift apart (the `test-double` feature builds it outside unit tests; the binary never
+//! uses it).
 
 use std::sync::Mutex;
 
@@ -156,6 +159,12 @@ impl Instances for Memory {
         tags: &[Tag],
     ) -> AwsResult<String> {
         let mut w = self.write(format!("import_key_pair {name}"));
+        if w.key_pairs.iter().any(|k| k.name == name) {
+            return Err(AwsError::AlreadyExists {
+                action: "ec2:ImportKeyPair".into(),
+                message: format!("the key pair '{name}' already exists"),
+            });
+        }
         let id = w.id("key");
         w.key_pairs.push(KeyPair {
             name: name.into(),
@@ -288,6 +297,15 @@ impl Network for Memory {
         tags: &[Tag],
     ) -> AwsResult<String> {
         let mut w = self.write(format!("create_security_group {name}"));
+        if w.groups
+            .iter()
+            .any(|g| g.name == name && g.vpc_id.as_deref() == Some(vpc_id))
+        {
+            return Err(AwsError::AlreadyExists {
+                action: "ec2:CreateSecurityGroup".into(),
+                message: format!("the security group '{name}' already exists"),
+            });
+        }
         let id = w.id("sg");
         w.groups.push(SecurityGroup {
             id: id.clone(),
@@ -340,6 +358,13 @@ impl Network for Memory {
         tags: &[Tag],
     ) -> AwsResult<Vec<String>> {
         let mut w = self.write(format!("authorize_ingress {group_id} {port}"));
+        if !w.groups.iter().any(|g| g.id == group_id) {
+            return Err(not_found(
+                "ec2:AuthorizeSecurityGroupIngress",
+                "InvalidGroup.NotFound",
+                group_id,
+            ));
+        }
         let id = w.id("sgr");
         let referenced_group = match source {
             Source::Group(g) => Some(g.clone()),
@@ -375,10 +400,10 @@ fn no_such_entity(action: &str, name: &str) -> AwsError {
     not_found(action, "NoSuchEntity", name)
 }
 
+/// IAM's `DeleteConflict`, as the adapter maps it: a dependent object still exists.
 fn delete_conflict(action: &str, message: String) -> AwsError {
-    AwsError::Service {
+    AwsError::DependencyViolation {
         action: action.into(),
-        code: "DeleteConflict".into(),
         message,
     }
 }

@@ -14,7 +14,7 @@ pub mod faults;
 pub mod fresh;
 pub mod iam;
 pub mod instances;
-#[cfg(test)]
+#[cfg(any(test, feature = "test-double"))]
 pub mod memory;
 pub mod network;
 pub mod sdk;

@@ -361,3 +361,135 @@ async fn create_role_and_profile(
     ));
     Ok(profile_arn)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::SecurityGroup;
+    use crate::aws::memory::{ACCOUNT, Memory, REGION, World};
+
+    fn plan(head_group: &str) -> Plan {
+        let names = Names::new("demo", REGION);
+        Plan {
+            cluster: "demo".into(),
+            region: REGION.into(),
+            account: ACCOUNT.into(),
+            partition: "aws".into(),
+            head_node: "i-0000000000000000a".into(),
+            head_node_private_ip: Some("10.0.1.10".into()),
+            vpc_id: "vpc-0000000a".into(),
+            vpc_cidrs: vec!["10.0.0.0/16".into()],
+            subnet_id: "subnet-0000000a".into(),
+            availability_zone: "eu-west-1a".into(),
+            os: "al2023".into(),
+            ami: "ami-0000000a".into(),
+            root_device_name: "/dev/xvda".into(),
+            instance_type: "t3.medium".into(),
+            root_volume_gib: 40,
+            pcluster_version: "3.13.0".into(),
+            allow_cidrs: vec!["198.51.100.7/32".parse().unwrap()],
+            idle_stop_minutes: 60,
+            dcv: true,
+            pcluster_policy: true,
+            head_node_group: Some(head_group.into()),
+            head_node_ports: vec![22],
+            key_pair: names.key_pair.clone(),
+            security_group: names.security_group.clone(),
+            role: names.role.clone(),
+            instance_profile: names.instance_profile.clone(),
+            provided_profile: None,
+            boundary: format!("arn:aws:iam::{ACCOUNT}:policy/bastion-boundary"),
+            tags: Vec::new(),
+            user_data: "#!/bin/sh\n".into(),
+        }
+    }
+
+    /// The verb of each write that creates or removes one thing, in order.
+    fn verbs(writes: &[String]) -> Vec<String> {
+        writes
+            .iter()
+            .map(|w| w.split(' ').next().unwrap_or_default().to_string())
+            .filter(|v| v != "set_egress" && v != "send_ssh_public_key")
+            .collect()
+    }
+
+    /// What a rollback removes, and in which order, is the creation read backwards: each
+    /// removal undoes the creation at the same place from the end, and nothing stays.
+    #[tokio::test(start_paused = true)]
+    async fn a_rollback_undoes_each_creation_in_reverse_and_leaves_nothing() {
+        let head = SecurityGroup {
+            id: "sg-0000000a".into(),
+            name: "head".into(),
+            description: None,
+            vpc_id: Some("vpc-0000000a".into()),
+            ingress: Vec::new(),
+            egress: Vec::new(),
+            tags: Vec::new(),
+        };
+        let cloud = Memory::new(World {
+            groups: vec![head],
+            ..World::default()
+        });
+        let plan = plan("sg-0000000a");
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = BastionDir::new(tmp.path(), ACCOUNT, REGION, "demo");
+        dir.ensure().unwrap();
+        let mut ledger = Ledger::new(dir.ledger(), "demo", REGION, ACCOUNT);
+        let mut attempted = Kinds::default();
+        let progress = Progress::hidden();
+        create(
+            &cloud,
+            &plan,
+            "run-1",
+            &dir,
+            &mut ledger,
+            &mut attempted,
+            &progress,
+        )
+        .await
+        .unwrap();
+        let made = verbs(&cloud.world().writes);
+        assert!(made.iter().any(|v| v == "run_instance"), "{made:?}");
+
+        let report = crate::teardown::teardown_ledger(&cloud, &mut ledger, &progress).await;
+        assert_eq!(report.failed(), Vec::<String>::new());
+        let all = verbs(&cloud.world().writes);
+        let undone: Vec<String> = all[made.len()..].to_vec();
+        // Each creation's undoing, read from the end.
+        let undo = |v: &str| -> &'static str {
+            match v {
+                "import_key_pair" => "delete_key_pair",
+                "create_security_group" => "delete_security_group",
+                "authorize_ingress" => "revoke_ingress",
+                "create_role" => "delete_role",
+                "put_role_policy" => "delete_role_policy",
+                "attach_role_policy" => "detach_role_policy",
+                "create_instance_profile" => "delete_instance_profile",
+                "add_role_to_instance_profile" => "remove_role_from_instance_profile",
+                "run_instance" => "terminate_instance",
+                other => panic!("an unexpected write {other}"),
+            }
+        };
+        // A rule on the proxy's own group goes with its group; only the head node's is revoked.
+        let expected: Vec<String> = made.iter().rev().map(|v| undo(v).to_string()).collect();
+        let own_rules = made.iter().filter(|v| *v == "authorize_ingress").count() - 1;
+        let mut expected_without_own = expected.clone();
+        for _ in 0..own_rules {
+            let last = expected_without_own
+                .iter()
+                .rposition(|v| v == "revoke_ingress")
+                .unwrap();
+            expected_without_own.remove(last);
+        }
+        assert_eq!(undone, expected_without_own, "made: {made:?}");
+
+        let world = cloud.world();
+        assert_eq!(world.groups.len(), 1, "only the head node's group stays");
+        assert!(world.rules.is_empty());
+        assert!(world.key_pairs.is_empty());
+        assert!(world.roles.is_empty());
+        assert!(world.profiles.is_empty());
+        assert!(world.instances.iter().all(|i| i.state == "terminated"));
+        assert!(!dir.private_key().exists());
+    }
+}

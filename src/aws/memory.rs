@@ -345,8 +345,28 @@ impl Network for Memory {
         w.rules.retain(|r| r.rule.group_id != id);
         Ok(())
     }
-    async fn set_egress(&self, group_id: &str, _rules: &[(i32, String)]) -> AwsResult<()> {
-        drop(self.write(format!("set_egress {group_id}")));
+    async fn set_egress(&self, group_id: &str, rules: &[(i32, String)]) -> AwsResult<()> {
+        let mut w = self.write(format!("set_egress {group_id}"));
+        let g = w
+            .groups
+            .iter_mut()
+            .find(|g| g.id == group_id)
+            .ok_or_else(|| {
+                not_found(
+                    "ec2:RevokeSecurityGroupEgress",
+                    "InvalidGroup.NotFound",
+                    group_id,
+                )
+            })?;
+        g.egress = rules
+            .iter()
+            .map(|(port, cidr)| IngressRule {
+                protocol: "tcp".into(),
+                from_port: Some(*port),
+                to_port: Some(*port),
+                source: Source::Cidr(cidr.clone()),
+            })
+            .collect();
         Ok(())
     }
     async fn authorize_ingress(

@@ -109,11 +109,6 @@ impl Link {
         })
     }
 
-    /// The route the sessions took last.
-    pub fn route(&self) -> &Route {
-        &self.route
-    }
-
     /// The carrier session as it changes: `None` while reconnecting.
     pub fn watch(&self) -> watch::Receiver<Option<Arc<Handle<Verifier>>>> {
         self.tx.subscribe()

@@ -420,6 +420,24 @@ fn no_such_entity(action: &str, name: &str) -> AwsError {
     not_found(action, "NoSuchEntity", name)
 }
 
+impl World {
+    /// The role `name`, or IAM's NoSuchEntity for `action`.
+    fn role_mut(&mut self, action: &str, name: &str) -> AwsResult<&mut Role> {
+        self.roles
+            .iter_mut()
+            .find(|r| r.entity.name == name)
+            .ok_or_else(|| no_such_entity(action, name))
+    }
+
+    /// The instance profile `name`, or IAM's NoSuchEntity for `action`.
+    fn profile_mut(&mut self, action: &str, name: &str) -> AwsResult<&mut Profile> {
+        self.profiles
+            .iter_mut()
+            .find(|p| p.entity.name == name)
+            .ok_or_else(|| no_such_entity(action, name))
+    }
+}
+
 /// IAM's `DeleteConflict`, as the adapter maps it: a dependent object still exists.
 fn delete_conflict(action: &str, message: String) -> AwsError {
     AwsError::DependencyViolation {
@@ -449,21 +467,13 @@ impl Iam for Memory {
             .collect())
     }
     async fn role_policies(&self, role: &str) -> AwsResult<(Vec<String>, Vec<String>)> {
-        let w = self.lock();
-        let r = w
-            .roles
-            .iter()
-            .find(|r| r.entity.name == role)
-            .ok_or_else(|| no_such_entity("iam:ListRolePolicies", role))?;
+        let mut w = self.lock();
+        let r = w.role_mut("iam:ListRolePolicies", role)?;
         Ok((r.inline.clone(), r.attached.clone()))
     }
     async fn profile_roles(&self, profile: &str) -> AwsResult<Vec<String>> {
-        let w = self.lock();
-        let p = w
-            .profiles
-            .iter()
-            .find(|p| p.entity.name == profile)
-            .ok_or_else(|| no_such_entity("iam:GetInstanceProfile", profile))?;
+        let mut w = self.lock();
+        let p = w.profile_mut("iam:GetInstanceProfile", profile)?;
         Ok(p.roles.clone())
     }
     async fn create_role(
@@ -520,41 +530,25 @@ impl Iam for Memory {
     }
     async fn put_role_policy(&self, role: &str, name: &str, _document: &str) -> AwsResult<()> {
         let mut w = self.write(format!("put_role_policy {role} {name}"));
-        let r = w
-            .roles
-            .iter_mut()
-            .find(|r| r.entity.name == role)
-            .ok_or_else(|| no_such_entity("iam:PutRolePolicy", role))?;
+        let r = w.role_mut("iam:PutRolePolicy", role)?;
         r.inline.push(name.into());
         Ok(())
     }
     async fn delete_role_policy(&self, role: &str, name: &str) -> AwsResult<()> {
         let mut w = self.write(format!("delete_role_policy {role} {name}"));
-        let r = w
-            .roles
-            .iter_mut()
-            .find(|r| r.entity.name == role)
-            .ok_or_else(|| no_such_entity("iam:DeleteRolePolicy", role))?;
+        let r = w.role_mut("iam:DeleteRolePolicy", role)?;
         r.inline.retain(|p| p != name);
         Ok(())
     }
     async fn attach_role_policy(&self, role: &str, policy_arn: &str) -> AwsResult<()> {
         let mut w = self.write(format!("attach_role_policy {role} {policy_arn}"));
-        let r = w
-            .roles
-            .iter_mut()
-            .find(|r| r.entity.name == role)
-            .ok_or_else(|| no_such_entity("iam:AttachRolePolicy", role))?;
+        let r = w.role_mut("iam:AttachRolePolicy", role)?;
         r.attached.push(policy_arn.into());
         Ok(())
     }
     async fn detach_role_policy(&self, role: &str, policy_arn: &str) -> AwsResult<()> {
         let mut w = self.write(format!("detach_role_policy {role} {policy_arn}"));
-        let r = w
-            .roles
-            .iter_mut()
-            .find(|r| r.entity.name == role)
-            .ok_or_else(|| no_such_entity("iam:DetachRolePolicy", role))?;
+        let r = w.role_mut("iam:DetachRolePolicy", role)?;
         r.attached.retain(|p| p != policy_arn);
         Ok(())
     }
@@ -593,11 +587,7 @@ impl Iam for Memory {
     }
     async fn add_role_to_instance_profile(&self, profile: &str, role: &str) -> AwsResult<()> {
         let mut w = self.write(format!("add_role_to_instance_profile {profile} {role}"));
-        let p = w
-            .profiles
-            .iter_mut()
-            .find(|p| p.entity.name == profile)
-            .ok_or_else(|| no_such_entity("iam:AddRoleToInstanceProfile", profile))?;
+        let p = w.profile_mut("iam:AddRoleToInstanceProfile", profile)?;
         p.roles.push(role.into());
         Ok(())
     }
@@ -605,11 +595,7 @@ impl Iam for Memory {
         let mut w = self.write(format!(
             "remove_role_from_instance_profile {profile} {role}"
         ));
-        let p = w
-            .profiles
-            .iter_mut()
-            .find(|p| p.entity.name == profile)
-            .ok_or_else(|| no_such_entity("iam:RemoveRoleFromInstanceProfile", profile))?;
+        let p = w.profile_mut("iam:RemoveRoleFromInstanceProfile", profile)?;
         p.roles.retain(|r| r != role);
         Ok(())
     }

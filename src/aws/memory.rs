@@ -47,6 +47,7 @@ pub struct World {
     pub key_pairs: Vec<KeyPair>,
     pub roles: Vec<Role>,
     pub profiles: Vec<Profile>,
+    pub connect_endpoints: Vec<ConnectEndpoint>,
     /// Every write, in order: `terminate_instance i-...`, `delete_security_group sg-...`.
     pub writes: Vec<String>,
     /// How many ids have been handed out (new ids count on from it).
@@ -284,6 +285,25 @@ impl Network for Memory {
     }
     async fn vpc_dns(&self, _vpc_id: &str) -> AwsResult<(bool, bool)> {
         Ok((true, true))
+    }
+    async fn instance_connect_endpoints(&self, vpc_id: &str) -> AwsResult<Vec<ConnectEndpoint>> {
+        Ok(self
+            .lock()
+            .connect_endpoints
+            .iter()
+            .filter(|e| e.vpc_id == vpc_id)
+            .cloned()
+            .collect())
+    }
+    async fn open_tunnel_url(&self, request: &TunnelRequest) -> AwsResult<String> {
+        Ok(format!(
+            "wss://{}/openTunnel?instanceConnectEndpointId={}&remotePort={}&privateIpAddress={}&maxTunnelDuration={}",
+            request.host,
+            request.endpoint_id,
+            request.remote_port,
+            request.private_ip,
+            request.max_duration
+        ))
     }
     async fn create_vpc_endpoint(&self, spec: &EndpointSpec) -> AwsResult<String> {
         let mut w = self.write(format!("create_vpc_endpoint {}", spec.service));

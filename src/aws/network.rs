@@ -106,6 +106,36 @@ pub struct VpcEndpoint {
     pub tags: Vec<Tag>,
 }
 
+/// An EC2 Instance Connect Endpoint, as `DescribeInstanceConnectEndpoints` describes it: text
+/// from AWS, which [`crate::eice`] parses before anything uses it.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectEndpoint {
+    pub id: String,
+    pub arn: String,
+    pub vpc_id: String,
+    pub subnet_id: String,
+    /// `create-in-progress`, `create-complete`, `create-failed`, `delete-*`, `update-*`.
+    pub state: String,
+    /// Why a create failed, where AWS says.
+    pub state_message: Option<String>,
+    pub dns_name: String,
+    pub fips_dns_name: Option<String>,
+    pub security_group_ids: Vec<String>,
+    pub tags: Vec<Tag>,
+}
+
+/// One tunnel through an Instance Connect Endpoint, as `OpenTunnel` asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelRequest {
+    pub endpoint_id: String,
+    /// The host the WebSocket goes to: the endpoint's `DnsName` (or `FipsDnsName`).
+    pub host: String,
+    pub remote_port: u16,
+    pub private_ip: Ipv4Addr,
+    /// Seconds, 1 to 3600; always sent, since a policy that limits it cannot match without it.
+    pub max_duration: u32,
+}
+
 /// What `doctor --fix` creates.
 #[derive(Debug, Clone)]
 pub struct EndpointSpec {
@@ -168,4 +198,10 @@ pub trait Network: Send + Sync {
     ) -> AwsResult<Vec<String>>;
     async fn revoke_ingress(&self, group_id: &str, rule_ids: &[String]) -> AwsResult<()>;
     async fn create_vpc_endpoint(&self, spec: &EndpointSpec) -> AwsResult<String>;
+    /// The EC2 Instance Connect Endpoints of a VPC, whatever their state.
+    async fn instance_connect_endpoints(&self, vpc_id: &str) -> AwsResult<Vec<ConnectEndpoint>>;
+    /// The `wss://` URL that opens `request`'s tunnel, presigned (SigV4, in the query, valid
+    /// 60 s) with the caller's credentials for `ec2-instance-connect:OpenTunnel`. No call to AWS:
+    /// the endpoint checks the signature when the URL is used.
+    async fn open_tunnel_url(&self, request: &TunnelRequest) -> AwsResult<String>;
 }

@@ -110,4 +110,12 @@ impl<C: Network> Network for Faulty<C> {
             self.inner.create_vpc_endpoint(spec)
         )
     }
+
+    async fn instance_connect_endpoints(&self, vpc_id: &str) -> AwsResult<Vec<ConnectEndpoint>> {
+        self.inner.instance_connect_endpoints(vpc_id).await
+    }
+
+    async fn open_tunnel_url(&self, request: &TunnelRequest) -> AwsResult<String> {
+        self.inner.open_tunnel_url(request).await
+    }
 }

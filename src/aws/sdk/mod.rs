@@ -24,6 +24,7 @@ mod account;
 mod iam;
 mod instances;
 mod network;
+mod presign;
 
 /// Counts every operation the SDK starts (retries excluded), so `-v` can report the cost of a command.
 #[derive(Debug, Clone, Default)]
@@ -66,6 +67,9 @@ pub struct SdkCloud {
     ssm: aws_sdk_ssm::Client,
     sts: aws_sdk_sts::Client,
     eic: aws_sdk_ec2instanceconnect::Client,
+    /// The caller's credentials, for what is signed here rather than sent: the EC2 Instance
+    /// Connect Endpoint's tunnel URL.
+    credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
     pub calls: CallCounter,
 }
 
@@ -109,6 +113,7 @@ impl SdkCloud {
             ssm,
             sts,
             eic,
+            credentials: config.credentials_provider(),
             calls,
         }
     }

@@ -271,6 +271,73 @@ impl Network for SdkCloud {
             .to_string())
     }
 
+    async fn instance_connect_endpoints(&self, vpc_id: &str) -> AwsResult<Vec<ConnectEndpoint>> {
+        let mut found = Vec::new();
+        let mut pages = self
+            .ec2
+            .describe_instance_connect_endpoints()
+            .filters(filter("vpc-id", &[vpc_id]))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page =
+                page.map_err(|e| AwsError::from_sdk("ec2:DescribeInstanceConnectEndpoints", e))?;
+            found.extend(page.instance_connect_endpoints().iter().map(|e| {
+                ConnectEndpoint {
+                    id: e
+                        .instance_connect_endpoint_id()
+                        .unwrap_or_default()
+                        .to_string(),
+                    arn: e
+                        .instance_connect_endpoint_arn()
+                        .unwrap_or_default()
+                        .to_string(),
+                    vpc_id: e.vpc_id().unwrap_or_default().to_string(),
+                    subnet_id: e.subnet_id().unwrap_or_default().to_string(),
+                    state: e
+                        .state()
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_default(),
+                    state_message: e.state_message().map(str::to_string),
+                    dns_name: e.dns_name().unwrap_or_default().to_string(),
+                    fips_dns_name: e.fips_dns_name().map(str::to_string),
+                    security_group_ids: e.security_group_ids().to_vec(),
+                    tags: from_ec2_tags(e.tags()),
+                }
+            }));
+        }
+        Ok(found)
+    }
+
+    async fn open_tunnel_url(&self, request: &TunnelRequest) -> AwsResult<String> {
+        use aws_credential_types::provider::ProvideCredentials;
+        let action = "ec2-instance-connect:OpenTunnel";
+        let provider = self
+            .credentials
+            .as_ref()
+            .ok_or_else(|| AwsError::Credentials {
+                message: "no credentials provider is configured".into(),
+            })?;
+        let credentials =
+            provider
+                .provide_credentials()
+                .await
+                .map_err(|e| AwsError::Credentials {
+                    message: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
+                })?;
+        super::presign::open_tunnel(
+            request,
+            &credentials,
+            &self.region,
+            std::time::SystemTime::now(),
+        )
+        .map_err(|message| AwsError::Service {
+            action: action.into(),
+            code: "SigningFailed".into(),
+            message,
+        })
+    }
+
     async fn create_security_group(
         &self,
         name: &str,

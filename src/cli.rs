@@ -395,6 +395,12 @@ pub struct RouteArgs {
     /// Reach the proxy at HOST[:PORT] instead of its public IP (a VPN, a DNS name, its private IP)
     #[arg(long, value_name = "HOST", value_parser = parse_address)]
     pub bastion_address: Option<String>,
+
+    /// The way to the head node: `proxy` (bastion's proxy instance) or `eice` (the VPC's EC2
+    /// Instance Connect Endpoint: no inbound port, tunnels of at most an hour) [default: the
+    /// proxy where there is one, else the endpoint]
+    #[arg(long, value_name = "WAY", value_parser = ["proxy", "eice"])]
+    pub via: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -12,6 +12,7 @@ pub mod config;
 pub mod context;
 pub mod dcv;
 pub mod doctor;
+pub mod eice;
 pub mod exit;
 pub mod failpoint;
 pub mod files;
@@ -174,6 +175,8 @@ fn exit_status_of<'a>(cause: &'a (dyn std::error::Error + 'static)) -> Option<&'
         aws::AwsError,
         cluster::ClusterError,
         route::RouteError,
+        eice::EiceError,
+        eice::tunnel::TunnelError,
         config::ConfigError,
         access::AccessError,
         SetupError,

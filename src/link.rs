@@ -12,9 +12,12 @@ use russh::client::Handle;
 use tokio::sync::watch;
 
 use crate::context::Context;
+use crate::eice::tunnel::{self, Ended};
 use crate::proxy;
-use crate::route::{self, Route, RouteOptions};
-use crate::ssh::client::{SshError, TUNNEL_WINDOW, Verifier, connect, connect_via};
+use crate::route::{self, Hop, Route, RouteOptions};
+use crate::ssh::client::{
+    CHANNEL_WINDOW, SshError, TUNNEL_WINDOW, Verifier, connect, connect_stream, connect_via,
+};
 use crate::ssh::known_hosts::HostKeyError;
 
 /// Which session carries the user's connections.
@@ -27,10 +30,12 @@ pub enum Carrier {
 }
 
 /// The live sessions: `carrier` carries the connections; `proxy` must live as long (in a jump,
-/// the head node's session runs inside one of its channels).
+/// the head node's session runs inside one of its channels). Through an EC2 Instance Connect
+/// Endpoint there is no proxy, and `ended` holds the endpoint's word when it ends the tunnel.
 pub struct Sessions {
-    pub proxy: Arc<Handle<Verifier>>,
+    pub proxy: Option<Arc<Handle<Verifier>>>,
     pub carrier: Arc<Handle<Verifier>>,
+    pub ended: Option<Ended>,
 }
 
 /// The first wait before a reconnect, doubling to [`MAX_BACKOFF`].
@@ -40,6 +45,17 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Opens the sessions of `route` for `carrier`, logging in to the proxy with a key pushed for
 /// this session (see [`proxy::login`]).
 async fn open(ctx: &Context, route: &Route, carrier: Carrier) -> anyhow::Result<Sessions> {
+    if let (Hop::Endpoint(endpoint), Carrier::Head) = (&route.hop, carrier) {
+        let stream = open_tunnel(ctx, route, endpoint).await?;
+        let ended = stream.ended();
+        let head =
+            connect_stream(&route.head_target, stream, &route.head_ip, CHANNEL_WINDOW).await?;
+        return Ok(Sessions {
+            proxy: None,
+            carrier: Arc::new(head),
+            ended: Some(ended),
+        });
+    }
     let proxy = open_proxy(ctx, route, carrier).await?;
     let carrier = match carrier {
         Carrier::Proxy { .. } => proxy.clone(),
@@ -47,7 +63,26 @@ async fn open(ctx: &Context, route: &Route, carrier: Carrier) -> anyhow::Result<
             Arc::new(connect_via(&proxy, &route.head_target, &route.head_ip, 22).await?)
         }
     };
-    Ok(Sessions { proxy, carrier })
+    Ok(Sessions {
+        proxy: Some(proxy),
+        carrier,
+        ended: None,
+    })
+}
+
+/// A tunnel through `endpoint` to the head node's SSH port, for as long as AWS allows.
+pub async fn open_tunnel(
+    ctx: &Context,
+    route: &Route,
+    endpoint: &crate::eice::Endpoint,
+) -> anyhow::Result<tunnel::Tunnel> {
+    let ip: std::net::Ipv4Addr = route.head_ip.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "the head node's private IP '{}' is not an IPv4 address",
+            crate::ui::printable(&route.head_ip)
+        )
+    })?;
+    Ok(tunnel::open(ctx.cloud.as_ref(), endpoint, ip, 22, tunnel::MAX_DURATION).await?)
 }
 
 /// The proxy's session alone, with the window `carrier` needs.
@@ -62,16 +97,17 @@ pub async fn open_proxy(
         Carrier::Head => TUNNEL_WINDOW,
         Carrier::Proxy { window } => window,
     };
-    let mut target = route.proxy_target.clone();
+    let hop = route.proxy("a session on the proxy")?;
+    let mut target = hop.target.clone();
     target.credentials = proxy::login(
         ctx.cloud.as_ref(),
-        &route.proxy,
+        &hop.instance,
         &target.user,
-        &route.proxy_key_file,
+        &hop.key_file,
     )
     .await?;
     Ok(Arc::new(
-        connect(&target, &route.proxy_address, route.proxy_port, window).await?,
+        connect(&target, &hop.address, hop.port, window).await?,
     ))
 }
 
@@ -120,7 +156,19 @@ impl Link {
     }
 
     fn lost(&self) -> bool {
-        self.current.carrier.is_closed() || self.current.proxy.is_closed()
+        self.current.carrier.is_closed()
+            || self.current.proxy.as_ref().is_some_and(|p| p.is_closed())
+    }
+
+    /// The route in use now (a reconnect may have resolved another).
+    pub fn route(&self) -> &Route {
+        &self.route
+    }
+
+    /// Why the endpoint ended the tunnel, where it said (through an EC2 Instance Connect
+    /// Endpoint only).
+    pub fn ended(&self) -> Option<String> {
+        self.current.ended.as_ref().and_then(Ended::why)
     }
 
     /// Checks the sessions; when they are gone, reconnects (retrying with backoff until it
@@ -133,8 +181,9 @@ impl Link {
         }
         self.tx.send_replace(None);
         tracing::info!(to = %self.what, "session lost; reconnecting");
+        let why = self.ended().map(|w| format!(" ({w})")).unwrap_or_default();
         ctx.progress.say(format_args!(
-            "the connection to {} was lost; reconnecting (local ports stay open)",
+            "the connection to {} was lost{why}; reconnecting (local ports stay open)",
             self.what
         ));
         let mut backoff = FIRST_BACKOFF;

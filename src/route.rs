@@ -10,6 +10,7 @@ use crate::access::{self, AccessError};
 use crate::aws::Instance;
 use crate::cluster::{HeadNode, find_head_node};
 use crate::context::Context;
+use crate::eice::{self, EiceError, Endpoint};
 use crate::footprint::{Expected, TAG_OS, TAG_STATE};
 use crate::proxy::{self, Login, Lookalike};
 use crate::ssh::client::{Credentials, Target, Trust};
@@ -58,6 +59,17 @@ pub enum RouteError {
          sudo user if an administrator lets you push a key for it"
     )]
     OperatorOnly { what: String, user: String },
+    #[error(
+        "{what} needs the proxy, and cluster '{cluster}' is reached through the EC2 Instance Connect Endpoint {endpoint}, which carries the head node's SSH port and nothing else{}",
+        if *chosen { "" } else { ". Create a proxy with `bastion up`, then pass `--via proxy`" }
+    )]
+    NoProxy {
+        what: String,
+        cluster: String,
+        endpoint: String,
+        /// Whether the user chose the endpoint (`--via eice`) rather than it being the only way.
+        chosen: bool,
+    },
 }
 impl crate::exit::ExitStatus for RouteError {
     fn exit_status(&self) -> Option<u8> {
@@ -65,6 +77,7 @@ impl crate::exit::ExitStatus for RouteError {
             RouteError::NoBastion { .. } => Some(crate::exit::INVALID),
             // A teammate asking for what only the operator's login may do: a permission.
             RouteError::OperatorOnly { .. } => Some(crate::exit::DENIED),
+            RouteError::NoProxy { .. } => Some(crate::exit::INVALID),
             _ => None,
         }
     }
@@ -88,21 +101,66 @@ pub struct RouteOptions {
     pub timeout: Duration,
     pub check_address: bool,
     pub allow_me: bool,
+    /// The way in the user chose; by default the proxy where there is one, else the VPC's EC2
+    /// Instance Connect Endpoint.
+    pub via: Option<Via>,
+}
+
+/// The two ways to the head node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// bastion's proxy instance, a jump through its SSH port.
+    Proxy,
+    /// The VPC's EC2 Instance Connect Endpoint: no inbound port, no instance.
+    Eice,
+}
+
+impl Via {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Proxy => "proxy",
+            Via::Eice => "eice",
+        }
+    }
+}
+
+impl std::str::FromStr for Via {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Via, String> {
+        match s {
+            "proxy" => Ok(Via::Proxy),
+            "eice" => Ok(Via::Eice),
+            _ => Err(format!("'{s}' is not a way in: proxy or eice")),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct Route {
     pub cluster: String,
-    pub proxy: Instance,
-    pub proxy_address: String,
-    pub proxy_port: u16,
-    pub proxy_key_file: PathBuf,
-    pub proxy_login: Login,
-    pub proxy_target: Target,
+    /// What stands between this machine and the head node.
+    pub hop: Hop,
     pub head: HeadNode,
     pub head_ip: String,
     pub head_target: Target,
     pub known_hosts: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub enum Hop {
+    Proxy(Box<ProxyHop>),
+    Endpoint(Box<Endpoint>),
+}
+
+/// The proxy, and how this machine logs in to it.
+#[derive(Debug, Clone)]
+pub struct ProxyHop {
+    pub instance: Instance,
+    pub address: String,
+    pub port: u16,
+    pub key_file: PathBuf,
+    pub login: Login,
+    pub target: Target,
 }
 
 fn lookalikes_note(lookalikes: &[Lookalike]) -> String {
@@ -118,7 +176,95 @@ fn lookalikes_note(lookalikes: &[Lookalike]) -> String {
     )
 }
 
+/// The route to `cluster`'s head node: through the way `opts.via` names, or by default through
+/// the proxy, and where the cluster has none (and no proxy flag was given), through the VPC's EC2
+/// Instance Connect Endpoint.
 pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyhow::Result<Route> {
+    match opts.via {
+        Some(Via::Proxy) => resolve_proxy(ctx, cluster, opts).await,
+        Some(Via::Eice) => resolve_endpoint(ctx, cluster, opts, true).await,
+        None => {
+            let proxy = resolve_proxy(ctx, cluster, opts).await;
+            let no_bastion = matches!(
+                proxy
+                    .as_ref()
+                    .err()
+                    .and_then(|e| e.downcast_ref::<RouteError>()),
+                Some(RouteError::NoBastion { .. })
+            );
+            if !no_bastion || proxy_flag(opts).is_some() {
+                return proxy;
+            }
+            match resolve_endpoint(ctx, cluster, opts, false).await {
+                // Neither way exists: the proxy's error, which says how to make either.
+                Err(e)
+                    if matches!(
+                        e.downcast_ref::<EiceError>(),
+                        Some(EiceError::NoEndpoint { .. })
+                    ) =>
+                {
+                    proxy
+                }
+                other => other,
+            }
+        }
+    }
+}
+
+/// The first flag given that only means something for a proxy.
+fn proxy_flag(opts: &RouteOptions) -> Option<&'static str> {
+    if opts.bastion_address.is_some() {
+        Some("--bastion-address")
+    } else if opts.bastion_user.is_some() {
+        Some("--bastion-user")
+    } else if opts.allow_me {
+        Some("--allow-me")
+    } else {
+        None
+    }
+}
+
+/// Through the VPC's EC2 Instance Connect Endpoint: the head node, its anchor, the endpoint.
+async fn resolve_endpoint(
+    ctx: &Context,
+    cluster: &str,
+    opts: &RouteOptions,
+    chosen: bool,
+) -> anyhow::Result<Route> {
+    let cloud = ctx.cloud.as_ref();
+    ctx.progress.phase(format!(
+        "finding the EC2 Instance Connect Endpoint of cluster {cluster}"
+    ));
+    let known_hosts = ctx.known_hosts();
+    let head = find_head_node(cloud, cluster).await?;
+    let endpoints = eice::list(cloud, &head.vpc_id).await?;
+    let endpoint = eice::choose(&endpoints, cluster, &head.vpc_id, Some(&head.subnet_id))?;
+    if let Some(flag) = proxy_flag(opts) {
+        return Err(RouteError::NoProxy {
+            what: flag.into(),
+            cluster: cluster.into(),
+            endpoint: endpoint.id,
+            chosen,
+        }
+        .into());
+    }
+    tracing::info!(endpoint = %endpoint.id, state = endpoint.state.as_str(), "through the EC2 Instance Connect Endpoint");
+    let first_use = if known_hosts::is_pinned(&known_hosts, &head.instance.id) {
+        FirstUse::Unanchored("already pinned".into())
+    } else {
+        first_use_anchor(ctx, &head.instance.id).await
+    };
+    head_route(
+        cluster,
+        Hop::Endpoint(Box::new(endpoint)),
+        head,
+        first_use,
+        opts,
+        known_hosts,
+    )
+}
+
+async fn resolve_proxy(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyhow::Result<Route> {
     let cloud = ctx.cloud.as_ref();
     let progress = &ctx.progress;
     progress.phase(format!("finding the bastion of cluster {cluster}"));
@@ -216,6 +362,33 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
     tracing::info!("logging in to the proxy as {proxy_user} ({proxy_login:?})");
 
     let (head, first_use) = head?;
+    let hop = Hop::Proxy(Box::new(ProxyHop {
+        target: Target {
+            what: format!("the proxy {}", proxy.id),
+            user: proxy_user,
+            trust: proxy_trust,
+            // Per session: link::open logs in with the state dir's key (the operator) or pushes
+            // a one-time key (a teammate), see proxy::login.
+            credentials: Credentials::default(),
+        },
+        instance: proxy,
+        address: proxy_address,
+        port: proxy_port,
+        key_file: proxy_key_file,
+        login: proxy_login,
+    }));
+    head_route(cluster, hop, head, first_use, opts, known_hosts)
+}
+
+/// The route's head node half, the same whichever way leads to it.
+fn head_route(
+    cluster: &str,
+    hop: Hop,
+    head: HeadNode,
+    first_use: FirstUse,
+    opts: &RouteOptions,
+    known_hosts: PathBuf,
+) -> anyhow::Result<Route> {
     let head_ip = head
         .instance
         .private_ip
@@ -247,14 +420,7 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
     };
     Ok(Route {
         cluster: cluster.into(),
-        proxy_target: Target {
-            what: format!("the proxy {}", proxy.id),
-            user: proxy_user,
-            trust: proxy_trust,
-            // Per session: link::open logs in with the state dir's key (the operator) or pushes
-            // a one-time key (a teammate), see proxy::login.
-            credentials: Credentials::default(),
-        },
+        hop,
         head_target: Target {
             what: format!("the head node {} ({head_ip})", head.instance.id),
             user: head_user,
@@ -266,11 +432,6 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
             },
             credentials: head_credentials,
         },
-        proxy,
-        proxy_address,
-        proxy_port,
-        proxy_key_file,
-        proxy_login,
         head_ip,
         head,
         known_hosts,
@@ -297,14 +458,44 @@ pub async fn operator_only(
 }
 
 impl Route {
-    /// Refuses `what` (a session on the proxy itself) for a teammate's login, saying why.
+    /// The proxy, for `what` that needs it; an error naming the endpoint where there is none.
+    pub fn proxy(&self, what: &str) -> Result<&ProxyHop, RouteError> {
+        match &self.hop {
+            Hop::Proxy(p) => Ok(p),
+            Hop::Endpoint(e) => Err(RouteError::NoProxy {
+                what: what.into(),
+                cluster: self.cluster.clone(),
+                endpoint: e.id.clone(),
+                chosen: true,
+            }),
+        }
+    }
+
+    /// Refuses `what` (a session on the proxy itself) for a teammate's login, saying why, and
+    /// where no proxy is in the way.
     pub fn operator_only(&self, what: &str) -> Result<(), RouteError> {
-        match self.proxy_login {
+        let proxy = self.proxy(what)?;
+        match proxy.login {
             Login::Operator => Ok(()),
             Login::Teammate => Err(RouteError::OperatorOnly {
                 what: what.into(),
-                user: self.proxy_target.user.clone(),
+                user: proxy.target.user.clone(),
             }),
+        }
+    }
+
+    /// The way in, for a progress line: "the proxy i-… at ADDRESS" or the endpoint.
+    pub fn way(&self) -> String {
+        match &self.hop {
+            Hop::Proxy(p) => format!("the proxy {} at {}", p.instance.id, p.address),
+            Hop::Endpoint(e) => format!("the EC2 Instance Connect Endpoint {}", e.id),
+        }
+    }
+
+    pub fn via(&self) -> Via {
+        match self.hop {
+            Hop::Proxy(_) => Via::Proxy,
+            Hop::Endpoint(_) => Via::Eice,
         }
     }
 }

@@ -443,7 +443,7 @@ async fn openssh_reaches_the_head_node_through_stdio_without_a_proxy_key() {
     let config = std::fs::read_to_string(r.json()["installed"].as_str().unwrap()).unwrap();
     let exe = env!("CARGO_BIN_EXE_bastion");
     let expected = format!(
-        "ProxyCommand {exe} connect --cluster demo --stdio --quiet --region {REGION} --bastion-address {}",
+        "ProxyCommand {exe} connect --cluster demo --stdio --quiet --region {REGION} --via proxy --bastion-address {}",
         w.lab.proxy_ip
     );
     assert!(config.contains(&expected), "{config}");

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::cli::ConnectArgs;
 use crate::context::Context;
 use crate::link::{self, Carrier, Link};
-use crate::route::{self, RouteOptions};
+use crate::route::{self, Hop, RouteOptions};
 use crate::ssh::client::{CHANNEL_WINDOW, SshError};
 use crate::ssh::forward::{self, Stats};
 use crate::ssh::session;
@@ -75,10 +75,8 @@ pub async fn run(ctx: &Context, args: ConnectArgs) -> anyhow::Result<()> {
         ));
     }
 
-    ctx.progress.phase(format!(
-        "connecting to the proxy {} at {}",
-        route.proxy.id, route.proxy_address
-    ));
+    ctx.progress
+        .phase(format!("connecting through {}", route.way()));
     let carrier = if args.on_proxy {
         Carrier::Proxy {
             window: CHANNEL_WINDOW,
@@ -87,7 +85,7 @@ pub async fn run(ctx: &Context, args: ConnectArgs) -> anyhow::Result<()> {
         Carrier::Head
     };
     let what = if args.on_proxy {
-        route.proxy_target.what.clone()
+        route.proxy("--on-proxy")?.target.what.clone()
     } else {
         route.head_target.what.clone()
     };
@@ -123,11 +121,23 @@ pub async fn run(ctx: &Context, args: ConnectArgs) -> anyhow::Result<()> {
     }
 
     let session = link.carrier();
+    let through_endpoint = matches!(link.route().hop, Hop::Endpoint(_));
+    if through_endpoint && args.command.is_empty() {
+        ctx.progress.say(format_args!(
+            "through {}: AWS ends this session within the hour (use --via proxy for longer ones)",
+            link.route().way()
+        ));
+    }
     let code = if args.command.is_empty() {
-        session::shell(&session, &what).await?
+        session::shell(&session, &what).await
     } else {
-        session::exec(&session, &what, Some(&args.command.join(" "))).await?
+        session::exec(&session, &what, Some(&args.command.join(" "))).await
     };
+    // The endpoint's word on why the session ended, where it said one (the hour's end).
+    if let Some(why) = link.ended() {
+        ctx.progress.say(format_args!("{why}"));
+    }
+    let code = code?;
     if code == 0 {
         Ok(())
     } else {
@@ -153,24 +163,34 @@ async fn stdio(
             "--stdio {host}:{port} (not the head node's SSH port)"
         ))?;
     }
-    let carrier = Carrier::Proxy {
-        window: CHANNEL_WINDOW,
-    };
-    let proxy = link::open_proxy(ctx, &route, carrier).await?;
-    ctx.progress.finish();
-    let channel = proxy
-        .channel_open_direct_tcpip(host.as_str(), u32::from(port), "127.0.0.1", 0)
-        .await
-        .map_err(|e| SshError::HeadUnreachable {
-            addr: format!("{host}:{port}"),
-            port,
-            reason: e.to_string(),
-        })?;
-    tracing::info!("piping stdin and stdout to {host}:{port} through the proxy");
-    let mut remote = channel.into_stream();
     let mut local = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
-    match tokio::io::copy_bidirectional_with_sizes(&mut local, &mut remote, 1 << 18, 1 << 18).await
-    {
+    let piped = if let Hop::Endpoint(endpoint) = &route.hop {
+        let mut remote = link::open_tunnel(ctx, &route, endpoint).await?;
+        ctx.progress.finish();
+        tracing::info!(
+            "piping stdin and stdout to {host}:{port} through {}",
+            route.way()
+        );
+        tokio::io::copy_bidirectional_with_sizes(&mut local, &mut remote, 1 << 18, 1 << 18).await
+    } else {
+        let carrier = Carrier::Proxy {
+            window: CHANNEL_WINDOW,
+        };
+        let proxy = link::open_proxy(ctx, &route, carrier).await?;
+        ctx.progress.finish();
+        let channel = proxy
+            .channel_open_direct_tcpip(host.as_str(), u32::from(port), "127.0.0.1", 0)
+            .await
+            .map_err(|e| SshError::HeadUnreachable {
+                addr: format!("{host}:{port}"),
+                port,
+                reason: e.to_string(),
+            })?;
+        tracing::info!("piping stdin and stdout to {host}:{port} through the proxy");
+        let mut remote = channel.into_stream();
+        tokio::io::copy_bidirectional_with_sizes(&mut local, &mut remote, 1 << 18, 1 << 18).await
+    };
+    match piped {
         Ok((up, down)) => {
             tracing::info!(up, down, "the piped connection ended");
             Ok(())

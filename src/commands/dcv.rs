@@ -122,7 +122,7 @@ async fn listen_then_connect(
     let listener = listen(args.local_port).await?;
     let local_port = listener.local_addr()?.port();
     ctx.progress
-        .phase(format!("connecting to the proxy {}", route.proxy.id));
+        .phase(format!("connecting through {}", route.way()));
     let link = Link::open(ctx, route.clone(), opts.clone(), carrier, what).await?;
     Ok((listener, local_port, link))
 }
@@ -270,9 +270,11 @@ async fn desktop(
     opts: &RouteOptions,
 ) -> anyhow::Result<()> {
     let cloud = ctx.cloud.as_ref();
-    if route.proxy.tag("bastion:dcv") == Some("off") {
+    let proxy_hop = route.proxy("--desktop (the proxy's own DCV desktop)")?;
+    let instance = &proxy_hop.instance;
+    if instance.tag("bastion:dcv") == Some("off") {
         return Err(DesktopError::Disabled {
-            instance: route.proxy.id.clone(),
+            instance: instance.id.clone(),
         }
         .into());
     }
@@ -280,19 +282,19 @@ async fn desktop(
     let carrier = Carrier::Proxy {
         window: TUNNEL_WINDOW,
     };
-    let what = route.proxy_target.what.clone();
+    let what = proxy_hop.target.what.clone();
     let (listener, local_port, mut link) =
         listen_then_connect(ctx, args, (route, opts), carrier, what).await?;
     let proxy = link.carrier();
 
-    let failed = match route.proxy.tag(TAG_DESKTOP) {
+    let failed = match instance.tag(TAG_DESKTOP) {
         Some("ready") => false,
         Some("failed") => true,
         _ => {
             ctx.progress
                 .phase("the proxy's desktop is still installing (DCV, GNOME, pcluster); waiting");
             let limit = Duration::from_secs(args.timeout * 60);
-            match wait_for(cloud, &route.proxy.id, Goal::Desktop, limit, &ctx.progress).await {
+            match wait_for(cloud, &instance.id, Goal::Desktop, limit, &ctx.progress).await {
                 Ok(_) => false,
                 Err(crate::wait::WaitError::DesktopFailed { .. }) => true,
                 Err(e) => return Err(e.into()),

@@ -23,6 +23,7 @@ fn route_options(r: &RouteArgs) -> RouteOptions {
         identity: r.identity.clone(),
         bastion_user: r.bastion_user.clone(),
         bastion_address: r.bastion_address.clone(),
+        via: r.via.as_deref().and_then(|v| v.parse().ok()),
         ..RouteOptions::default()
     }
 }

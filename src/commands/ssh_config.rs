@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::cli::SshConfigArgs;
 use crate::context::Context;
-use crate::route::{self, Route, RouteOptions};
+use crate::route::{self, Hop as RouteHop, Route, RouteOptions, Via};
 use crate::ssh::client::Trust;
 use crate::ssh::known_hosts::{self, FirstUse};
 use crate::ui::emit;
@@ -102,6 +102,7 @@ pub fn proxy_command(
     ctx: &Context,
     cluster: &str,
     route: &crate::cli::RouteArgs,
+    via: Via,
 ) -> Result<String, SshConfigError> {
     let exe = std::env::current_exe().map_err(|e| SshConfigError::NoExecutable(e.to_string()))?;
     let exe = exe
@@ -117,6 +118,9 @@ pub fn proxy_command(
         "--quiet".to_string(),
         "--region".to_string(),
         proxy_word("the region", ctx.cloud.region())?,
+        // The way this run found, kept: a proxy made later does not change where it goes.
+        "--via".to_string(),
+        via.as_str().to_string(),
     ];
     if let Some(a) = &route.bastion_address {
         words.push("--bastion-address".into());
@@ -168,11 +172,8 @@ fn config_word<'a>(what: &str, value: &'a str) -> Result<&'a str, SshConfigError
 }
 
 pub fn render(route: &Route, identity: Option<&Path>, hop: &Hop) -> Result<String, SshConfigError> {
-    let proxy_id = config_word("the proxy's instance id", &route.proxy.id)?;
     let head_id = config_word("the head node's instance id", &route.head.instance.id)?;
-    config_word("the proxy's address", &route.proxy_address)?;
     config_word("the head node's private IP", &route.head_ip)?;
-    config_word("the proxy's login user", &route.proxy_target.user)?;
     config_word("the head node's login user", &route.head_target.user)?;
     let proxy_host = format!("bastion-{}", route.cluster);
     let head_host = format!("{}-head", route.cluster);
@@ -188,26 +189,43 @@ pub fn render(route: &Route, identity: Option<&Path>, hop: &Hop) -> Result<Strin
     } else {
         "accept-new"
     };
-    let proxy_block = format!(
-        "Host {proxy_host}\n\
-         \x20   HostName {addr}\n\
-         \x20   Port {port}\n\
-         \x20   User {puser}\n\
-         \x20   IdentityFile {pkey}\n\
-         \x20   IdentitiesOnly yes\n\
-         \x20   HostKeyAlias {proxy}\n\
-         \x20   UserKnownHostsFile {known}\n\
-         \x20   StrictHostKeyChecking yes\n\
-         \x20   ForwardAgent no\n\
-         \x20   ForwardX11 no\n\
-         \x20   ServerAliveInterval 30\n\
-         \n",
-        proxy = proxy_id,
-        addr = route.proxy_address,
-        port = route.proxy_port,
-        puser = route.proxy_target.user,
-        pkey = quote(&route.proxy_key_file),
-    );
+    let (way, proxy_block) = match &route.hop {
+        RouteHop::Proxy(p) => {
+            let proxy_id = config_word("the proxy's instance id", &p.instance.id)?;
+            config_word("the proxy's address", &p.address)?;
+            config_word("the proxy's login user", &p.target.user)?;
+            (
+                format!("proxy {proxy_id}"),
+                format!(
+                    "Host {proxy_host}\n\
+                     \x20   HostName {addr}\n\
+                     \x20   Port {port}\n\
+                     \x20   User {puser}\n\
+                     \x20   IdentityFile {pkey}\n\
+                     \x20   IdentitiesOnly yes\n\
+                     \x20   HostKeyAlias {proxy}\n\
+                     \x20   UserKnownHostsFile {known}\n\
+                     \x20   StrictHostKeyChecking yes\n\
+                     \x20   ForwardAgent no\n\
+                     \x20   ForwardX11 no\n\
+                     \x20   ServerAliveInterval 30\n\
+                     \n",
+                    proxy = proxy_id,
+                    addr = p.address,
+                    port = p.port,
+                    puser = p.target.user,
+                    pkey = quote(&p.key_file),
+                ),
+            )
+        }
+        RouteHop::Endpoint(e) => (
+            format!(
+                "EC2 Instance Connect Endpoint {}",
+                config_word("the endpoint's id", &e.id)?
+            ),
+            String::new(),
+        ),
+    };
     let (header, proxy_block, hop_line) = match hop {
         Hop::Jump => (
             format!(
@@ -218,14 +236,17 @@ pub fn render(route: &Route, identity: Option<&Path>, hop: &Hop) -> Result<Strin
             format!("ProxyJump {proxy_host}"),
         ),
         Hop::Stdio { command } => (
-            "# This machine has no proxy key: bastion logs in to the proxy with a one-time key (EC2 Instance Connect).\n"
-                .to_string(),
+            match route.hop {
+                RouteHop::Proxy(_) => "# This machine has no proxy key: bastion logs in to the proxy with a one-time key (EC2 Instance Connect).\n",
+                RouteHop::Endpoint(_) => "# bastion opens a tunnel through the endpoint for each connection (ec2-instance-connect:OpenTunnel); AWS ends each within the hour.\n",
+            }
+            .to_string(),
             String::new(),
             format!("ProxyCommand {command}"),
         ),
     };
     let mut out = format!(
-        "# bastion: cluster {cluster} (proxy {proxy}, head node {head}); generated by `bastion ssh-config`.\n\
+        "# bastion: cluster {cluster} ({way}, head node {head}); generated by `bastion ssh-config`.\n\
          {header}\
          {proxy_block}\
          Host {head_host} {head_ip}\n\
@@ -239,7 +260,6 @@ pub fn render(route: &Route, identity: Option<&Path>, hop: &Hop) -> Result<Strin
          \x20   ForwardX11 no\n\
          \x20   ServerAliveInterval 30\n",
         cluster = route.cluster,
-        proxy = proxy_id,
         head = head_id,
         head_ip = route.head_ip,
         huser = route.head_target.user,
@@ -282,7 +302,11 @@ pub async fn run(ctx: &Context, args: SshConfigArgs) -> anyhow::Result<()> {
     // OpenSSH checks both against bastion's known_hosts: the keys that anchor a first use (the
     // consoles', or the proxy's tag while its console shows none) are pinned there first, so
     // OpenSSH has no first use of its own.
-    for trust in [&route.proxy_target.trust, &route.head_target.trust] {
+    let proxy_trust = match &route.hop {
+        RouteHop::Proxy(p) => Some(&p.target.trust),
+        RouteHop::Endpoint(_) => None,
+    };
+    for trust in proxy_trust.into_iter().chain([&route.head_target.trust]) {
         if let Trust::Pin {
             file,
             alias,
@@ -299,12 +323,15 @@ pub async fn run(ctx: &Context, args: SshConfigArgs) -> anyhow::Result<()> {
             known_hosts::pin_all(file, alias, keys)?;
         }
     }
-    let hop = if route.proxy_login == crate::proxy::Login::Operator && route.proxy_key_file.exists()
-    {
+    let jump = match &route.hop {
+        RouteHop::Proxy(p) => p.login == crate::proxy::Login::Operator && p.key_file.exists(),
+        RouteHop::Endpoint(_) => false,
+    };
+    let hop = if jump {
         Hop::Jump
     } else {
         Hop::Stdio {
-            command: proxy_command(ctx, &args.cluster, &args.route)?,
+            command: proxy_command(ctx, &args.cluster, &args.route, route.via())?,
         }
     };
     let config = render(&route, args.route.identity.as_deref(), &hop)?;

@@ -495,6 +495,20 @@ pub async fn connect(
     .await
 }
 
+/// Runs the SSH handshake over `stream` (a tunnel from elsewhere, such as an EC2 Instance
+/// Connect Endpoint's) and authenticates; `addr` names the far end in errors.
+pub async fn connect_stream<S>(
+    target: &Target,
+    stream: S,
+    addr: &str,
+    window_size: u32,
+) -> Result<Handle<Verifier>, SshError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    handshake(target, stream, addr, window_size).await
+}
+
 /// Opens a second session through `proxy` (a direct-tcpip channel to `host:port`), like `ssh -J`.
 pub async fn connect_via(
     proxy: &Handle<Verifier>,

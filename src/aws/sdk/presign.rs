@@ -3,7 +3,6 @@
 //! the signature and the session token in the query, only `host` signed, the empty body's hash,
 //! valid 60 seconds.
 
-use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
@@ -71,7 +70,7 @@ pub fn open_tunnel(
 }
 
 /// SigV4's URI encoding of a query value: everything but the unreserved characters.
-fn encode(value: &Cow<'static, str>) -> String {
+fn encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for b in value.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

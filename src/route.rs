@@ -104,6 +104,10 @@ pub struct RouteOptions {
     /// The way in the user chose; by default the proxy where there is one, else the VPC's EC2
     /// Instance Connect Endpoint.
     pub via: Option<Via>,
+    /// What the user asked for that is a session on the proxy itself (`--on-proxy`,
+    /// `--desktop`): refused for a teammate's login once the proxy is found and before it is
+    /// started, and refused through the endpoint.
+    pub operator_only: Option<String>,
 }
 
 /// The two ways to the head node.
@@ -239,7 +243,7 @@ async fn resolve_endpoint(
     let head = find_head_node(cloud, cluster).await?;
     let endpoints = eice::list(cloud, &head.vpc_id).await?;
     let endpoint = eice::choose(&endpoints, cluster, &head.vpc_id, Some(&head.subnet_id))?;
-    if let Some(flag) = proxy_flag(opts) {
+    if let Some(flag) = opts.operator_only.as_deref().or(proxy_flag(opts)) {
         return Err(RouteError::NoProxy {
             what: flag.into(),
             cluster: cluster.into(),
@@ -313,6 +317,19 @@ async fn resolve_proxy(ctx: &Context, cluster: &str, opts: &RouteOptions) -> any
         }
         .into());
     }
+    // The operator's login, where this machine has it (see proxy::login).
+    let proxy_key_file = ctx.bastion_dir(cluster).await?.private_key();
+    let proxy_login = Login::choose(opts.bastion_user.as_deref(), &proxy_key_file);
+    if let (Some(what), Login::Teammate) = (&opts.operator_only, proxy_login) {
+        return Err(RouteError::OperatorOnly {
+            what: what.clone(),
+            user: opts
+                .bastion_user
+                .clone()
+                .unwrap_or_else(|| crate::userdata::TEAMMATE_USER.into()),
+        }
+        .into());
+    }
     if opts.start && proxy.state != "running" {
         proxy = proxy::ensure_running(cloud, proxy, opts.timeout, progress)
             .await?
@@ -349,9 +366,6 @@ async fn resolve_proxy(ctx: &Context, cluster: &str, opts: &RouteOptions) -> any
         (None, Some(ip)) => (ip.clone(), 22),
         (None, None) => return Err(RouteError::NoAddress { instance: proxy.id }.into()),
     };
-    // The operator's login, where this machine has it (see proxy::login).
-    let proxy_key_file = ctx.bastion_dir(cluster).await?.private_key();
-    let proxy_login = Login::choose(opts.bastion_user.as_deref(), &proxy_key_file);
     let proxy_user = opts.bastion_user.clone().unwrap_or_else(|| {
         let os = proxy
             .tag(TAG_OS)
@@ -436,25 +450,6 @@ fn head_route(
         head,
         known_hosts,
     })
-}
-
-/// Refuses `what` (a session on the proxy itself) before anything is looked up or started,
-/// where this machine would log in as a teammate (see [`Login::choose`]).
-pub async fn operator_only(
-    ctx: &Context,
-    cluster: &str,
-    bastion_user: Option<&str>,
-    what: &str,
-) -> anyhow::Result<()> {
-    let key = ctx.bastion_dir(cluster).await?.private_key();
-    match Login::choose(bastion_user, &key) {
-        Login::Operator => Ok(()),
-        Login::Teammate => Err(RouteError::OperatorOnly {
-            what: what.into(),
-            user: crate::userdata::TEAMMATE_USER.into(),
-        }
-        .into()),
-    }
 }
 
 impl Route {

@@ -42,22 +42,23 @@ pub async fn run(ctx: &Context, args: ConnectArgs) -> anyhow::Result<()> {
     if args.no_command && !args.command.is_empty() {
         return Err(ConnectError::CommandWithN.into());
     }
+    // A session on the proxy itself: refused for a teammate's login before the proxy is
+    // started, and where the endpoint is the way in (see route::resolve).
+    let operator_only = if args.on_proxy {
+        Some("--on-proxy".to_string())
+    } else if args.dcv && args.desktop {
+        Some("--desktop (the proxy's own DCV desktop)".to_string())
+    } else {
+        None
+    };
     let opts = RouteOptions {
         start: true,
         timeout: Duration::from_secs(args.timeout * 60),
         check_address: true,
         allow_me: args.allow_me,
+        operator_only,
         ..super::route_options(&args.route)
     };
-    // Before the proxy is looked up, or started: a teammate's login cannot have these.
-    let bastion_user = args.route.bastion_user.as_deref();
-    if args.on_proxy {
-        route::operator_only(ctx, &args.cluster, bastion_user, "--on-proxy").await?;
-    }
-    if args.dcv && args.desktop {
-        let what = "--desktop (the proxy's own DCV desktop)";
-        route::operator_only(ctx, &args.cluster, bastion_user, what).await?;
-    }
     if let Some(to) = &args.stdio {
         return stdio(ctx, &args.cluster, &opts, to.as_deref()).await;
     }

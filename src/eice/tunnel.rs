@@ -118,6 +118,7 @@ pub struct Tunnel {
     pending: Bytes,
     eof: bool,
     ended: Ended,
+    opened: std::time::Instant,
     /// AWS's id of the handshake, for a support case.
     pub request_id: Option<String>,
 }
@@ -201,6 +202,7 @@ pub async fn open(
         pending: Bytes::new(),
         eof: false,
         ended: Ended::default(),
+        opened: std::time::Instant::now(),
         request_id,
     })
 }
@@ -475,7 +477,12 @@ impl AsyncRead for Tunnel {
                         )));
                     }
                     _ => {
-                        this.ended.set("the endpoint closed the tunnel".into());
+                        let secs = this.opened.elapsed().as_secs();
+                        this.ended.set(format!(
+                            "the endpoint closed the tunnel after {} min {} s (AWS ends each tunnel within the hour)",
+                            secs / 60,
+                            secs % 60
+                        ));
                         this.eof = true;
                     }
                 },

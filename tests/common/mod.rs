@@ -6,10 +6,11 @@
 //! By subject: `tools` (what a test needs installed, and small waits), `moto` (the server and
 //! the world it starts from), `run` (the built binary, run as a user would), `netlab` (the SSH
 //! lab in network namespaces), `front` (AWS's real answers where moto is kinder), `eic` (EC2
-//! Instance Connect, which moto lacks), `world` (the lab and moto together).
+//! Instance Connect, which moto lacks), `endpoint` (its Endpoint, which moto lacks too), `world` (the lab and moto together).
 #![allow(dead_code)]
 
 pub mod eic;
+pub mod endpoint;
 pub mod front;
 pub mod moto;
 pub mod netlab;

@@ -30,6 +30,9 @@ pub struct Bastion {
     pub state_dir: PathBuf,
     pub home: PathBuf,
     pub env: Vec<(String, String)>,
+    /// An /etc/hosts of the test's for every process run here (a private mount), for names
+    /// the test serves (an EC2 Instance Connect Endpoint's).
+    pub hosts: Option<PathBuf>,
 }
 
 pub struct Run {
@@ -79,6 +82,7 @@ impl Bastion {
             state_dir,
             home,
             env: Vec::new(),
+            hosts: None,
         }
     }
 
@@ -91,7 +95,19 @@ impl Bastion {
     /// A program run as the user would run it beside bastion (the same HOME), its AWS calls
     /// pointed at moto: no profile, dummy keys, no instance metadata, stdin closed.
     pub fn aws_command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut cmd = Command::new(program);
+        let mut cmd = match &self.hosts {
+            None => Command::new(program),
+            // A mount namespace of its own, where /etc/hosts is the test's; what it runs
+            // (OpenSSH's ProxyCommand too) sees the same.
+            Some(hosts) => {
+                let mut c = Command::new("unshare");
+                c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+                    .arg("mount --bind \"$0\" /etc/hosts && exec \"$@\"")
+                    .arg(hosts)
+                    .arg(program);
+                c
+            }
+        };
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", &self.home)

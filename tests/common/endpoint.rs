@@ -1,0 +1,311 @@
+//! A stand-in for an EC2 Instance Connect Endpoint, which moto lacks: its API
+//! (`DescribeInstanceConnectEndpoints`, in EC2's query protocol, answered by the front) and its
+//! tunnel service (`tests/eice_standin.py`: a TLS WebSocket on port 443 of the endpoint's DNS
+//! name, in the lab's proxy namespace, which reaches the head node as an endpoint in the VPC
+//! does). bastion reaches it the way it reaches AWS's: the DNS name resolves through
+//! `/etc/hosts` (a private copy mounted for bastion's processes alone) and its certificate is
+//! signed by a test CA that bastion trusts through `AWS_CA_BUNDLE`, the setting the README
+//! documents for a TLS-inspecting proxy.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use super::front::{Front, Reply, request_id};
+use super::netlab::NetLab;
+use super::{Bastion, REGION};
+
+/// The account moto answers for.
+const ACCOUNT: &str = "123456789012";
+
+/// One endpoint as the front describes it.
+#[derive(Debug, Clone)]
+pub struct Described {
+    pub id: String,
+    pub vpc: String,
+    pub subnet: String,
+    pub state: String,
+    pub dns_name: String,
+    pub groups: Vec<String>,
+    pub tags: Vec<(String, String)>,
+}
+
+impl Described {
+    fn xml(&self) -> String {
+        let groups: String = self
+            .groups
+            .iter()
+            .map(|g| format!("<item>{g}</item>"))
+            .collect();
+        let tags: String = self
+            .tags
+            .iter()
+            .map(|(k, v)| format!("<item><key>{k}</key><value>{v}</value></item>"))
+            .collect();
+        format!(
+            "<item><ownerId>{ACCOUNT}</ownerId><instanceConnectEndpointId>{id}</instanceConnectEndpointId>\
+             <instanceConnectEndpointArn>arn:aws:ec2:{REGION}:{ACCOUNT}:instance-connect-endpoint/{id}</instanceConnectEndpointArn>\
+             <state>{state}</state><stateMessage></stateMessage><dnsName>{dns}</dnsName>\
+             <fipsDnsName>{id}.fips.ec2-instance-connect-endpoint.{REGION}.amazonaws.com</fipsDnsName>\
+             <networkInterfaceIdSet><item>eni-0123456789abcdef0</item></networkInterfaceIdSet>\
+             <vpcId>{vpc}</vpcId><availabilityZone>{REGION}a</availabilityZone>\
+             <createdAt>2026-12-01T00:00:00.000Z</createdAt><subnetId>{subnet}</subnetId>\
+             <preserveClientIp>false</preserveClientIp><securityGroupIdSet>{groups}</securityGroupIdSet>\
+             <tagSet>{tags}</tagSet></item>",
+            id = self.id,
+            state = self.state,
+            dns = self.dns_name,
+            vpc = self.vpc,
+            subnet = self.subnet,
+        )
+    }
+}
+
+/// What the front answers `DescribeInstanceConnectEndpoints` with; the test edits it.
+pub type Endpoints = Arc<Mutex<Vec<Described>>>;
+
+/// Serves `DescribeInstanceConnectEndpoints` from `endpoints` (filtered by `vpc-id` and by id,
+/// as EC2 filters).
+pub fn serve_describe(front: &Front, endpoints: Endpoints) {
+    front.rule(move |c| {
+        if c.action != "DescribeInstanceConnectEndpoints" {
+            return None;
+        }
+        let mut vpcs = Vec::new();
+        let mut ids = Vec::new();
+        let mut i = 1;
+        while let Some(name) = c.param(&format!("Filter.{i}.Name")) {
+            let mut j = 1;
+            while let Some(v) = c.param(&format!("Filter.{i}.Value.{j}")) {
+                if name == "vpc-id" {
+                    vpcs.push(v.to_string());
+                }
+                j += 1;
+            }
+            i += 1;
+        }
+        let mut k = 1;
+        while let Some(id) = c.param(&format!("InstanceConnectEndpointId.{k}")) {
+            ids.push(id.to_string());
+            k += 1;
+        }
+        let items: String = endpoints
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| vpcs.is_empty() || vpcs.contains(&e.vpc))
+            .filter(|e| ids.is_empty() || ids.contains(&e.id))
+            .map(Described::xml)
+            .collect();
+        Some(Reply {
+            status: 200,
+            content_type: "text/xml;charset=UTF-8",
+            body: format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<DescribeInstanceConnectEndpointsResponse \
+                 xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><requestId>{}</requestId>\
+                 <instanceConnectEndpointSet>{items}</instanceConnectEndpointSet>\
+                 </DescribeInstanceConnectEndpointsResponse>",
+                request_id()
+            ),
+        })
+    });
+}
+
+/// How the stand-in's tunnel service runs.
+pub struct TunnelOptions {
+    /// The secret key it checks signatures with (the test's own, unless a test shows that a
+    /// wrong one is refused).
+    pub secret_key: String,
+    /// Seconds a tunnel lasts at most (AWS: an hour).
+    pub max_duration: u32,
+    /// Concurrent connections (AWS: 20).
+    pub cap: u32,
+}
+
+impl Default for TunnelOptions {
+    fn default() -> Self {
+        TunnelOptions {
+            secret_key: "testing".into(),
+            max_duration: 3600,
+            cap: 20,
+        }
+    }
+}
+
+/// The endpoint's tunnel service, running in the lab's proxy namespace.
+pub struct TunnelService {
+    pub id: String,
+    pub dns_name: String,
+    /// The CA bastion must trust (`AWS_CA_BUNDLE`).
+    pub ca: PathBuf,
+    /// The /etc/hosts bastion's processes see.
+    pub hosts: PathBuf,
+    pub log: PathBuf,
+}
+
+impl TunnelService {
+    /// Starts the service for endpoint `id` on the lab proxy's address, port 443.
+    pub fn start(lab: &mut NetLab, id: &str, o: TunnelOptions) -> TunnelService {
+        let dns_name =
+            format!("{id}.1a2b3c4d.ec2-instance-connect-endpoint.{REGION}.amazonaws.com");
+        let dir = lab.path("eice");
+        std::fs::create_dir_all(&dir).unwrap();
+        let (ca, cert, key) = certificates(&dir, &dns_name);
+        let hosts = dir.join("hosts");
+        std::fs::write(
+            &hosts,
+            format!(
+                "127.0.0.1 localhost\n::1 localhost\n{} {dns_name}\n",
+                lab.proxy_ip
+            ),
+        )
+        .unwrap();
+        let log = dir.join("log.jsonl");
+        let python = format!(
+            "{}/bin/python",
+            std::env::var("BASTION_VENV").unwrap_or_else(|_| "/var/tmp/bastion-venv".into())
+        );
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/eice_standin.py");
+        let listen = format!("{}:443", lab.proxy_ip);
+        let (max, cap) = (o.max_duration.to_string(), o.cap.to_string());
+        lab.spawn_in(
+            "proxy",
+            "eice",
+            &[
+                &python,
+                script,
+                "--listen",
+                &listen,
+                "--cert",
+                cert.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+                "--endpoint-id",
+                id,
+                "--region",
+                REGION,
+                "--access-key",
+                "testing",
+                "--secret-key",
+                &o.secret_key,
+                "--max-duration",
+                &max,
+                "--cap",
+                &cap,
+                "--log",
+                log.to_str().unwrap(),
+            ],
+        );
+        lab.wait_port("proxy", 443);
+        TunnelService {
+            id: id.into(),
+            dns_name,
+            ca,
+            hosts,
+            log,
+        }
+    }
+
+    /// Points `b`'s processes at this service as they would reach AWS's: the name in their
+    /// /etc/hosts, the CA in `AWS_CA_BUNDLE`.
+    pub fn reach_from(&self, b: &mut Bastion) {
+        b.hosts = Some(self.hosts.clone());
+        b.env
+            .push(("AWS_CA_BUNDLE".into(), self.ca.to_str().unwrap().into()));
+    }
+
+    /// The service's decisions so far, one JSON object each.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The events named `name`.
+    pub fn events_named(&self, name: &str) -> Vec<serde_json::Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["event"] == name)
+            .collect()
+    }
+}
+
+/// A CA and a server certificate for `dns_name` signed by it, made with openssl.
+fn certificates(dir: &std::path::Path, dns_name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let (ca_key, ca) = (dir.join("ca.key"), dir.join("ca.pem"));
+    let (key, csr, cert) = (
+        dir.join("server.key"),
+        dir.join("server.csr"),
+        dir.join("server.pem"),
+    );
+    let ext = dir.join("server.ext");
+    std::fs::write(
+        &ext,
+        format!(
+            "subjectAltName=DNS:{dns_name}\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n"
+        ),
+    )
+    .unwrap();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    let p = |x: &PathBuf| x.to_str().unwrap().to_string();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &p(&ca_key),
+        "-out",
+        &p(&ca),
+        "-days",
+        "2",
+        "-subj",
+        "/CN=bastion test endpoint CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &p(&key),
+        "-out",
+        &p(&csr),
+        "-subj",
+        "/CN=bastion test endpoint",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &p(&csr),
+        "-CA",
+        &p(&ca),
+        "-CAkey",
+        &p(&ca_key),
+        "-CAcreateserial",
+        "-out",
+        &p(&cert),
+        "-days",
+        "2",
+        "-extfile",
+        &p(&ext),
+    ]);
+    (ca, cert, key)
+}

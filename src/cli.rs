@@ -361,6 +361,10 @@ pub struct PolicyArgs {
     /// administrator made (`up --instance-profile`): no IAM write at all
     #[arg(long)]
     pub pre_provisioned: bool,
+    /// `user --cluster NAME` only: the way in to grant. `eice`: tunnels through the VPC's EC2
+    /// Instance Connect Endpoint to the head node's SSH port, and nothing of a proxy
+    #[arg(long, value_name = "WAY", value_parser = ["proxy", "eice"], default_value = "proxy")]
+    pub via: String,
 }
 
 #[derive(Debug, Clone, Args)]

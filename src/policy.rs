@@ -8,6 +8,7 @@ const DCV_LICENSE: &str = include_str!("../policies/dcv-license.json");
 const EC2_TRUST: &str = include_str!("../policies/ec2-trust.json");
 const PROXY_TAGS: &str = include_str!("../policies/proxy-tags.json");
 const BASTION_USER: &str = include_str!("../policies/bastion-user.json");
+const BASTION_USER_EICE: &str = include_str!("../policies/bastion-user-eice.json");
 const BASTION_OPERATOR: &str = include_str!("../policies/bastion-operator.json");
 
 /// IAM policy variables a document may keep: IAM fills them in per request. Every other `${...}`
@@ -187,6 +188,42 @@ pub fn user_policy(t: &Target, scope: &UserScope) -> Result<String, PolicyError>
             }
         }
     }
+    serde_json::to_string_pretty(&doc).map_err(|source| PolicyError::Invalid { name, source })
+}
+
+/// One cluster's way in through an EC2 Instance Connect Endpoint, as a teammate's policy names
+/// it.
+#[derive(Debug, Clone, Copy)]
+pub struct EndpointScope<'a> {
+    pub cluster: &'a str,
+    pub endpoint_id: &'a str,
+    pub head_node: &'a str,
+    pub head_ip: std::net::Ipv4Addr,
+}
+
+/// What a teammate needs to reach one cluster's head node through an EC2 Instance Connect
+/// Endpoint, and nothing else: find the head node and the endpoint, read the head node's
+/// console (its host keys), and open tunnels through that endpoint to the head node's IP, port
+/// 22, for at most an hour. No proxy, no one-time key, no address list: the identity is the
+/// gate, and the teammate's own key on the head node is the login.
+pub fn endpoint_user_policy(t: &Target, scope: &EndpointScope) -> Result<String, PolicyError> {
+    let name = "bastion-user-eice";
+    // Every value is checked to be an id, a cluster name or an address before it is written.
+    let word = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if ![scope.cluster, scope.endpoint_id, scope.head_node]
+        .iter()
+        .all(|s| word(s))
+    {
+        return Err(PolicyError::Placeholder { name });
+    }
+    let template = BASTION_USER_EICE
+        .replace("${CLUSTER}", scope.cluster)
+        .replace("${ENDPOINT}", scope.endpoint_id)
+        .replace("${HEAD_NODE}", scope.head_node)
+        .replace("${HEAD_IP}", &scope.head_ip.to_string());
+    let minified = render(name, &template, t)?;
+    let doc: Value =
+        serde_json::from_str(&minified).map_err(|source| PolicyError::Invalid { name, source })?;
     serde_json::to_string_pretty(&doc).map_err(|source| PolicyError::Invalid { name, source })
 }
 

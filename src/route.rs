@@ -241,7 +241,7 @@ async fn resolve_endpoint(
     ));
     let known_hosts = ctx.known_hosts();
     let head = find_head_node(cloud, cluster).await?;
-    let endpoints = eice::list(cloud, &head.vpc_id).await?;
+    let endpoints = eice::list(cloud, Some(&head.vpc_id)).await?;
     let endpoint = eice::choose(&endpoints, cluster, &head.vpc_id, Some(&head.subnet_id))?;
     if let Some(flag) = opts.operator_only.as_deref().or(proxy_flag(opts)) {
         return Err(RouteError::NoProxy {

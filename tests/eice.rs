@@ -357,3 +357,44 @@ async fn a_connection_past_the_endpoints_cap_is_told_so() {
     assert!(r.stderr.contains("at most 20 connections at once"), "{r:?}");
     assert!(first.running());
 }
+
+/// `status` shows the endpoint beside the proxies (none here), with the clusters it serves;
+/// `policy user --cluster demo --via eice` names that endpoint, the head node and its IP, and
+/// nothing of a proxy.
+#[tokio::test(flavor = "multi_thread")]
+async fn status_and_the_teammates_policy_name_the_endpoint() {
+    let w = eice_world_or_skip!(TunnelOptions::default());
+    let r = w.b.run(&["status", "--output", "json"]);
+    assert_eq!(r.status, 0, "{r:?}");
+    let v = r.json();
+    assert_eq!(v["bastions"].as_array().unwrap().len(), 0, "{r:?}");
+    let e = &v["endpoints"][0];
+    assert_eq!(e["endpoint_id"], ENDPOINT, "{r:?}");
+    assert_eq!(e["state"], "create-complete");
+    assert_eq!(e["clusters"], serde_json::json!([CLUSTER]));
+    let r = w.b.run(&["status", "--cluster", CLUSTER]);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(
+        r.stdout.contains(ENDPOINT) && r.stdout.contains("create-complete"),
+        "{r:?}"
+    );
+
+    let r =
+        w.b.run(&["policy", "user", "--cluster", CLUSTER, "--via", "eice"]);
+    assert_eq!(r.status, 0, "{r:?}");
+    let doc: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let text = doc.to_string();
+    assert!(
+        text.contains(&format!("instance-connect-endpoint/{ENDPOINT}")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("{}/32", w.lab.head_ip)), "{text}");
+    assert!(text.contains(&format!("instance/{}", w.head_id)), "{text}");
+    assert!(
+        !text.contains("SendSSHPublicKey") && !text.contains("StartInstances"),
+        "{text}"
+    );
+    let r = w.b.run(&["policy", "user", "--via", "eice"]);
+    assert_eq!(r.status, 2, "{r:?}");
+    assert!(r.stderr.contains("--via eice applies to"), "{r:?}");
+}

@@ -61,6 +61,10 @@ fn documents_are_valid_json_within_iam_limits() {
             ("bastion-operator", operator_policy(&t, false).unwrap()),
             ("bastion-operator-pre", operator_policy(&t, true).unwrap()),
             ("bastion-proxy-boundary", boundary_policy(&t).unwrap()),
+            // Not the endpoint user's policy (`policy user --via eice`): parliament 1.6.4 stops
+            // with an exception on any condition on ec2-instance-connect:maxTunnelDuration (its
+            // data spells the key two ways). The evaluator judges that document instead
+            // (a_teammate_may_open_a_tunnel_to_the_head_nodes_ssh_port_and_nothing_more).
         ] {
             let v: serde_json::Value = serde_json::from_str(&doc).unwrap();
             assert_eq!(v["Version"], "2012-10-17");
@@ -160,6 +164,10 @@ fn identity_policies_are_clean_under_parliament() {
             ("bastion-operator", operator_policy(&t, false).unwrap()),
             ("bastion-operator-pre", operator_policy(&t, true).unwrap()),
             ("bastion-proxy-boundary", boundary_policy(&t).unwrap()),
+            // Not the endpoint user's policy (`policy user --via eice`): parliament 1.6.4 stops
+            // with an exception on any condition on ec2-instance-connect:maxTunnelDuration (its
+            // data spells the key two ways). The evaluator judges that document instead
+            // (a_teammate_may_open_a_tunnel_to_the_head_nodes_ssh_port_and_nothing_more).
         ] {
             std::fs::write(dir.path().join(format!("{partition}-{name}.json")), doc).unwrap();
         }
@@ -786,5 +794,117 @@ fn the_boundary_holds_a_role_to_what_the_proxy_has() {
         "create an admin role",
     ] {
         assert_ne!(is(denied), "Allowed", "{denied}");
+    }
+}
+
+/// A teammate's policy for the endpoint path (`policy user --cluster NAME --via eice`), judged
+/// by the evaluator: a tunnel through the cluster's endpoint to the head node's IP on port 22
+/// for up to an hour, and nothing else: not port 8443 or 3389, not another IP, not another
+/// endpoint, not without a duration the condition can check; and nothing of a proxy.
+#[test]
+fn a_teammate_may_open_a_tunnel_to_the_head_nodes_ssh_port_and_nothing_more() {
+    let t = aws_target();
+    let endpoint = "eice-0123456789abcdef0";
+    let doc = bastion::policy::endpoint_user_policy(
+        &t,
+        &bastion::policy::EndpointScope {
+            cluster: "demo",
+            endpoint_id: endpoint,
+            head_node: HEAD,
+            head_ip: "10.0.1.10".parse().unwrap(),
+        },
+    )
+    .unwrap();
+    let tunnel = |name: &str, eice: &str, ip: &str, port: &str, duration: Option<&str>| {
+        let mut context = serde_json::json!({
+            "ec2-instance-connect:remotePort": port,
+            "ec2-instance-connect:privateIpAddress": ip,
+        });
+        if let Some(d) = duration {
+            context["ec2-instance-connect:maxTunnelDuration"] = d.into();
+        }
+        (
+            name.to_string(),
+            "ec2-instance-connect:OpenTunnel",
+            arn("instance-connect-endpoint", eice),
+            context,
+        )
+    };
+    let other = "eice-0fffffffffffffff0";
+    let requests = vec![
+        tunnel(
+            "head, 22, an hour",
+            endpoint,
+            "10.0.1.10",
+            "22",
+            Some("3600"),
+        ),
+        tunnel(
+            "head, 22, a minute",
+            endpoint,
+            "10.0.1.10",
+            "22",
+            Some("60"),
+        ),
+        tunnel("head, 8443", endpoint, "10.0.1.10", "8443", Some("3600")),
+        tunnel("head, 3389", endpoint, "10.0.1.10", "3389", Some("3600")),
+        tunnel("another IP", endpoint, "10.0.1.11", "22", Some("3600")),
+        tunnel("another endpoint", other, "10.0.1.10", "22", Some("3600")),
+        tunnel("no duration", endpoint, "10.0.1.10", "22", None),
+        (
+            "a key to the head node".to_string(),
+            "ec2-instance-connect:SendSSHPublicKey",
+            arn("instance", HEAD),
+            serde_json::json!({ "ec2:osuser": "ec2-user" }),
+        ),
+        (
+            "the head node's console".to_string(),
+            "ec2:GetConsoleOutput",
+            arn("instance", HEAD),
+            serde_json::json!({ "aws:ResourceTag/parallelcluster:cluster-name": "demo" }),
+        ),
+        (
+            "another instance's console".to_string(),
+            "ec2:GetConsoleOutput",
+            arn("instance", PROXY),
+            serde_json::json!({ "aws:ResourceTag/parallelcluster:cluster-name": "demo" }),
+        ),
+        (
+            "a rule on the head node's group".to_string(),
+            "ec2:AuthorizeSecurityGroupIngress",
+            arn("security-group", HEAD_GROUP),
+            serde_json::json!({}),
+        ),
+        (
+            "start an instance".to_string(),
+            "ec2:StartInstances",
+            arn("instance", HEAD),
+            serde_json::json!({}),
+        ),
+    ];
+    let principal = format!("arn:aws:iam::{ACCOUNT}:user/alice");
+    let Some(d) = evaluate(std::slice::from_ref(&doc), &principal, &requests) else {
+        return;
+    };
+    for allowed in [
+        "head, 22, an hour",
+        "head, 22, a minute",
+        "the head node's console",
+    ] {
+        assert_eq!(d.is(allowed), "Allowed", "{allowed}");
+    }
+    for denied in [
+        "head, 8443",
+        "head, 3389",
+        "another IP",
+        "another endpoint",
+        "no duration",
+        "a key to the head node",
+        "another instance's console",
+        "a rule on the head node's group",
+        "start an instance",
+    ] {
+        assert_ne!(d.is(denied), "missing", "{denied}");
+        assert_ne!(d.is(denied), "Allowed", "{denied}");
     }
 }

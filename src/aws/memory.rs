@@ -286,12 +286,15 @@ impl Network for Memory {
     async fn vpc_dns(&self, _vpc_id: &str) -> AwsResult<(bool, bool)> {
         Ok((true, true))
     }
-    async fn instance_connect_endpoints(&self, vpc_id: &str) -> AwsResult<Vec<ConnectEndpoint>> {
+    async fn instance_connect_endpoints(
+        &self,
+        vpc_id: Option<&str>,
+    ) -> AwsResult<Vec<ConnectEndpoint>> {
         Ok(self
             .lock()
             .connect_endpoints
             .iter()
-            .filter(|e| e.vpc_id == vpc_id)
+            .filter(|e| vpc_id.is_none_or(|v| e.vpc_id == v))
             .cloned()
             .collect())
     }

@@ -198,8 +198,12 @@ pub trait Network: Send + Sync {
     ) -> AwsResult<Vec<String>>;
     async fn revoke_ingress(&self, group_id: &str, rule_ids: &[String]) -> AwsResult<()>;
     async fn create_vpc_endpoint(&self, spec: &EndpointSpec) -> AwsResult<String>;
-    /// The EC2 Instance Connect Endpoints of a VPC, whatever their state.
-    async fn instance_connect_endpoints(&self, vpc_id: &str) -> AwsResult<Vec<ConnectEndpoint>>;
+    /// The EC2 Instance Connect Endpoints of a VPC (of the region with `None`), whatever their
+    /// state.
+    async fn instance_connect_endpoints(
+        &self,
+        vpc_id: Option<&str>,
+    ) -> AwsResult<Vec<ConnectEndpoint>>;
     /// The `wss://` URL that opens `request`'s tunnel, presigned (SigV4, in the query, valid
     /// 60 s) with the caller's credentials for `ec2-instance-connect:OpenTunnel`. No call to AWS:
     /// the endpoint checks the signature when the URL is used.

@@ -19,6 +19,10 @@ pub enum PolicyUsage {
     ClusterNeeded,
     #[error("--pre-provisioned applies to `bastion policy operator`")]
     NotOperator,
+    #[error(
+        "--via eice applies to `bastion policy user --cluster NAME`: the policy names one endpoint and one head node"
+    )]
+    EndpointNeedsCluster,
 }
 impl crate::exit::ExitStatus for PolicyUsage {
     fn exit_status(&self) -> Option<u8> {
@@ -35,6 +39,15 @@ pub async fn run(ctx: &Context, args: PolicyArgs) -> anyhow::Result<()> {
     };
     if args.pre_provisioned && args.role != PolicyRole::Operator {
         return Err(PolicyUsage::NotOperator.into());
+    }
+    if args.via == "eice" {
+        let (PolicyRole::User, Some(cluster)) = (args.role, args.cluster.as_deref()) else {
+            return Err(PolicyUsage::EndpointNeedsCluster.into());
+        };
+        let document = endpoint_user(ctx, &target, cluster).await?;
+        ctx.progress.finish();
+        crate::ui::print_text(document);
+        return Ok(());
     }
     let document = match (args.role, args.cluster.as_deref()) {
         (PolicyRole::Operator, None) => policy::operator_policy(&target, args.pre_provisioned)?,
@@ -109,4 +122,46 @@ pub async fn run(ctx: &Context, args: PolicyArgs) -> anyhow::Result<()> {
     // The document is the result, in either output format: it is JSON already.
     crate::ui::print_text(document);
     Ok(())
+}
+
+/// `policy user --cluster NAME --via eice`: the cluster's endpoint and head node, by id.
+async fn endpoint_user(
+    ctx: &Context,
+    target: &Target<'_>,
+    cluster: &str,
+) -> anyhow::Result<String> {
+    let cloud = ctx.cloud.as_ref();
+    ctx.progress
+        .phase(format!("finding the head node of cluster {cluster}"));
+    let head = find_head_node(cloud, cluster).await?;
+    let head_ip: std::net::Ipv4Addr = head
+        .instance
+        .private_ip
+        .as_deref()
+        .and_then(|ip| ip.parse().ok())
+        .ok_or_else(|| crate::route::RouteError::NoHeadIp {
+            cluster: cluster.into(),
+            instance: head.instance.id.clone(),
+        })?;
+    ctx.progress.phase(format!(
+        "finding the EC2 Instance Connect Endpoint of {}",
+        head.vpc_id
+    ));
+    let endpoints = crate::eice::list(cloud, Some(&head.vpc_id)).await?;
+    let endpoint = crate::eice::choose(&endpoints, cluster, &head.vpc_id, Some(&head.subnet_id))?;
+    ctx.progress.note(format!(
+        "for cluster {cluster}: tunnels through {} to its head node {} ({head_ip}) port 22 \
+         alone, an hour at most each; render it again if the endpoint or the head node is \
+         replaced (they are named by id)",
+        endpoint.id, head.instance.id
+    ));
+    Ok(policy::endpoint_user_policy(
+        target,
+        &policy::EndpointScope {
+            cluster,
+            endpoint_id: &endpoint.id,
+            head_node: &head.instance.id,
+            head_ip,
+        },
+    )?)
 }

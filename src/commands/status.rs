@@ -10,6 +10,10 @@ use crate::aws::NOT_TERMINATED;
 use crate::cli::StatusArgs;
 use crate::context::Context;
 use crate::footprint::{Expected, TAG_CLUSTER, TAG_DESKTOP, TAG_STATE};
+
+/// ParallelCluster's tags on a head node.
+const TAG_NODE_TYPE: &str = "parallelcluster:node-type";
+const TAG_CLUSTER_NAME: &str = "parallelcluster:cluster-name";
 use crate::proxy::{Lookalike, Search};
 use crate::ui::emit;
 use crate::values::parse_cluster_name;
@@ -26,10 +30,23 @@ pub struct BastionRow {
     pub instance_type: Option<String>,
 }
 
+/// An EC2 Instance Connect Endpoint in a VPC of a cluster in view: the other way in.
+#[derive(Debug, Serialize)]
+pub struct EndpointRow {
+    pub endpoint_id: String,
+    pub state: String,
+    pub vpc_id: String,
+    pub subnet_id: String,
+    /// The clusters whose head nodes are in its VPC (by their ParallelCluster tags).
+    pub clusters: Vec<String>,
+}
+
 #[derive(Debug, Serialize)]
 pub struct StatusResult {
     pub region: String,
     pub bastions: Vec<BastionRow>,
+    /// EC2 Instance Connect Endpoints (`connect --via eice`) in the VPCs of the clusters in view.
+    pub endpoints: Vec<EndpointRow>,
     /// Instances tagged `bastion:cluster` that are not a proxy bastion made.
     pub lookalikes: Vec<Lookalike>,
 }
@@ -37,6 +54,31 @@ pub struct StatusResult {
 impl fmt::Display for StatusResult {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.table(f)?;
+        if !self.endpoints.is_empty() {
+            write!(
+                f,
+                "\n\nEC2 Instance Connect Endpoints (connect --via eice):\n"
+            )?;
+            let header = ["ENDPOINT", "STATE", "VPC", "SUBNET", "CLUSTERS"].map(String::from);
+            let rows: Vec<[String; 5]> = self
+                .endpoints
+                .iter()
+                .map(|e| {
+                    [
+                        e.endpoint_id.clone(),
+                        e.state.clone(),
+                        e.vpc_id.clone(),
+                        e.subnet_id.clone(),
+                        e.clusters
+                            .iter()
+                            .map(|c| crate::ui::printable(c))
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    ]
+                })
+                .collect();
+            write!(f, "{}", columns(&header, &rows))?;
+        }
         if !self.lookalikes.is_empty() {
             write!(
                 f,
@@ -87,28 +129,32 @@ impl StatusResult {
                 ]
             })
             .collect();
-        let mut widths = header.map(str::len);
-        for r in &rows {
-            for (w, c) in widths.iter_mut().zip(r) {
-                *w = (*w).max(c.len());
-            }
-        }
-        let line = |cells: &[String]| {
-            cells
-                .iter()
-                .zip(widths)
-                .map(|(c, w)| format!("{c:<w$}"))
-                .collect::<Vec<_>>()
-                .join("  ")
-                .trim_end()
-                .to_string()
-        };
-        write!(f, "{}", line(&header.map(String::from)))?;
-        for r in &rows {
-            write!(f, "\n{}", line(r))?;
-        }
-        Ok(())
+        write!(f, "{}", columns(&header.map(String::from), &rows))
     }
+}
+
+/// A table: left-aligned columns as wide as their widest cell, two spaces apart.
+fn columns<const N: usize>(header: &[String; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.clone().map(|h| h.len());
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: &[String; N]| {
+        cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    std::iter::once(line(header))
+        .chain(rows.iter().map(line))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 pub async fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
@@ -159,13 +205,71 @@ pub async fn run(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
             instance_type: i.instance_type,
         })
         .collect();
+    let endpoints = endpoints(ctx, args.cluster.as_deref()).await?;
     ctx.progress.finish();
     emit(
         ctx.output,
         &StatusResult {
             region: cloud.region().to_string(),
             bastions,
+            endpoints,
             lookalikes,
         },
     )
+}
+
+/// The endpoints in the VPCs of `cluster`'s head node, or of every head node in the region. An
+/// identity that may not describe endpoints sees none, and a log line says so.
+async fn endpoints(ctx: &Context, cluster: Option<&str>) -> anyhow::Result<Vec<EndpointRow>> {
+    let cloud = ctx.cloud.as_ref();
+    // (VPC, cluster) of the head nodes in view, by ParallelCluster's tags: shown, never obeyed.
+    let heads: Vec<(String, String)> = match cluster {
+        Some(c) => match crate::cluster::find_head_node(cloud, c).await {
+            Ok(h) => vec![(h.vpc_id, c.to_string())],
+            Err(e) => {
+                tracing::info!("no endpoints listed: {e}");
+                return Ok(Vec::new());
+            }
+        },
+        None => cloud
+            .instances_by_tags(&[(TAG_NODE_TYPE, "HeadNode")], NOT_TERMINATED)
+            .await?
+            .into_iter()
+            .filter_map(|i| Some((i.vpc_id.clone()?, i.tag(TAG_CLUSTER_NAME)?.to_string())))
+            .collect(),
+    };
+    if heads.is_empty() {
+        return Ok(Vec::new());
+    }
+    let vpc = match cluster {
+        Some(_) => heads.first().map(|(v, _)| v.as_str()),
+        None => None,
+    };
+    let found = match crate::eice::list(cloud, vpc).await {
+        Ok(found) => found,
+        Err(crate::eice::EiceError::Aws { source, .. }) if source.is_denied() => {
+            tracing::warn!("EC2 Instance Connect Endpoints not listed: {source}");
+            return Ok(Vec::new());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(found
+        .into_iter()
+        .filter_map(|e| {
+            let mut clusters: Vec<String> = heads
+                .iter()
+                .filter(|(v, _)| *v == e.vpc_id)
+                .map(|(_, c)| c.clone())
+                .collect();
+            clusters.sort();
+            clusters.dedup();
+            (!clusters.is_empty()).then(|| EndpointRow {
+                endpoint_id: e.id,
+                state: e.state.as_str().into(),
+                vpc_id: e.vpc_id,
+                subnet_id: e.subnet_id,
+                clusters,
+            })
+        })
+        .collect())
 }

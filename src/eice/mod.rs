@@ -209,20 +209,24 @@ pub fn fips_requested() -> bool {
     std::env::var("AWS_USE_FIPS_ENDPOINT").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 
-/// The endpoints of `vpc` that are not gone, parsed; one AWS describes oddly is an error, not
-/// skipped (something is wrong, and the user should hear of it).
-pub async fn list(cloud: &(impl Network + ?Sized), vpc: &str) -> Result<Vec<Endpoint>, EiceError> {
+/// The endpoints of `vpc` (of the region with `None`) that are not gone, parsed; one AWS
+/// describes oddly is an error, not skipped (something is wrong, and the user should hear of
+/// it).
+pub async fn list(
+    cloud: &(impl Network + ?Sized),
+    vpc: Option<&str>,
+) -> Result<Vec<Endpoint>, EiceError> {
     let raw = cloud
         .instance_connect_endpoints(vpc)
         .await
         .map_err(|source| EiceError::Aws {
-            vpc: vpc.into(),
+            vpc: vpc.unwrap_or("the region").into(),
             source,
         })?;
     let mut endpoints = Vec::new();
     for e in raw {
         let e = Endpoint::parse(e)?;
-        if e.vpc_id == vpc && !e.state.gone() {
+        if vpc.is_none_or(|v| e.vpc_id == v) && !e.state.gone() {
             endpoints.push(e);
         }
     }

@@ -102,6 +102,44 @@ async function checkPolicies(named) {
   }
 }
 
+// Where iam-data is wrong about an action, its entry per AWS's Service Authorization
+// Reference ("Actions, resources, and condition keys for Amazon EC2 Instance Connect"; see
+// FACTS.md section 13): iam-data lists OpenTunnel's one resource type twice (the simulator then
+// refuses every request, "multiple.resource.types") and none of its condition keys. Such a
+// request is checked here against the entry (its resource's ARN shape, each context key one
+// the entry names or a global aws: key), then evaluated unvalidated.
+const DATA_FIXES = {
+  'ec2-instance-connect:opentunnel': {
+    resource: /^arn:aws[a-z-]*:ec2:[a-z0-9-]+:\d{12}:instance-connect-endpoint\/[^/\s]+$/,
+    conditionKeys: [
+      'ec2-instance-connect:remoteport',
+      'ec2-instance-connect:privateipaddress',
+      'ec2-instance-connect:maxtunnelduration'
+    ]
+  }
+}
+
+async function evaluateFixed(fix, req, policies, account) {
+  const { action, resource, principal, context = {} } = req
+  if (!fix.resource.test(resource)) fail(`${action}: resource ${resource} is not of its resource type`)
+  for (const [key, value] of Object.entries(context)) {
+    const k = key.toLowerCase()
+    const global = k.startsWith('aws:') && (await typeForContextKey(key).catch(() => undefined)) !== undefined
+    const resourceTag = k.startsWith('aws:resourcetag/')
+    if (!fix.conditionKeys.includes(k) && !global && !resourceTag) {
+      fail(`context key ${key} is not available for ${action}`)
+    }
+    if (typeof value !== 'string') fail(`context key ${key} must be a string`)
+  }
+  return runUnsafeSimulation({
+    request: { principal, action, resource: { resource, accountId: account }, contextVariables: context },
+    identityPolicies: policies.identity,
+    ...(policies.boundary && { permissionBoundaryPolicies: policies.boundary }),
+    serviceControlPolicies: [],
+    resourceControlPolicies: []
+  }, {})
+}
+
 const REQUEST_FIELDS = new Set(['name', 'action', 'resource', 'principal', 'context', 'account'])
 const PRINCIPAL_ARN = /^arn:aws[a-z-]*:(?:iam|sts)::(\d{12}):\S+$/
 
@@ -121,6 +159,9 @@ async function evaluate(req, policies) {
   // The simulator silently keeps only the first element of an array given for a
   // single-valued key, and wraps a string given for a multi-valued one; require
   // the right shape instead.
+  const fix = DATA_FIXES[action.toLowerCase()]
+  if (fix) return evaluateFixed(fix, req, policies, account)
+
   const typed = {}
   const untyped = []
   for (const [key, value] of Object.entries(context)) {

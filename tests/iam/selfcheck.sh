@@ -108,5 +108,27 @@ fails "key that does not apply to the action" \
   "{\"policies\": {\"identity\": [$identity]}, \"requests\": [$(req r ec2:StartInstances "$inst" '{"ec2:osuser": "root"}')]}" \
   'not available'
 
+# OpenTunnel, whose iam-data entry evaluate.mjs corrects (DATA_FIXES): its condition keys
+# count, and a key it does not have fails.
+eice="arn:aws:ec2:us-east-1:$acct:instance-connect-endpoint/eice-0123"
+tunnel='{"Version": "2012-10-17", "Statement": [
+  {"Effect": "Allow", "Action": "ec2-instance-connect:OpenTunnel", "Resource": "'"$eice"'",
+   "Condition": {"NumericEquals": {"ec2-instance-connect:remotePort": "22"},
+                 "IpAddress": {"ec2-instance-connect:privateIpAddress": "10.0.0.10/32"}}}]}'
+tunnels="[
+  $(req t22 ec2-instance-connect:OpenTunnel "$eice" '{"ec2-instance-connect:remotePort": "22", "ec2-instance-connect:privateIpAddress": "10.0.0.10"}'),
+  $(req t80 ec2-instance-connect:OpenTunnel "$eice" '{"ec2-instance-connect:remotePort": "80", "ec2-instance-connect:privateIpAddress": "10.0.0.10"}'),
+  $(req tip ec2-instance-connect:OpenTunnel "$eice" '{"ec2-instance-connect:remotePort": "22", "ec2-instance-connect:privateIpAddress": "10.0.0.11"}')
+]"
+rc=0
+out=$(node evaluate.mjs <<<"{\"policies\": {\"identity\": [$tunnel], \"boundary\": null}, \"requests\": $tunnels}") || rc=$?
+check "evaluate.mjs exits 0 on OpenTunnel requests (rc=$rc)" test "$rc" = 0
+expect "$out" t22 Allowed
+expect "$out" t80 ImplicitlyDenied
+expect "$out" tip ImplicitlyDenied
+fails "a key OpenTunnel does not have" \
+  "{\"policies\": {\"identity\": [$tunnel]}, \"requests\": [$(req r ec2-instance-connect:OpenTunnel "$eice" '{"ec2:osuser": "root"}')]}" \
+  'not available'
+
 echo "selfcheck: $passed passed, $failed failed"
 [[ $failed == 0 ]]

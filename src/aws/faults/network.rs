@@ -111,7 +111,10 @@ impl<C: Network> Network for Faulty<C> {
         )
     }
 
-    async fn instance_connect_endpoints(&self, vpc_id: &str) -> AwsResult<Vec<ConnectEndpoint>> {
+    async fn instance_connect_endpoints(
+        &self,
+        vpc_id: Option<&str>,
+    ) -> AwsResult<Vec<ConnectEndpoint>> {
         self.inner.instance_connect_endpoints(vpc_id).await
     }
 

@@ -271,12 +271,15 @@ impl Network for SdkCloud {
             .to_string())
     }
 
-    async fn instance_connect_endpoints(&self, vpc_id: &str) -> AwsResult<Vec<ConnectEndpoint>> {
+    async fn instance_connect_endpoints(
+        &self,
+        vpc_id: Option<&str>,
+    ) -> AwsResult<Vec<ConnectEndpoint>> {
         let mut found = Vec::new();
         let mut pages = self
             .ec2
             .describe_instance_connect_endpoints()
-            .filters(filter("vpc-id", &[vpc_id]))
+            .set_filters(vpc_id.map(|v| vec![filter("vpc-id", &[v])]))
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {

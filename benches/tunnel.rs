@@ -10,7 +10,10 @@
 //! download streams through one forward (many busy channels: the window trade-off in
 //! src/ssh/client.rs); the latency of a small request while 8 streams run; connection setup time
 //! (`connect -- true` against `ssh -J ... true`, the operator's and a teammate's); peak RSS with 50
-//! open forwarded connections; the soak (`BASTION_BENCH_CASES=soak`).
+//! open forwarded connections; the soak (`BASTION_BENCH_CASES=soak`); the two ways in side by
+//! side (`BASTION_BENCH_CASES=eice`): download, upload and setup through the EC2 Instance Connect
+//! Endpoint stand-in (tests/eice_standin.py, Python: its figures are the stand-in's, not AWS's)
+//! against the proxy, both bastion.
 
 #![allow(
     clippy::unwrap_used,
@@ -596,6 +599,9 @@ fn main() {
     if wanted("soak", "") {
         soak(&s, &direct);
     }
+    if wanted("eice", "") {
+        rt.block_on(ways_in(&mut s, &direct));
+    }
 
     // Setup time: connect and run `true` on the head node (see setup_medians).
     let config = s.ssh_config(&direct);
@@ -692,4 +698,109 @@ fn main() {
         ssh_setup,
         ratio(teammate_setup, ssh_setup)
     );
+}
+
+/// The two ways in, both bastion: through the EC2 Instance Connect Endpoint stand-in against
+/// through the proxy, on loopback. Download, upload (a fresh forward per round, the ways taking
+/// turns) and setup (`connect -- true`).
+async fn ways_in(s: &mut Setup, direct: &str) {
+    let saved = (s.w.b.endpoint.clone(), s.w.b.env.clone());
+    let _attached = common::endpoint::attach(
+        &mut s.w.lab,
+        &mut s.w.b,
+        &s.w.aws.ec2,
+        &s.w.moto.url,
+        &s.w.head_id,
+    )
+    .await;
+    let key = s.w.cluster_key.to_str().unwrap().to_string();
+    let eice_args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "connect",
+            "--cluster",
+            CLUSTER,
+            "--via",
+            "eice",
+            "--user",
+            "root",
+            "-i",
+            &key,
+            "-q",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        v.extend(extra.iter().map(|a| a.to_string()));
+        v
+    };
+    let proxy_args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = s
+            .bastion_args(direct)
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        v.extend(["--via".to_string(), "proxy".to_string()]);
+        v.extend(extra.iter().map(|a| a.to_string()));
+        v
+    };
+    let forward = |eice: bool| -> (Tool, u16) {
+        let port = free_port();
+        let spec = format!("{port}:127.0.0.1:5201");
+        let args = if eice {
+            eice_args(&["-N", "-L", &spec])
+        } else {
+            proxy_args(&["-N", "-L", &spec])
+        };
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut cmd = s.w.b.command(&refs);
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        let child = cmd.spawn().unwrap();
+        wait_listening(port);
+        std::thread::sleep(Duration::from_secs(1));
+        let name = if eice { "endpoint" } else { "proxy" };
+        (Tool { name, child }, port)
+    };
+    for (case, reverse) in [("download MiB/s", true), ("upload MiB/s", false)] {
+        let mut figures = [Vec::new(), Vec::new()];
+        for round in 0..rounds() {
+            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            for i in order {
+                let (t, port) = forward(i == 0);
+                figures[i].push(iperf(port, reverse, 1));
+                drop(t);
+            }
+        }
+        let (e, p) = (median(&figures[0]), median(&figures[1]));
+        println!(
+            "{:<10} {case:<18} {e:>12.1} {p:>12.1} {:>8}   (endpoint stand-in vs proxy, both bastion; range {} / {})",
+            "eice",
+            ratio(e, p),
+            range(&figures[0]),
+            range(&figures[1])
+        );
+    }
+    let status_of = |args: Vec<String>| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        s.w.b
+            .command(&refs)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|st| st.success())
+            .unwrap_or(false)
+    };
+    let first = status_of(eice_args(&["--", "true"]));
+    assert!(first, "the first connect through the endpoint failed");
+    let (e, p) = setup_medians(&|| status_of(eice_args(&["--", "true"])), &|| {
+        status_of(proxy_args(&["--", "true"]))
+    });
+    println!(
+        "{:<10} {:<18} {e:>12.0} {p:>12.0} {:>8}   (endpoint stand-in vs proxy: a presigned TLS WebSocket against an outer SSH session)",
+        "eice",
+        "setup ms",
+        ratio(e, p)
+    );
+    (s.w.b.endpoint, s.w.b.env) = saved;
+    s.w.b.hosts = None;
 }

@@ -11,7 +11,9 @@ pub fn init(verbose: u8, quiet: bool) {
         (false, 0) => "warn",
         (false, 1) => "warn,bastion=info",
         (false, 2) => "info,bastion=debug",
-        (false, _) => "debug,bastion=trace",
+        // The WebSocket and SigV4 crates log requests at debug and trace, and the endpoint's
+        // tunnel URL is a credential for 60 s: they stay at info.
+        (false, _) => "debug,bastion=trace,tungstenite=info,tokio_tungstenite=info,aws_sigv4=info",
     };
     let filter = EnvFilter::try_from_env("BASTION_LOG").unwrap_or_else(|_| EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()

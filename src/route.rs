@@ -21,7 +21,7 @@ use crate::wait::{Goal, wait_for};
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
     #[error(
-        "cluster '{cluster}' has no bastion in {region}. Create one with `bastion up --cluster {cluster}`{}",
+        "cluster '{cluster}' has no bastion in {region}. Create one with `bastion up --cluster {cluster}`, or reach the head node through an EC2 Instance Connect Endpoint in its VPC (`--via eice`){}",
         lookalikes_note(lookalikes)
     )]
     NoBastion {
@@ -200,16 +200,25 @@ pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyho
                 return proxy;
             }
             match resolve_endpoint(ctx, cluster, opts, false).await {
-                // Neither way exists: the proxy's error, which says how to make either.
+                Ok(route) => Ok(route),
+                // An endpoint that is there but unusable, or a flag it cannot serve: said.
                 Err(e)
                     if matches!(
                         e.downcast_ref::<EiceError>(),
-                        Some(EiceError::NoEndpoint { .. })
+                        Some(EiceError::NotReady { .. } | EiceError::Malformed(_))
+                    ) || matches!(
+                        e.downcast_ref::<RouteError>(),
+                        Some(RouteError::NoProxy { .. })
                     ) =>
                 {
+                    Err(e)
+                }
+                // No endpoint either (or no cluster, or no way to look): the proxy's error,
+                // which says how to make one.
+                Err(e) => {
+                    tracing::info!("no EC2 Instance Connect Endpoint either: {e:#}");
                     proxy
                 }
-                other => other,
             }
         }
     }

@@ -522,3 +522,41 @@ async fn a_teammate_without_the_proxy_key_opens_the_desktop() {
         "the teammate has no proxy key"
     );
 }
+
+/// The head node's desktop through the EC2 Instance Connect Endpoint (`--via eice`): the URL
+/// works, and the only tunnel into the lab was the endpoint stand-in's.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_head_nodes_desktop_through_the_endpoint() {
+    if require_tool("openssl", &[]).is_none() {
+        return;
+    }
+    let mut w = world_or_skip!();
+    start_head_dcv(&mut w);
+    let attached =
+        common::endpoint::attach(&mut w.lab, &mut w.b, &w.aws.ec2, &w.moto.url, &w.head_id).await;
+    let key = w.cluster_key.to_str().unwrap().to_string();
+    let args = [
+        "connect",
+        "--cluster",
+        CLUSTER,
+        "--via",
+        "eice",
+        "--user",
+        "root",
+        "-i",
+        &key,
+        "--dcv",
+        "--show-url",
+        "--output",
+        "json",
+    ];
+    let (mut child, out) = spawn_lines(&w.b, &args);
+    let first = next_url(&out, &mut child);
+    assert_eq!(first["session_id"], SESSION);
+    let url = first["url"].as_str().unwrap().to_string();
+    assert_eq!(fetch(&url).await, 200, "the URL works through the endpoint");
+    stop(child, &out);
+    let opened = attached.service.events_named("open");
+    assert_eq!(opened.len(), 1, "{:?}", attached.service.events());
+    assert_eq!(opened[0]["ip"], w.lab.head_ip.as_str());
+}

@@ -398,3 +398,64 @@ async fn status_and_the_teammates_policy_name_the_endpoint() {
     assert_eq!(r.status, 2, "{r:?}");
     assert!(r.stderr.contains("--via eice applies to"), "{r:?}");
 }
+
+/// `doctor --cluster` checks the endpoint beside the rest: its state, its group's egress to the
+/// head node on 22, and the head node's ingress from it, with the command that fixes each; once
+/// the rule is added, the check passes.
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_checks_the_endpoints_way_to_the_head_node() {
+    let w = eice_world_or_skip!(TunnelOptions::default());
+    let find = |v: &serde_json::Value, id: &str| -> serde_json::Value {
+        // The report, or (when it finds problems) its checks alone.
+        v.get("checks")
+            .unwrap_or(v)
+            .as_array()
+            .unwrap_or_else(|| panic!("no checks in {v}"))
+            .iter()
+            .find(|c| c["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no check {id} in {v}"))
+    };
+    let r =
+        w.b.run(&["doctor", "--cluster", CLUSTER, "--output", "json"]);
+    let v = r.json();
+    assert_eq!(find(&v, "eice.state")["status"], "ok", "{r:?}");
+    // The endpoint sits in the head node's group, whose egress is moto's allow-all.
+    assert_eq!(find(&v, "eice.egress")["status"], "ok", "{r:?}");
+    // The head node admits SSH from 203.0.113.0/24 only: not from the endpoint.
+    let ingress = find(&v, "eice.head-node-ingress");
+    assert_eq!(ingress["status"], "problem", "{r:?}");
+    let head_sg = w.endpoints.lock().unwrap()[0].groups[0].clone();
+    assert!(
+        ingress["fix"].as_str().unwrap().contains(&format!(
+            "--group-id {head_sg} --protocol tcp --port 22 --source-group {head_sg}"
+        )),
+        "{ingress}"
+    );
+    w.aws
+        .ec2
+        .authorize_security_group_ingress()
+        .group_id(&head_sg)
+        .ip_permissions(
+            aws_sdk_ec2::types::IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(22)
+                .to_port(22)
+                .user_id_group_pairs(
+                    aws_sdk_ec2::types::UserIdGroupPair::builder()
+                        .group_id(&head_sg)
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let r =
+        w.b.run(&["doctor", "--cluster", CLUSTER, "--output", "json"]);
+    assert_eq!(
+        find(&r.json(), "eice.head-node-ingress")["status"],
+        "ok",
+        "{r:?}"
+    );
+}

@@ -10,7 +10,7 @@ use crate::aws::{EndpointSpec, Network, Source, Tag};
 use crate::cli::DoctorArgs;
 use crate::cluster::{find_head_node, route_table_of};
 use crate::context::Context;
-use crate::doctor::{self, BastionFacts, Check, Facts, Status};
+use crate::doctor::{self, BastionFacts, Check, EiceFacts, Facts, Status};
 use crate::footprint::{Expected, TAG_DOCTOR};
 use crate::proxy::{self};
 use crate::ui::OutputFormat;
@@ -99,9 +99,15 @@ async fn gather(ctx: &Context, args: &DoctorArgs) -> anyhow::Result<Facts> {
         _ => Vec::new(),
     };
     let mut head_groups = Vec::new();
+    let mut head_ip = None;
     let subnet_id = match (&args.cluster, &args.subnet) {
         (Some(cluster), _) => {
             let head = find_head_node(cloud, cluster).await?;
+            head_ip = head
+                .instance
+                .private_ip
+                .as_deref()
+                .and_then(|ip| ip.parse::<std::net::Ipv4Addr>().ok());
             cluster_groups.extend(head.instance.security_group_ids.iter().cloned());
             head_groups = cloud
                 .security_groups(&head.instance.security_group_ids)
@@ -153,6 +159,26 @@ async fn gather(ctx: &Context, args: &DoctorArgs) -> anyhow::Result<Facts> {
             head_groups: head_groups.clone(),
         });
     }
+    // The VPC's EC2 Instance Connect Endpoints, each with its groups and its subnet's CIDR. Where
+    // they cannot be listed (an identity that may not, an endpoint that lacks the call), no rows
+    // and a warning.
+    let mut instance_connect = Vec::new();
+    match crate::eice::list(cloud, Some(&vpc_id)).await {
+        Ok(found) => {
+            for endpoint in found {
+                let groups = cloud.security_groups(&endpoint.security_group_ids).await?;
+                let subnet_cidr = cloud.subnet(&endpoint.subnet_id).await?.map(|s| s.cidr);
+                instance_connect.push(EiceFacts {
+                    endpoint,
+                    groups,
+                    subnet_cidr,
+                    head: head_ip.map(|ip| (ip, head_groups.clone())),
+                });
+            }
+        }
+        // The rest of the checklist stands without them: said, not fatal.
+        Err(e) => tracing::warn!("the VPC's EC2 Instance Connect Endpoints are not checked: {e}"),
+    }
     // Every subnet the config names, as AWS knows it: one in another VPC, or none, is a problem.
     let mut config_subnets = Vec::new();
     if let Some(Ok(c)) = &config {
@@ -188,6 +214,7 @@ async fn gather(ctx: &Context, args: &DoctorArgs) -> anyhow::Result<Facts> {
         cluster_groups,
         config,
         bastion,
+        instance_connect,
     })
 }
 

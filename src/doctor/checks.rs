@@ -494,6 +494,98 @@ pub fn run_checks(f: &Facts) -> Vec<Check> {
     if let Some(b) = &f.bastion {
         out.extend(bastion_checks(b, &f.route_tables));
     }
+    for e in &f.instance_connect {
+        out.extend(eice_checks(e));
+    }
+    out
+}
+
+/// The endpoint's state; with the head node known, its group's egress to the head node on 22
+/// and the head node's ingress from it.
+fn eice_checks(e: &EiceFacts) -> Vec<Check> {
+    use crate::eice::State;
+    let id = &e.endpoint.id;
+    let mut out = vec![match e.endpoint.state {
+        s if s.usable() => check(
+            "eice.state",
+            Status::Ok,
+            format!("the EC2 Instance Connect Endpoint {id} is {}", s.as_str()),
+            "",
+        ),
+        State::CreateInProgress => check(
+            "eice.state",
+            Status::Warning,
+            format!("the EC2 Instance Connect Endpoint {id} is still being created"),
+            "wait a few minutes (`bastion status` shows its state)",
+        ),
+        s => check(
+            "eice.state",
+            Status::Problem,
+            format!(
+                "the EC2 Instance Connect Endpoint {id} is {}{}",
+                s.as_str(),
+                e.endpoint
+                    .state_message
+                    .as_deref()
+                    .map(|m| format!(" ({})", crate::ui::printable(m)))
+                    .unwrap_or_default()
+            ),
+            format!(
+                "delete it (`aws ec2 delete-instance-connect-endpoint --instance-connect-endpoint-id {id}`) and create it again"
+            ),
+        ),
+    }];
+    let Some((head_ip, head_groups)) = &e.head else {
+        return out;
+    };
+    let head_group_ids: Vec<&str> = head_groups.iter().map(|g| g.id.as_str()).collect();
+    let egress = e.groups.iter().flat_map(|g| &g.egress).any(|r| {
+        r.covers_tcp_port(22)
+            && match &r.source {
+                Source::Group(g) => head_group_ids.contains(&g.as_str()),
+                Source::Cidr(c) => c
+                    .parse::<ipnet::Ipv4Net>()
+                    .is_ok_and(|n| n.contains(head_ip)),
+                Source::PrefixList(_) => false,
+            }
+    });
+    let first_group = e
+        .endpoint
+        .security_group_ids
+        .first()
+        .map(String::as_str)
+        .unwrap_or("its group");
+    let head_group = head_group_ids
+        .first()
+        .copied()
+        .unwrap_or("the head node's group");
+    out.push(if egress {
+        check("eice.egress", Status::Ok, format!("{id}'s group lets out tcp 22 to the head node"), "")
+    } else {
+        check(
+            "eice.egress",
+            Status::Problem,
+            format!("{id}'s security groups do not let out tcp 22 to the head node {head_ip}"),
+            format!("aws ec2 authorize-security-group-egress --group-id {first_group} --protocol tcp --port 22 --source-group {head_group}"),
+        )
+    });
+    let cidr = e.subnet_cidr.as_deref().unwrap_or("");
+    let ingress = e
+        .endpoint
+        .security_group_ids
+        .iter()
+        .any(|g| crate::cluster::admits_from(head_groups, 22, cidr, Some(g)))
+        || crate::cluster::admits_from(head_groups, 22, cidr, None);
+    out.push(if ingress {
+        check("eice.head-node-ingress", Status::Ok, format!("the head node admits tcp 22 from {id}"), "")
+    } else {
+        check(
+            "eice.head-node-ingress",
+            Status::Problem,
+            format!("the head node's groups do not admit tcp 22 from {id}"),
+            format!("aws ec2 authorize-security-group-ingress --group-id {head_group} --protocol tcp --port 22 --source-group {first_group}"),
+        )
+    });
     out
 }
 

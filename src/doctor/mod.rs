@@ -69,6 +69,19 @@ pub struct Facts {
     pub subnet_arg: Option<String>,
     pub config: Option<Result<ClusterConfig, String>>,
     pub bastion: Option<BastionFacts>,
+    /// The VPC's EC2 Instance Connect Endpoints (the way in with no inbound port).
+    pub instance_connect: Vec<EiceFacts>,
+}
+
+/// An EC2 Instance Connect Endpoint of the VPC, and what it needs to reach the head node.
+#[derive(Debug, Clone)]
+pub struct EiceFacts {
+    pub endpoint: crate::eice::Endpoint,
+    pub groups: Vec<SecurityGroup>,
+    /// Its subnet's CIDR (the source of its tunnels, without client IP preservation).
+    pub subnet_cidr: Option<String>,
+    /// The head node's IP and groups, with `--cluster`.
+    pub head: Option<(std::net::Ipv4Addr, Vec<SecurityGroup>)>,
 }
 
 #[derive(Debug, Clone)]

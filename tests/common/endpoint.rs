@@ -309,3 +309,55 @@ fn certificates(dir: &std::path::Path, dns_name: &str) -> (PathBuf, PathBuf, Pat
     ]);
     (ca, cert, key)
 }
+
+/// An endpoint in the VPC of a world's head node (`ENDPOINT`, create-complete, in its subnet):
+/// the front that describes it (now `b`'s AWS endpoint) and its tunnel service in the lab.
+pub struct Attached {
+    pub front: Front,
+    pub service: TunnelService,
+    pub endpoints: Endpoints,
+}
+
+/// The endpoint id the tests and the bench use.
+pub const ENDPOINT: &str = "eice-0123456789abcdef0";
+
+/// Describes an endpoint for `head_id`'s VPC and subnet (read from moto), serves its tunnel in
+/// `lab`, and points `b` at both.
+pub async fn attach(
+    lab: &mut NetLab,
+    b: &mut Bastion,
+    ec2: &aws_sdk_ec2::Client,
+    moto_url: &str,
+    head_id: &str,
+) -> Attached {
+    let described = ec2
+        .describe_instances()
+        .instance_ids(head_id)
+        .send()
+        .await
+        .unwrap();
+    let head = &described.reservations()[0].instances()[0];
+    let front = Front::start(moto_url).await;
+    let service = TunnelService::start(lab, ENDPOINT, TunnelOptions::default());
+    let endpoints: Endpoints = Arc::new(Mutex::new(vec![Described {
+        id: ENDPOINT.into(),
+        vpc: head.vpc_id().unwrap().into(),
+        subnet: head.subnet_id().unwrap().into(),
+        state: "create-complete".into(),
+        dns_name: service.dns_name.clone(),
+        groups: head
+            .security_groups()
+            .iter()
+            .filter_map(|g| g.group_id().map(str::to_string))
+            .collect(),
+        tags: Vec::new(),
+    }]));
+    serve_describe(&front, endpoints.clone());
+    b.endpoint = front.url.clone();
+    service.reach_from(b);
+    Attached {
+        front,
+        service,
+        endpoints,
+    }
+}

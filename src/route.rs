@@ -371,7 +371,7 @@ async fn resolve_proxy(ctx: &Context, cluster: &str, opts: &RouteOptions) -> any
     gated?;
     let proxy_trust = proxy_trust?;
     let (proxy_address, proxy_port) = match (&opts.bastion_address, &proxy.public_ip) {
-        (Some(a), _) => split_address(a),
+        (Some(a), _) => crate::values::split_address(a),
         (None, Some(ip)) => (ip.clone(), 22),
         (None, None) => return Err(RouteError::NoAddress { instance: proxy.id }.into()),
     };
@@ -575,41 +575,5 @@ async fn first_use_anchor(ctx: &Context, head: &str) -> FirstUse {
             ),
         },
         Err(e) => FirstUse::Unanchored(format!("its console output could not be read ({e})")),
-    }
-}
-
-/// `host`, `host:port`, `[v6]:port` -> (host, port); the port defaults to 22.
-pub fn split_address(a: &str) -> (String, u16) {
-    if let Some(rest) = a.strip_prefix('[')
-        && let Some((host, tail)) = rest.split_once(']')
-    {
-        let port = tail
-            .strip_prefix(':')
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(22);
-        return (host.to_string(), port);
-    }
-    match a.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') => match port.parse() {
-            Ok(p) => (host.to_string(), p),
-            Err(_) => (a.to_string(), 22),
-        },
-        _ => (a.to_string(), 22),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_address;
-
-    #[test]
-    fn addresses_take_an_optional_port() {
-        assert_eq!(split_address("10.0.0.1"), ("10.0.0.1".into(), 22));
-        assert_eq!(
-            split_address("vpn.example.org:2222"),
-            ("vpn.example.org".into(), 2222)
-        );
-        assert_eq!(split_address("[fd00::1]:2200"), ("fd00::1".into(), 2200));
-        assert_eq!(split_address("fd00::1"), ("fd00::1".into(), 22));
     }
 }

@@ -156,7 +156,7 @@ async fn stdio(
 ) -> anyhow::Result<()> {
     let route = route::resolve(ctx, cluster, opts).await?;
     let (host, port) = match to {
-        Some(a) => route::split_address(a),
+        Some(a) => crate::values::split_address(a),
         None => (route.head_ip.clone(), 22),
     };
     if (host.as_str(), port) != (route.head_ip.as_str(), 22) {

@@ -340,7 +340,7 @@ fn parse_proxy(url: &str) -> Option<ProxyServer> {
         Some((user, hp)) => (Some(user.to_string()), hp),
         None => (None, authority),
     };
-    let (host, port) = crate::route::split_address(hostport);
+    let (host, port) = crate::values::split_address(hostport);
     let port = if hostport.contains(':') { port } else { 80 };
     (!host.is_empty()).then_some(ProxyServer { host, port, basic })
 }

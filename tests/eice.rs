@@ -118,6 +118,29 @@ impl EiceWorld {
     fn connect(&self, extra: &[&str]) -> Run {
         self.b.run(&self.connect_args(extra))
     }
+
+    /// An echo service on the head node (localhost:9000 there) and `connect --via eice -N -L`
+    /// to it: the local port, and the running forward.
+    fn forward_to_echo(&mut self) -> (u16, Watched) {
+        self.lab.spawn_in(
+            "head",
+            "echo",
+            &[
+                "socat",
+                "-t30",
+                "TCP-LISTEN:9000,bind=127.0.0.1,fork,reuseaddr,backlog=128",
+                "EXEC:cat",
+            ],
+        );
+        let port = free_port();
+        let spec = format!("{port}:localhost:9000");
+        let cmd = self
+            .b
+            .command(&self.connect_args(&["--via", "eice", "-N", "-L", &spec]));
+        let child = Watched::start(cmd);
+        wait_listening(port);
+        (port, child)
+    }
 }
 
 /// A command on the head node, through the endpoint: chosen by `--via eice`, and by default when
@@ -215,22 +238,7 @@ async fn port_forwards_carry_256_mib_through_the_endpoint() {
         return;
     }
     let mut w = eice_world_or_skip!(TunnelOptions::default());
-    w.lab.spawn_in(
-        "head",
-        "echo",
-        &[
-            "socat",
-            "-t30",
-            "TCP-LISTEN:9000,bind=127.0.0.1,fork,reuseaddr,backlog=128",
-            "EXEC:cat",
-        ],
-    );
-    let port = free_port();
-    let spec = format!("{port}:localhost:9000");
-    let cmd =
-        w.b.command(&w.connect_args(&["--via", "eice", "-N", "-L", &spec]));
-    let mut child = Watched::start(cmd);
-    wait_listening(port);
+    let (port, mut child) = w.forward_to_echo();
     let big: Vec<u8> = (0..256u32 * 1024 * 1024 / 4)
         .flat_map(|i| i.wrapping_mul(2654435761).to_le_bytes())
         .collect();
@@ -303,21 +311,7 @@ async fn when_the_endpoint_ends_a_tunnel_forwards_reconnect_and_a_session_says_w
         max_duration: 3,
         ..TunnelOptions::default()
     });
-    w.lab.spawn_in(
-        "head",
-        "echo",
-        &[
-            "socat",
-            "TCP-LISTEN:9000,bind=127.0.0.1,fork,reuseaddr",
-            "EXEC:cat",
-        ],
-    );
-    let port = free_port();
-    let spec = format!("{port}:localhost:9000");
-    let cmd =
-        w.b.command(&w.connect_args(&["--via", "eice", "-N", "-L", &spec]));
-    let mut child = Watched::start(cmd);
-    wait_listening(port);
+    let (port, mut child) = w.forward_to_echo();
     assert_eq!(echo_through(port, b"before"), b"before");
     child.wait_stderr("reconnected to", 1, Duration::from_secs(60));
     assert!(

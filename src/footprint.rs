@@ -102,6 +102,46 @@ fn iam_name(full: &str) -> String {
     format!("{}{}", &full[..cut], suffix)
 }
 
+/// The name of the security group bastion gives the EC2 Instance Connect Endpoint it makes in
+/// `vpc_id`: one per VPC, as the endpoint is (clusters of one VPC share both).
+pub fn endpoint_group_name(vpc_id: &str) -> String {
+    format!("bastion-eice-{vpc_id}")
+}
+
+/// Its description: with the name, what only bastion writes.
+pub fn endpoint_group_description(vpc_id: &str) -> String {
+    format!(
+        "bastion EC2 Instance Connect Endpoint of {vpc_id}: SSH out to the head nodes it serves only"
+    )
+}
+
+/// Whether `g` is a security group bastion made for an EC2 Instance Connect Endpoint: a cluster
+/// tag, and the name and description bastion gives it in its VPC.
+pub fn owns_endpoint_group(g: &SecurityGroup) -> bool {
+    tag_value(&g.tags, TAG_CLUSTER).is_some()
+        && g.vpc_id.as_deref().is_some_and(|vpc| {
+            g.name == endpoint_group_name(vpc)
+                && g.description.as_deref() == Some(endpoint_group_description(vpc).as_str())
+        })
+}
+
+/// The clusters an endpoint group of bastion's serves: the groups its egress lets tcp 22 out to,
+/// one per head node group (bastion adds one for each cluster and removes it with the cluster).
+pub fn endpoint_users(g: &SecurityGroup) -> Vec<String> {
+    let mut users: Vec<String> = g
+        .egress
+        .iter()
+        .filter(|r| r.covers_tcp_port(22))
+        .filter_map(|r| match &r.source {
+            crate::aws::Source::Group(to) => Some(to.clone()),
+            _ => None,
+        })
+        .collect();
+    users.sort();
+    users.dedup();
+    users
+}
+
 /// What identifies the proxy of one cluster: the names bastion gives its resources, the
 /// caller's account, and the instance this machine's ledger records, if any.
 #[derive(Debug, Clone)]

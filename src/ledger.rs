@@ -48,6 +48,26 @@ pub enum Resource {
     Instance {
         id: String,
     },
+    /// The security group of an EC2 Instance Connect Endpoint bastion made (one per VPC).
+    EndpointGroup {
+        id: String,
+    },
+    /// An EC2 Instance Connect Endpoint bastion made, and its group.
+    InstanceConnectEndpoint {
+        id: String,
+        group_id: String,
+    },
+    /// An EC2 Instance Connect Endpoint someone else made, which `up --via eice` uses: never
+    /// removed, only named when the cluster's bastion goes.
+    FoundEndpoint {
+        id: String,
+    },
+    /// An egress rule on an endpoint's group: tcp `port` out to this cluster's head node group.
+    EgressRule {
+        group_id: String,
+        rule_ids: Vec<String>,
+        port: i32,
+    },
 }
 
 impl Resource {
@@ -72,6 +92,21 @@ impl Resource {
                 format!("role {role} in profile {profile}")
             }
             Resource::Instance { id } => format!("instance {id}"),
+            Resource::EndpointGroup { id } => format!("endpoint security group {id}"),
+            Resource::InstanceConnectEndpoint { id, .. } => {
+                format!("EC2 Instance Connect Endpoint {id}")
+            }
+            Resource::FoundEndpoint { id } => {
+                format!("EC2 Instance Connect Endpoint {id} (not made by bastion)")
+            }
+            Resource::EgressRule {
+                group_id,
+                rule_ids,
+                port,
+            } => format!(
+                "egress rule {} (tcp {port}) on {group_id}",
+                rule_ids.join(",")
+            ),
         }
     }
 }

@@ -118,6 +118,11 @@ impl BastionDir {
         self.dir.join("ledger.json")
     }
 
+    /// The ledger of what `up --via eice` created (the endpoint's part, apart from the proxy's).
+    pub fn endpoint_ledger(&self) -> PathBuf {
+        self.dir.join("ledger-eice.json")
+    }
+
     pub fn private_key(&self) -> PathBuf {
         self.dir.join(PRIVATE_KEY_FILE)
     }

@@ -21,6 +21,9 @@ pub struct Report {
     outcomes: Vec<Outcome>,
     /// Resources that carry bastion's tag but are not bastion's own: listed, never touched.
     pub spared: Vec<String>,
+    /// Bastion's own, kept because another cluster still uses it (an EC2 Instance Connect
+    /// Endpoint that clusters of one VPC share): each said once.
+    pub kept: Vec<String>,
     /// A sweep was refused for want of credentials or permission (exit 3, not 1).
     pub denied: bool,
 }
@@ -54,6 +57,9 @@ pub mod key {
     pub fn profile(name: &str) -> String {
         format!("profile:{name}")
     }
+    pub fn endpoint(id: &str) -> String {
+        format!("endpoint:{id}")
+    }
 }
 
 /// The key of a ledger entry.
@@ -71,6 +77,10 @@ fn resource_key(r: &Resource) -> String {
             format!("{}/role:{role}", key::profile(profile))
         }
         Resource::Instance { id } => key::instance(id),
+        Resource::EndpointGroup { id } => key::group(id),
+        Resource::InstanceConnectEndpoint { id, .. } => key::endpoint(id),
+        Resource::EgressRule { rule_ids, .. } => key::rule(&rule_ids.join(",")),
+        Resource::FoundEndpoint { id } => key::endpoint(id),
     }
 }
 
@@ -109,6 +119,13 @@ impl Report {
             line,
             removed: false,
         });
+    }
+
+    fn keep(&mut self, line: String) {
+        if !self.kept.contains(&line) {
+            tracing::info!("kept {line}");
+            self.kept.push(line);
+        }
     }
 
     fn spare(&mut self, what: String, why: &dyn std::fmt::Display) {
@@ -170,6 +187,9 @@ impl Report {
             }
         }
         self.spared.extend(other.spared);
+        for line in other.kept {
+            self.keep(line);
+        }
         self.denied |= other.denied;
     }
 }
@@ -264,15 +284,149 @@ pub fn remove_local(path: &std::path::Path) -> std::io::Result<bool> {
     Ok(existed)
 }
 
-/// Removes one recorded resource; false when it never came to exist (a local key recorded
-/// before its files were written), so it is not reported as removed.
+/// Polls until the endpoint is gone (`delete-complete`, or no longer listed), up to `limit`.
+async fn wait_endpoint_deleted(
+    cloud: &(impl Network + ?Sized),
+    vpc_id: &str,
+    id: &str,
+    limit: Duration,
+) -> AwsResult<()> {
+    let start = tokio::time::Instant::now();
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let listed = cloud.instance_connect_endpoints(Some(vpc_id)).await?;
+        match listed.iter().find(|e| e.id == id) {
+            None => return Ok(()),
+            Some(e) if e.state == "delete-complete" => return Ok(()),
+            Some(e) if e.state == "delete-failed" || start.elapsed() > limit => {
+                return Err(AwsError::Service {
+                    action: "ec2:DeleteInstanceConnectEndpoint".into(),
+                    code: if e.state == "delete-failed" {
+                        "DeleteFailed".into()
+                    } else {
+                        "Timeout".into()
+                    },
+                    message: format!(
+                        "{id} is {} after {}s{}",
+                        e.state,
+                        start.elapsed().as_secs(),
+                        e.state_message
+                            .as_deref()
+                            .map(|m| format!(": {}", crate::ui::printable(m)))
+                            .unwrap_or_default()
+                    ),
+                });
+            }
+            Some(_) => {}
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// Once a cluster's rules on it are gone: removes an endpoint group bastion made, and the EC2
+/// Instance Connect Endpoint that uses it, when no cluster is served through them any more (the
+/// group lets tcp 22 out to no head node group). Kept, and said so, while one is; a group that
+/// is not bastion's is never touched.
+pub async fn release_endpoint_group(
+    cloud: &(impl Network + ?Sized),
+    group_id: &str,
+    progress: &Progress,
+) -> Report {
+    let mut report = Report::default();
+    let what = format!("endpoint security group {group_id}");
+    let group = match or_missing(cloud.security_groups(&[group_id.to_string()]).await) {
+        Ok(g) => g.and_then(|g| g.into_iter().next()),
+        Err(e) => {
+            report.fail(&key::group(group_id), what, &e);
+            return report;
+        }
+    };
+    let Some(group) = group else {
+        // Gone already.
+        report.record(&key::group(group_id), what, true);
+        return report;
+    };
+    if !crate::footprint::owns_endpoint_group(&group) {
+        report.spare(
+            what,
+            &"it is not named and described as bastion's endpoint group",
+        );
+        return report;
+    }
+    let vpc = group.vpc_id.clone().unwrap_or_default();
+    let endpoints = match cloud.instance_connect_endpoints(Some(&vpc)).await {
+        Ok(e) => e,
+        Err(e) => {
+            report.fail(&key::group(group_id), what, &e);
+            return report;
+        }
+    };
+    let using: Vec<_> = endpoints
+        .into_iter()
+        .filter(|e| e.state != "delete-complete")
+        .filter(|e| e.security_group_ids.iter().any(|g| g == group_id))
+        .collect();
+    let users = crate::footprint::endpoint_users(&group);
+    if !users.is_empty() {
+        let endpoint = using
+            .iter()
+            .map(|e| format!("EC2 Instance Connect Endpoint {} and ", e.id))
+            .collect::<String>();
+        report.keep(format!(
+            "{endpoint}its security group {group_id}: still serve the head node group(s) {}              (another cluster's bastion); the last `bastion down` of that VPC removes them",
+            users.join(", ")
+        ));
+        return report;
+    }
+    for e in using {
+        let what = format!("EC2 Instance Connect Endpoint {}", e.id);
+        // Bastion's group on someone else's endpoint as well: theirs, never removed.
+        if e.security_group_ids != [group_id] {
+            report.spare(what, &"it has security groups besides bastion's");
+            return report;
+        }
+        progress.phase(format!("removing {what} (AWS takes a minute or two)"));
+        let result = async {
+            if !e.state.starts_with("delete-") {
+                done_if_missing(cloud.delete_instance_connect_endpoint(&e.id).await)?;
+            }
+            wait_endpoint_deleted(cloud, &vpc, &e.id, Duration::from_secs(900)).await
+        }
+        .await;
+        let failed = result.is_err();
+        report.settle(progress, (key::endpoint(&e.id), what), result);
+        if failed {
+            return report;
+        }
+    }
+    progress.phase(format!("removing {what}"));
+    report.settle(
+        progress,
+        (key::group(group_id), what),
+        delete_group(cloud, group_id).await,
+    );
+    report
+}
+
+/// What removing one recorded resource came to.
+enum Removal {
+    Removed,
+    /// It never came to exist (a local key recorded before its files were written).
+    Absent,
+    /// Another cluster still uses it, or it was released by the step before: the report says.
+    Released(Report),
+}
+
+/// Removes one recorded resource.
 /// `own_key` is the one local file bastion makes beside the ledger: a ledger (a file, so
 /// untrusted) that names any other path gets it refused, never deleted.
 async fn remove_one(
     cloud: &(impl Instances + Network + Iam + ?Sized),
     resource: &Resource,
     own_key: &std::path::Path,
-) -> anyhow::Result<bool> {
+    progress: &Progress,
+) -> anyhow::Result<Removal> {
     match resource {
         Resource::Instance { id } => {
             done_if_missing(cloud.terminate_instance(id).await)?;
@@ -294,7 +448,37 @@ async fn remove_one(
             done_if_missing(cloud.delete_role_policy(role, name).await)?
         }
         Resource::Role { name } => delete_role(cloud, name).await?,
-        Resource::LocalKey { path } if path == own_key => return Ok(remove_local(path)?),
+        Resource::EgressRule {
+            group_id, rule_ids, ..
+        } => {
+            done_if_missing(cloud.revoke_egress(group_id, rule_ids).await)?;
+            let mut report = Report::default();
+            report.record(&resource_key(resource), resource.describe(), true);
+            progress.note(format!("removed {}", resource.describe()));
+            // The last cluster the endpoint served takes it along.
+            report.merge(release_endpoint_group(cloud, group_id, progress).await);
+            return Ok(Removal::Released(report));
+        }
+        Resource::FoundEndpoint { id } => {
+            let mut report = Report::default();
+            report.keep(format!(
+                "EC2 Instance Connect Endpoint {id}: not made by bastion, so never removed by it"
+            ));
+            return Ok(Removal::Released(report));
+        }
+        Resource::InstanceConnectEndpoint { group_id, .. }
+        | Resource::EndpointGroup { id: group_id } => {
+            return Ok(Removal::Released(
+                release_endpoint_group(cloud, group_id, progress).await,
+            ));
+        }
+        Resource::LocalKey { path } if path == own_key => {
+            return Ok(if remove_local(path)? {
+                Removal::Removed
+            } else {
+                Removal::Absent
+            });
+        }
         Resource::LocalKey { path } => {
             tracing::warn!(
                 "not deleting {}: the ledger names it as the proxy key, but bastion makes its key \
@@ -302,10 +486,10 @@ async fn remove_one(
                 crate::ui::printable(&path.display().to_string()),
                 own_key.display()
             );
-            return Ok(false);
+            return Ok(Removal::Absent);
         }
     }
-    Ok(true)
+    Ok(Removal::Removed)
 }
 
 /// Removes everything the ledger records, newest first, forgetting each as it goes. Keeps going
@@ -321,16 +505,25 @@ pub async fn teardown_ledger(
     for r in resources {
         let what = r.describe();
         progress.phase(format!("removing {what}"));
-        match remove_one(cloud, &r, &own_key).await {
-            Ok(existed) => {
+        match remove_one(cloud, &r, &own_key, progress).await {
+            Ok(removal) => {
+                // What another cluster still uses is no longer this one's to remove.
+                let settled = match &removal {
+                    Removal::Released(r) => r.failed().is_empty(),
+                    _ => true,
+                };
                 // Removed is removed: a ledger that could not be rewritten still lists it, and
                 // the next teardown finds it gone (NotFound counts as done).
-                if let Err(e) = ledger.forget(&r) {
+                if settled && let Err(e) = ledger.forget(&r) {
                     tracing::warn!("removed {what}, but {e}");
                 }
-                if existed {
-                    progress.note(format!("removed {what}"));
-                    report.record(&resource_key(&r), what, true);
+                match removal {
+                    Removal::Removed => {
+                        progress.note(format!("removed {what}"));
+                        report.record(&resource_key(&r), what, true);
+                    }
+                    Removal::Absent => {}
+                    Removal::Released(r) => report.merge(r),
                 }
             }
             Err(e) => report.fail(&resource_key(&r), what, &e),
@@ -399,9 +592,14 @@ pub async fn sweep(
         Vec::new()
     };
     let mut groups = Vec::new();
+    // Endpoint groups bastion made (for this cluster, or one that a rule of this cluster is on
+    // or names): released once this cluster's rules are gone.
+    let mut endpoint_groups: Vec<String> = Vec::new();
     for g in tagged_groups {
         if owner.owns_group(&g) {
             groups.push(g);
+        } else if crate::footprint::owns_endpoint_group(&g) {
+            endpoint_groups.push(g.id);
         } else {
             report.spare(
                 format!("security group {}", g.id),
@@ -419,13 +617,72 @@ pub async fn sweep(
     } else {
         Vec::new()
     };
+    // The groups the rules are on or name that the tag did not find (an endpoint group another
+    // cluster's `up` made): read once, to tell bastion's endpoint groups from the rest.
+    let mut unknown: Vec<String> = rules
+        .iter()
+        .flat_map(|r| [Some(r.group_id.clone()), r.referenced_group.clone()])
+        .flatten()
+        .filter(|g| !ours(g) && !endpoint_groups.contains(g))
+        .collect();
+    unknown.sort();
+    unknown.dedup();
+    let shared: Vec<String> = if unknown.is_empty() {
+        Vec::new()
+    } else {
+        cloud
+            .security_groups(&unknown)
+            .await?
+            .into_iter()
+            .filter(crate::footprint::owns_endpoint_group)
+            .map(|g| g.id)
+            .collect()
+    };
+    let is_endpoint_group = |id: &str| endpoint_groups.iter().chain(&shared).any(|g| g == id);
+    // Released below: those the tag found (when groups are swept), and those this cluster's
+    // egress rules were on (whenever they go, so a pass of rules alone leaves no endpoint
+    // behind that no cluster uses).
+    let mut released: Vec<String> = if kinds.groups {
+        endpoint_groups.clone()
+    } else {
+        Vec::new()
+    };
     for rule in rules {
+        if rule.egress {
+            // Out of an endpoint group of bastion's, to this cluster's head node group.
+            let what = format!("egress rule {} on {}", rule.rule_id, rule.group_id);
+            if ours(&rule.group_id) {
+                continue;
+            }
+            if !is_endpoint_group(&rule.group_id) {
+                report.spare(what, &"it is not on an endpoint group of bastion's");
+                continue;
+            }
+            report.settle(
+                progress,
+                (key::rule(&rule.rule_id), what),
+                done_if_missing(
+                    cloud
+                        .revoke_egress(&rule.group_id, std::slice::from_ref(&rule.rule_id))
+                        .await,
+                ),
+            );
+            if !released.contains(&rule.group_id) {
+                released.push(rule.group_id.clone());
+            }
+            continue;
+        }
         let what = format!("ingress rule {} on {}", rule.rule_id, rule.group_id);
-        // The proxy's own group goes whole below; a rule elsewhere must admit that group.
+        // The proxy's own group goes whole below; a rule elsewhere must admit that group, or an
+        // endpoint group of bastion's.
         if ours(&rule.group_id) {
             continue;
         }
-        if !rule.referenced_group.as_deref().is_some_and(ours) {
+        if !rule
+            .referenced_group
+            .as_deref()
+            .is_some_and(|g| ours(g) || is_endpoint_group(g))
+        {
             report.spare(what, &"it does not admit bastion's security group");
             continue;
         }
@@ -450,6 +707,9 @@ pub async fn sweep(
                 delete_group(cloud, &g.id).await,
             );
         }
+    }
+    for g in &released {
+        report.merge(release_endpoint_group(cloud, g, progress).await);
     }
 
     let key_pairs = if kinds.key_pairs {
@@ -621,7 +881,9 @@ mod tests {
                 rule_id: id.into(),
                 group_id: on.into(),
                 referenced_group: Some(admits.into()),
+                egress: false,
             },
+            port: 22,
             tags: tags(&[]),
         }
     }

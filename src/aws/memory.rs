@@ -35,6 +35,8 @@ pub struct Profile {
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub rule: TaggedRule,
+    /// The tcp port it covers.
+    pub port: i32,
     pub tags: Vec<Tag>,
 }
 
@@ -58,6 +60,55 @@ impl World {
     fn id(&mut self, prefix: &str) -> String {
         self.next_id += 1;
         format!("{prefix}-{:017x}", self.next_id)
+    }
+
+    fn add_rule(
+        &mut self,
+        group_id: &str,
+        port: i32,
+        source: &Source,
+        tags: &[Tag],
+        egress: bool,
+    ) -> String {
+        let id = self.id("sgr");
+        let referenced_group = match source {
+            Source::Group(g) => Some(g.clone()),
+            _ => None,
+        };
+        self.rules.push(Rule {
+            rule: TaggedRule {
+                rule_id: id.clone(),
+                group_id: group_id.into(),
+                referenced_group,
+                egress,
+            },
+            port,
+            tags: tags.to_vec(),
+        });
+        id
+    }
+
+    fn remove_rules(
+        &mut self,
+        action: &str,
+        group_id: &str,
+        rule_ids: &[String],
+        egress: bool,
+    ) -> AwsResult<()> {
+        let before = self.rules.len();
+        self.rules.retain(|r| {
+            !(r.rule.egress == egress
+                && r.rule.group_id == group_id
+                && rule_ids.contains(&r.rule.rule_id))
+        });
+        if self.rules.len() == before {
+            return Err(not_found(
+                action,
+                "InvalidPermission.NotFound",
+                &rule_ids.join(","),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -88,6 +139,11 @@ impl Memory {
     /// What the account holds now.
     pub fn world(&self) -> World {
         self.lock().clone()
+    }
+
+    /// The account, to change it between calls (as another team would).
+    pub fn world_mut(&self) -> std::sync::MutexGuard<'_, World> {
+        self.lock()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, World> {
@@ -247,12 +303,28 @@ impl Network for Memory {
         Ok(Vec::new())
     }
     async fn security_groups(&self, ids: &[String]) -> AwsResult<Vec<SecurityGroup>> {
-        Ok(self
-            .lock()
-            .groups
+        let w = self.lock();
+        Ok(w.groups
             .iter()
             .filter(|g| ids.contains(&g.id))
-            .cloned()
+            .map(|g| {
+                let mut g = g.clone();
+                // The egress rules added one by one, as EC2 describes them with the group.
+                g.egress.extend(
+                    w.rules
+                        .iter()
+                        .filter(|r| r.rule.egress && r.rule.group_id == g.id)
+                        .filter_map(|r| {
+                            Some(IngressRule {
+                                protocol: "tcp".into(),
+                                from_port: Some(r.port),
+                                to_port: Some(r.port),
+                                source: Source::Group(r.rule.referenced_group.clone()?),
+                            })
+                        }),
+                );
+                g
+            })
             .collect())
     }
     async fn security_groups_by_tag(
@@ -350,11 +422,15 @@ impl Network for Memory {
                 id,
             ));
         }
-        // As EC2: a group an instance not yet terminated uses, or a rule elsewhere names, stays.
+        // As EC2: a group an instance not yet terminated or an endpoint not yet deleted uses,
+        // or a rule elsewhere names, stays.
         let used = w
             .instances
             .iter()
             .any(|i| i.state != "terminated" && i.security_group_ids.iter().any(|g| g == id))
+            || w.connect_endpoints.iter().any(|e| {
+                e.state != "delete-complete" && e.security_group_ids.iter().any(|g| g == id)
+            })
             || w.rules
                 .iter()
                 .any(|r| r.rule.group_id != id && r.rule.referenced_group.as_deref() == Some(id));
@@ -408,34 +484,92 @@ impl Network for Memory {
                 group_id,
             ));
         }
-        let id = w.id("sgr");
-        let referenced_group = match source {
-            Source::Group(g) => Some(g.clone()),
-            _ => None,
-        };
-        w.rules.push(Rule {
-            rule: TaggedRule {
-                rule_id: id.clone(),
-                group_id: group_id.into(),
-                referenced_group,
-            },
-            tags: tags.to_vec(),
-        });
-        Ok(vec![id])
+        Ok(vec![w.add_rule(group_id, port, source, tags, false)])
     }
     async fn revoke_ingress(&self, group_id: &str, rule_ids: &[String]) -> AwsResult<()> {
         let mut w = self.write(format!("revoke_ingress {group_id} {}", rule_ids.join(",")));
-        let before = w.rules.len();
-        w.rules
-            .retain(|r| !(r.rule.group_id == group_id && rule_ids.contains(&r.rule.rule_id)));
-        if w.rules.len() == before {
+        w.remove_rules("ec2:RevokeSecurityGroupIngress", group_id, rule_ids, false)
+    }
+    async fn authorize_egress(
+        &self,
+        group_id: &str,
+        port: i32,
+        target: &Source,
+        _description: &str,
+        tags: &[Tag],
+    ) -> AwsResult<Vec<String>> {
+        let mut w = self.write(format!("authorize_egress {group_id} {port}"));
+        if !w.groups.iter().any(|g| g.id == group_id) {
             return Err(not_found(
-                "ec2:RevokeSecurityGroupIngress",
-                "InvalidPermission.NotFound",
-                &rule_ids.join(","),
+                "ec2:AuthorizeSecurityGroupEgress",
+                "InvalidGroup.NotFound",
+                group_id,
             ));
         }
-        Ok(())
+        Ok(vec![w.add_rule(group_id, port, target, tags, true)])
+    }
+    async fn revoke_egress(&self, group_id: &str, rule_ids: &[String]) -> AwsResult<()> {
+        let mut w = self.write(format!("revoke_egress {group_id} {}", rule_ids.join(",")));
+        w.remove_rules("ec2:RevokeSecurityGroupEgress", group_id, rule_ids, true)
+    }
+    async fn create_instance_connect_endpoint(
+        &self,
+        spec: &ConnectEndpointSpec,
+    ) -> AwsResult<ConnectEndpoint> {
+        let mut w = self.write(format!(
+            "create_instance_connect_endpoint {}",
+            spec.subnet_id
+        ));
+        // One per VPC, as AWS allows (the subnet's VPC is the first group's here).
+        let vpc_id = w
+            .groups
+            .iter()
+            .find(|g| spec.security_group_ids.first() == Some(&g.id))
+            .and_then(|g| g.vpc_id.clone())
+            .unwrap_or_default();
+        if w.connect_endpoints
+            .iter()
+            .any(|e| e.vpc_id == vpc_id && e.state != "delete-complete")
+        {
+            return Err(AwsError::Service {
+                action: "ec2:CreateInstanceConnectEndpoint".into(),
+                code: "InstanceConnectEndpointLimitExceeded".into(),
+                message: "You have reached the maximum number of EC2 Instance Connect Endpoints for this VPC.".into(),
+            });
+        }
+        let id = w.id("eice");
+        let e = ConnectEndpoint {
+            arn: format!("arn:aws:ec2:{REGION}:{ACCOUNT}:instance-connect-endpoint/{id}"),
+            dns_name: format!("{id}.1a2b3c4d.ec2-instance-connect-endpoint.{REGION}.amazonaws.com"),
+            id,
+            vpc_id,
+            subnet_id: spec.subnet_id.clone(),
+            state: "create-complete".into(),
+            state_message: None,
+            fips_dns_name: None,
+            security_group_ids: spec.security_group_ids.clone(),
+            tags: spec.tags.clone(),
+        };
+        w.connect_endpoints.push(e.clone());
+        Ok(e)
+    }
+    async fn delete_instance_connect_endpoint(&self, id: &str) -> AwsResult<()> {
+        let mut w = self.write(format!("delete_instance_connect_endpoint {id}"));
+        match w
+            .connect_endpoints
+            .iter_mut()
+            .find(|e| e.id == id && e.state != "delete-complete")
+        {
+            Some(e) => {
+                e.state = "delete-complete".into();
+                Ok(())
+            }
+            None => Err(not_found(
+                "ec2:DeleteInstanceConnectEndpoint",
+                "InvalidInstanceConnectEndpointId.NotFound",
+                id,
+            )),
+        }
     }
 }
 

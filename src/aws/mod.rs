@@ -26,8 +26,8 @@ pub use error::AwsError;
 pub use iam::{Iam, IamEntity};
 pub use instances::{Image, Instance, Instances, KeyPair, LaunchSpec, NOT_TERMINATED};
 pub use network::{
-    ConnectEndpoint, EndpointSpec, GroupRule, IngressRule, Network, RouteTable, SecurityGroup,
-    Source, Subnet, TaggedRule, TunnelRequest, VpcEndpoint, parse_cidr,
+    ConnectEndpoint, ConnectEndpointSpec, EndpointSpec, GroupRule, IngressRule, Network,
+    RouteTable, SecurityGroup, Source, Subnet, TaggedRule, TunnelRequest, VpcEndpoint, parse_cidr,
 };
 
 pub type AwsResult<T> = Result<T, AwsError>;

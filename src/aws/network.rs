@@ -86,8 +86,11 @@ pub struct GroupRule {
 pub struct TaggedRule {
     pub rule_id: String,
     pub group_id: String,
-    /// The group the rule admits traffic from, when it names a group.
+    /// The group the rule admits traffic from (an egress rule: lets traffic out to), when it
+    /// names a group.
     pub referenced_group: Option<String>,
+    /// An egress rule (traffic out of `group_id`), not an ingress one.
+    pub egress: bool,
 }
 
 /// A VPC endpoint, as `doctor` judges it.
@@ -134,6 +137,16 @@ pub struct TunnelRequest {
     pub private_ip: Ipv4Addr,
     /// Seconds, 1 to 3600; always sent, since a policy that limits it cannot match without it.
     pub max_duration: u32,
+}
+
+/// The EC2 Instance Connect Endpoint `up --via eice` asks for.
+#[derive(Debug, Clone)]
+pub struct ConnectEndpointSpec {
+    pub subnet_id: String,
+    pub security_group_ids: Vec<String>,
+    pub tags: Vec<Tag>,
+    /// Idempotency: a retry with the same token returns the endpoint of the first call.
+    pub client_token: String,
 }
 
 /// What `doctor --fix` creates.
@@ -197,6 +210,17 @@ pub trait Network: Send + Sync {
         tags: &[Tag],
     ) -> AwsResult<Vec<String>>;
     async fn revoke_ingress(&self, group_id: &str, rule_ids: &[String]) -> AwsResult<()>;
+    /// Adds one egress rule to `group_id`: tcp `port` out to `target`, tagged; returns its rule
+    /// ids.
+    async fn authorize_egress(
+        &self,
+        group_id: &str,
+        port: i32,
+        target: &Source,
+        description: &str,
+        tags: &[Tag],
+    ) -> AwsResult<Vec<String>>;
+    async fn revoke_egress(&self, group_id: &str, rule_ids: &[String]) -> AwsResult<()>;
     async fn create_vpc_endpoint(&self, spec: &EndpointSpec) -> AwsResult<String>;
     /// The EC2 Instance Connect Endpoints of a VPC (of the region with `None`), whatever their
     /// state.
@@ -208,4 +232,12 @@ pub trait Network: Send + Sync {
     /// 60 s) with the caller's credentials for `ec2-instance-connect:OpenTunnel`. No call to AWS:
     /// the endpoint checks the signature when the URL is used.
     async fn open_tunnel_url(&self, request: &TunnelRequest) -> AwsResult<String>;
+    /// Creates an EC2 Instance Connect Endpoint; AWS answers at once with it in
+    /// `create-in-progress`.
+    async fn create_instance_connect_endpoint(
+        &self,
+        spec: &ConnectEndpointSpec,
+    ) -> AwsResult<ConnectEndpoint>;
+    /// Starts deleting an endpoint (`delete-in-progress`, then `delete-complete`).
+    async fn delete_instance_connect_endpoint(&self, id: &str) -> AwsResult<()>;
 }

@@ -103,6 +103,49 @@ impl<C: Network> Network for Faulty<C> {
         )
     }
 
+    async fn authorize_egress(
+        &self,
+        group_id: &str,
+        port: i32,
+        target: &Source,
+        description: &str,
+        tags: &[Tag],
+    ) -> AwsResult<Vec<String>> {
+        write_op!(
+            self,
+            "authorize_egress",
+            self.inner
+                .authorize_egress(group_id, port, target, description, tags)
+        )
+    }
+
+    async fn revoke_egress(&self, group_id: &str, rule_ids: &[String]) -> AwsResult<()> {
+        write_op!(
+            self,
+            "revoke_egress",
+            self.inner.revoke_egress(group_id, rule_ids)
+        )
+    }
+
+    async fn create_instance_connect_endpoint(
+        &self,
+        spec: &ConnectEndpointSpec,
+    ) -> AwsResult<ConnectEndpoint> {
+        write_op!(
+            self,
+            "create_instance_connect_endpoint",
+            self.inner.create_instance_connect_endpoint(spec)
+        )
+    }
+
+    async fn delete_instance_connect_endpoint(&self, id: &str) -> AwsResult<()> {
+        write_op!(
+            self,
+            "delete_instance_connect_endpoint",
+            self.inner.delete_instance_connect_endpoint(id)
+        )
+    }
+
     async fn create_vpc_endpoint(&self, spec: &EndpointSpec) -> AwsResult<String> {
         write_op!(
             self,

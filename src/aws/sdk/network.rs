@@ -131,9 +131,9 @@ impl Network for SdkCloud {
         Ok(out
             .security_group_rules()
             .iter()
-            .filter(|r| r.is_egress() != Some(true))
             .filter_map(|r| {
                 Some(TaggedRule {
+                    egress: r.is_egress()?,
                     rule_id: r.security_group_rule_id()?.to_string(),
                     group_id: r.group_id()?.to_string(),
                     referenced_group: r
@@ -285,29 +285,11 @@ impl Network for SdkCloud {
         while let Some(page) = pages.next().await {
             let page =
                 page.map_err(|e| AwsError::from_sdk("ec2:DescribeInstanceConnectEndpoints", e))?;
-            found.extend(page.instance_connect_endpoints().iter().map(|e| {
-                ConnectEndpoint {
-                    id: e
-                        .instance_connect_endpoint_id()
-                        .unwrap_or_default()
-                        .to_string(),
-                    arn: e
-                        .instance_connect_endpoint_arn()
-                        .unwrap_or_default()
-                        .to_string(),
-                    vpc_id: e.vpc_id().unwrap_or_default().to_string(),
-                    subnet_id: e.subnet_id().unwrap_or_default().to_string(),
-                    state: e
-                        .state()
-                        .map(|s| s.as_str().to_string())
-                        .unwrap_or_default(),
-                    state_message: e.state_message().map(str::to_string),
-                    dns_name: e.dns_name().unwrap_or_default().to_string(),
-                    fips_dns_name: e.fips_dns_name().map(str::to_string),
-                    security_group_ids: e.security_group_ids().to_vec(),
-                    tags: from_ec2_tags(e.tags()),
-                }
-            }));
+            found.extend(
+                page.instance_connect_endpoints()
+                    .iter()
+                    .map(to_connect_endpoint),
+            );
         }
         Ok(found)
     }
@@ -407,6 +389,9 @@ impl Network for SdkCloud {
                     .build()
             })
             .collect();
+        if permissions.is_empty() {
+            return Ok(());
+        }
         // Rules already there (a retry after a lost response) are fine; the caller reads the
         // group back.
         match sdk!(
@@ -430,40 +415,14 @@ impl Network for SdkCloud {
         description: &str,
         tags: &[Tag],
     ) -> AwsResult<Vec<String>> {
-        let mut permission = ec2t::IpPermission::builder()
-            .ip_protocol("tcp")
-            .from_port(port)
-            .to_port(port);
-        permission = match source {
-            Source::Cidr(c) => permission.ip_ranges(
-                ec2t::IpRange::builder()
-                    .cidr_ip(c)
-                    .description(description)
-                    .build(),
-            ),
-            Source::Group(g) => permission.user_id_group_pairs(
-                ec2t::UserIdGroupPair::builder()
-                    .group_id(g)
-                    .description(description)
-                    .build(),
-            ),
-            Source::PrefixList(p) => permission.prefix_list_ids(
-                ec2t::PrefixListId::builder()
-                    .prefix_list_id(p)
-                    .description(description)
-                    .build(),
-            ),
-        };
         // Untagged rules need no ec2:CreateTags (a teammate's `allow` has none).
-        let tagging =
-            (!tags.is_empty()).then(|| vec![tag_spec(ec2t::ResourceType::SecurityGroupRule, tags)]);
         let out = sdk!(
             "ec2:AuthorizeSecurityGroupIngress",
             self.ec2
                 .authorize_security_group_ingress()
                 .group_id(group_id)
-                .ip_permissions(permission.build())
-                .set_tag_specifications(tagging)
+                .ip_permissions(permission(port, source, description))
+                .set_tag_specifications(rule_tags(tags))
                 .send()
         )?;
         Ok(out
@@ -471,6 +430,80 @@ impl Network for SdkCloud {
             .iter()
             .filter_map(|r| r.security_group_rule_id().map(str::to_string))
             .collect())
+    }
+
+    async fn authorize_egress(
+        &self,
+        group_id: &str,
+        port: i32,
+        target: &Source,
+        description: &str,
+        tags: &[Tag],
+    ) -> AwsResult<Vec<String>> {
+        let out = sdk!(
+            "ec2:AuthorizeSecurityGroupEgress",
+            self.ec2
+                .authorize_security_group_egress()
+                .group_id(group_id)
+                .ip_permissions(permission(port, target, description))
+                .set_tag_specifications(rule_tags(tags))
+                .send()
+        )?;
+        Ok(out
+            .security_group_rules()
+            .iter()
+            .filter_map(|r| r.security_group_rule_id().map(str::to_string))
+            .collect())
+    }
+
+    async fn revoke_egress(&self, group_id: &str, rule_ids: &[String]) -> AwsResult<()> {
+        sdk!(
+            "ec2:RevokeSecurityGroupEgress",
+            self.ec2
+                .revoke_security_group_egress()
+                .group_id(group_id)
+                .set_security_group_rule_ids(Some(rule_ids.to_vec()))
+                .send()
+        )?;
+        Ok(())
+    }
+
+    async fn create_instance_connect_endpoint(
+        &self,
+        spec: &ConnectEndpointSpec,
+    ) -> AwsResult<ConnectEndpoint> {
+        let out = sdk!(
+            "ec2:CreateInstanceConnectEndpoint",
+            self.ec2
+                .create_instance_connect_endpoint()
+                .subnet_id(&spec.subnet_id)
+                .set_security_group_ids(Some(spec.security_group_ids.clone()))
+                .preserve_client_ip(false)
+                .client_token(&spec.client_token)
+                .tag_specifications(tag_spec(
+                    ec2t::ResourceType::InstanceConnectEndpoint,
+                    &spec.tags
+                ))
+                .send()
+        )?;
+        out.instance_connect_endpoint()
+            .map(to_connect_endpoint)
+            .ok_or_else(|| AwsError::Service {
+                action: "ec2:CreateInstanceConnectEndpoint".into(),
+                code: "EmptyResponse".into(),
+                message: "AWS answered without the endpoint it created".into(),
+            })
+    }
+
+    async fn delete_instance_connect_endpoint(&self, id: &str) -> AwsResult<()> {
+        sdk!(
+            "ec2:DeleteInstanceConnectEndpoint",
+            self.ec2
+                .delete_instance_connect_endpoint()
+                .instance_connect_endpoint_id(id)
+                .send()
+        )?;
+        Ok(())
     }
 
     async fn revoke_ingress(&self, group_id: &str, rule_ids: &[String]) -> AwsResult<()> {
@@ -483,6 +516,64 @@ impl Network for SdkCloud {
                 .send()
         )?;
         Ok(())
+    }
+}
+
+/// One tcp port from (ingress) or to (egress) `source`, described.
+fn permission(port: i32, source: &Source, description: &str) -> ec2t::IpPermission {
+    let permission = ec2t::IpPermission::builder()
+        .ip_protocol("tcp")
+        .from_port(port)
+        .to_port(port);
+    match source {
+        Source::Cidr(c) => permission.ip_ranges(
+            ec2t::IpRange::builder()
+                .cidr_ip(c)
+                .description(description)
+                .build(),
+        ),
+        Source::Group(g) => permission.user_id_group_pairs(
+            ec2t::UserIdGroupPair::builder()
+                .group_id(g)
+                .description(description)
+                .build(),
+        ),
+        Source::PrefixList(p) => permission.prefix_list_ids(
+            ec2t::PrefixListId::builder()
+                .prefix_list_id(p)
+                .description(description)
+                .build(),
+        ),
+    }
+    .build()
+}
+
+/// A rule's tags, or none at all (an untagged rule needs no `ec2:CreateTags`).
+fn rule_tags(tags: &[Tag]) -> Option<Vec<ec2t::TagSpecification>> {
+    (!tags.is_empty()).then(|| vec![tag_spec(ec2t::ResourceType::SecurityGroupRule, tags)])
+}
+
+fn to_connect_endpoint(e: &ec2t::Ec2InstanceConnectEndpoint) -> ConnectEndpoint {
+    ConnectEndpoint {
+        id: e
+            .instance_connect_endpoint_id()
+            .unwrap_or_default()
+            .to_string(),
+        arn: e
+            .instance_connect_endpoint_arn()
+            .unwrap_or_default()
+            .to_string(),
+        vpc_id: e.vpc_id().unwrap_or_default().to_string(),
+        subnet_id: e.subnet_id().unwrap_or_default().to_string(),
+        state: e
+            .state()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default(),
+        state_message: e.state_message().map(str::to_string),
+        dns_name: e.dns_name().unwrap_or_default().to_string(),
+        fips_dns_name: e.fips_dns_name().map(str::to_string),
+        security_group_ids: e.security_group_ids().to_vec(),
+        tags: from_ec2_tags(e.tags()),
     }
 }
 

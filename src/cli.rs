@@ -304,6 +304,29 @@ pub struct UpArgs {
     /// On failure, keep what was created (for debugging; remove it later with `bastion down`)
     #[arg(long)]
     pub keep_on_failure: bool,
+
+    /// The way in to set up: `proxy` (a proxy instance in a public subnet) or `eice` (the VPC's
+    /// EC2 Instance Connect Endpoint, made in the head node's subnet or --subnet when the VPC
+    /// has none: no inbound port from outside the VPC, no instance)
+    #[arg(long, value_name = "WAY", value_parser = ["proxy", "eice"], default_value = "proxy")]
+    pub via: String,
+}
+
+impl UpArgs {
+    /// The flags that only mean something for a proxy, as their ids and as typed.
+    pub const PROXY_ONLY: [(&'static str, &'static str); 11] = [
+        ("os", "--os"),
+        ("ami", "--ami"),
+        ("instance_type", "--instance-type"),
+        ("idle_stop", "--idle-stop"),
+        ("no_dcv", "--no-dcv"),
+        ("wait_desktop", "--wait-desktop"),
+        ("volume_size", "--volume-size"),
+        ("allow_cidr", "--allow-cidr"),
+        ("pcluster_version", "--pcluster-version"),
+        ("no_pcluster_policy", "--no-pcluster-policy"),
+        ("instance_profile", "--instance-profile"),
+    ];
 }
 
 #[derive(Debug, Clone, Args)]

@@ -324,6 +324,18 @@ pub async fn choose_public_subnet(
 }
 
 /// Whether any of `groups` admits tcp `port` from an address in `proxy_cidr` (the proxy subnet).
+/// The head node's group that bastion adds its rule to: ParallelCluster's own
+/// (`HeadNodeSecurityGroup`) when it can be told apart, else the first.
+pub fn main_group(groups: &[SecurityGroup]) -> Option<&SecurityGroup> {
+    groups
+        .iter()
+        .find(|g| {
+            crate::aws::tag_value(&g.tags, "aws:cloudformation:logical-id")
+                == Some("HeadNodeSecurityGroup")
+        })
+        .or(groups.first())
+}
+
 pub fn admits_from(
     groups: &[SecurityGroup],
     port: i32,

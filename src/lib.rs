@@ -112,7 +112,7 @@ pub async fn run(mut cli: Cli, given: cli::Given) -> anyhow::Result<()> {
         progress,
     );
     let result = match cli.command {
-        Command::Up(args) => commands::up::run(&ctx, args).await,
+        Command::Up(args) => commands::up::run(&ctx, args, &given).await,
         Command::Down(args) => commands::down::run(&ctx, args).await,
         Command::Status(args) => commands::status::run(&ctx, args).await,
         Command::Connect(args) => commands::connect::run(&ctx, args).await,

@@ -358,16 +358,7 @@ pub async fn plan(ctx: &Context, req: &Request, head: &HeadNode) -> anyhow::Resu
         .collect();
     // ParallelCluster's own head node group, when it can be told apart; else the first.
     let head_node_group = (!head_node_ports.is_empty())
-        .then(|| {
-            head_groups
-                .iter()
-                .find(|g| {
-                    crate::aws::tag_value(&g.tags, "aws:cloudformation:logical-id")
-                        == Some("HeadNodeSecurityGroup")
-                })
-                .or(head_groups.first())
-                .map(|g| g.id.clone())
-        })
+        .then(|| crate::cluster::main_group(&head_groups).map(|g| g.id.clone()))
         .flatten();
 
     let names = Names::new(&head.cluster, &region);

@@ -238,6 +238,9 @@ const OPERATOR_IAM_WRITES: &[&str] = &[
     "ProfilesUnderBastionsPath",
     "TheBoundaryStays",
     "NoOtherBoundary",
+    // The first endpoint of an account makes EC2 Instance Connect's service-linked role: where
+    // an administrator made the proxy's role, they make that one too (or the first endpoint).
+    "EicLinkedRoleOnFirstUse",
 ];
 
 /// What `up`, `down` and `doctor --fix` need. With `pre_provisioned`, no IAM write at all: the

@@ -205,7 +205,7 @@ pub async fn create(
 /// Reads the group's egress back: exactly `expected` (tcp, one port, one CIDR each), and no
 /// other rule (an allow-all one above all). A describe may lag the writes, so a mismatch is read
 /// again a few times.
-async fn verify_egress(
+pub(crate) async fn verify_egress(
     cloud: &(impl Network + ?Sized),
     sg: &str,
     expected: &[(i32, String)],

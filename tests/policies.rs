@@ -908,3 +908,114 @@ fn a_teammate_may_open_a_tunnel_to_the_head_nodes_ssh_port_and_nothing_more() {
         assert_ne!(d.is(denied), "Allowed", "{denied}");
     }
 }
+
+/// The operator's part of the endpoint path (`up --via eice`, `down`), judged by the evaluator:
+/// it may create an endpoint, tag it and its rules as they are made, and make EC2 Instance
+/// Connect's service-linked role; it may delete only an endpoint that carries bastion's cluster
+/// tag (however it is spelled, as IAM compares tag keys), never someone else's; and it may not
+/// make any other service's linked role.
+#[test]
+fn the_operator_deletes_only_the_endpoints_bastion_tagged() {
+    let t = aws_target();
+    let endpoint = arn("instance-connect-endpoint", "eice-0123456789abcdef0");
+    let req = |name: &str, action: &'static str, resource: &str, context: serde_json::Value| {
+        (name.to_string(), action, resource.to_string(), context)
+    };
+    let requests = vec![
+        req(
+            "create an endpoint",
+            "ec2:CreateInstanceConnectEndpoint",
+            &endpoint,
+            serde_json::json!({}),
+        ),
+        req(
+            "tag it as it is made",
+            "ec2:CreateTags",
+            &endpoint,
+            serde_json::json!({ "ec2:CreateAction": "CreateInstanceConnectEndpoint" }),
+        ),
+        req(
+            "tag an egress rule as it is made",
+            "ec2:CreateTags",
+            &arn("security-group-rule", "sgr-0123456789abcdef0"),
+            serde_json::json!({ "ec2:CreateAction": "AuthorizeSecurityGroupEgress" }),
+        ),
+        req(
+            "tag someone's endpoint later",
+            "ec2:CreateTags",
+            &endpoint,
+            serde_json::json!({}),
+        ),
+        req(
+            "delete bastion's endpoint",
+            "ec2:DeleteInstanceConnectEndpoint",
+            &endpoint,
+            serde_json::json!({ "aws:ResourceTag/bastion:cluster": "demo" }),
+        ),
+        req(
+            "delete bastion's endpoint, tag spelled otherwise",
+            "ec2:DeleteInstanceConnectEndpoint",
+            &endpoint,
+            serde_json::json!({ "aws:ResourceTag/Bastion:Cluster": "demo" }),
+        ),
+        req(
+            "delete an untagged endpoint",
+            "ec2:DeleteInstanceConnectEndpoint",
+            &endpoint,
+            serde_json::json!({}),
+        ),
+        req(
+            "Instance Connect's linked role",
+            "iam:CreateServiceLinkedRole",
+            &format!(
+                "arn:aws:iam::{ACCOUNT}:role/aws-service-role/ec2-instance-connect.amazonaws.com/AWSServiceRoleForEC2InstanceConnect"
+            ),
+            serde_json::json!({ "iam:AWSServiceName": "ec2-instance-connect.amazonaws.com" }),
+        ),
+        req(
+            "another service's linked role",
+            "iam:CreateServiceLinkedRole",
+            &format!(
+                "arn:aws:iam::{ACCOUNT}:role/aws-service-role/elasticmapreduce.amazonaws.com/AWSServiceRoleForEMRCleanup"
+            ),
+            serde_json::json!({ "iam:AWSServiceName": "elasticmapreduce.amazonaws.com" }),
+        ),
+    ];
+    let principal = format!("arn:aws:iam::{ACCOUNT}:user/operator");
+    let Some(d) = evaluate(
+        &[bastion::policy::operator_policy(&t, false).unwrap()],
+        &principal,
+        &requests,
+    ) else {
+        return;
+    };
+    for allowed in [
+        "create an endpoint",
+        "tag it as it is made",
+        "tag an egress rule as it is made",
+        "delete bastion's endpoint",
+        "delete bastion's endpoint, tag spelled otherwise",
+        "Instance Connect's linked role",
+    ] {
+        assert_eq!(d.is(allowed), "Allowed", "{allowed}");
+    }
+    for denied in [
+        "tag someone's endpoint later",
+        "delete an untagged endpoint",
+        "another service's linked role",
+    ] {
+        assert_ne!(d.is(denied), "missing", "{denied}");
+        assert_ne!(d.is(denied), "Allowed", "{denied}");
+    }
+    // An administrator's proxy role (`--instance-profile`): no IAM write, the linked role
+    // included.
+    let Some(pre) = evaluate(
+        &[bastion::policy::operator_policy(&t, true).unwrap()],
+        &principal,
+        &requests,
+    ) else {
+        return;
+    };
+    assert_ne!(pre.is("Instance Connect's linked role"), "Allowed");
+    assert_eq!(pre.is("delete bastion's endpoint"), "Allowed");
+}

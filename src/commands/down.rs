@@ -21,6 +21,10 @@ pub struct DownResult {
     pub failed: Vec<String>,
     /// Tagged `bastion:cluster=NAME` but not made by bastion: listed, left untouched.
     pub spared: Vec<String>,
+    /// bastion's, kept because another cluster still uses it (the VPC's EC2 Instance Connect
+    /// Endpoint that clusters of one VPC share), or not bastion's to remove (an endpoint it
+    /// found): listed, left in place.
+    pub kept: Vec<String>,
 }
 
 impl fmt::Display for DownResult {
@@ -39,6 +43,9 @@ impl fmt::Display for DownResult {
             for r in &self.failed {
                 write!(f, "\n  NOT removed {r}")?;
             }
+        }
+        for k in &self.kept {
+            write!(f, "\n  kept {k}")?;
         }
         if !self.spared.is_empty() {
             write!(
@@ -98,6 +105,20 @@ pub async fn run(ctx: &Context, args: DownArgs) -> anyhow::Result<()> {
             None
         }
     };
+    // What `up --via eice` set up: the cluster's rules, and the endpoint with its group when no
+    // other cluster uses them. Its ledger first: the sweep by tag below finds the rest.
+    match Ledger::load(&dir.endpoint_ledger()) {
+        Ok(Some(mut l)) => {
+            report.merge(teardown::teardown_ledger(cloud, &mut l, progress).await);
+            if l.resources().is_empty()
+                && let Err(e) = l.remove()
+            {
+                report.add_failed(e.to_string());
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!("{e}"),
+    }
     // Whatever the ledger says, the sweep by tag takes any proxy bastion made for the cluster
     // (one made from another machine too), and nothing that only carries the tag.
     let account = ctx.identity().await?.account.clone();
@@ -165,6 +186,7 @@ pub async fn run(ctx: &Context, args: DownArgs) -> anyhow::Result<()> {
             removed: report.removed(),
             failed,
             spared: report.spared,
+            kept: report.kept,
         },
     )?;
     if count > 0 {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::aws::{Cloud, Instance};
-use crate::cli::UpArgs;
+use crate::cli::{Given, UpArgs};
 use crate::cluster::find_head_node;
 use crate::context::Context;
 use crate::footprint::{Expected, Kinds, TAG_DESKTOP, TAG_STATE};
@@ -60,6 +60,25 @@ pub enum UpError {
 
     #[error("interrupted")]
     Interrupted,
+
+    #[error(
+        "{flags} only mean{s} something for a proxy instance; `bastion up --via eice` makes no \
+         instance. Leave {them} out, or set up a proxy (`--via proxy`)",
+        s = if flags.contains(',') { "" } else { "s" },
+        them = if flags.contains(',') { "them" } else { "it" }
+    )]
+    ProxyOnly { flags: String },
+
+    #[error(
+        "this machine's ledger ({ledger}) records an EC2 Instance Connect Endpoint set up for \
+         '{cluster}' that AWS no longer lists as usable: {why}. Run `bastion down --cluster \
+         {cluster}` to remove the rest, then `bastion up --via eice`"
+    )]
+    EndpointGone {
+        cluster: String,
+        ledger: String,
+        why: String,
+    },
 }
 impl crate::exit::ExitStatus for UpError {
     fn exit_status(&self) -> Option<u8> {
@@ -67,9 +86,11 @@ impl crate::exit::ExitStatus for UpError {
             UpError::Interrupted => Some(crate::exit::INTERRUPTED),
             // What `carries` names decides.
             UpError::Failed { .. } => None,
-            UpError::Leftovers { .. } | UpError::StaleLedger { .. } | UpError::Orphaned { .. } => {
-                Some(crate::exit::FAILED)
-            }
+            UpError::Leftovers { .. }
+            | UpError::StaleLedger { .. }
+            | UpError::Orphaned { .. }
+            | UpError::EndpointGone { .. } => Some(crate::exit::FAILED),
+            UpError::ProxyOnly { .. } => Some(crate::exit::INVALID),
         }
     }
 
@@ -259,7 +280,10 @@ fn request(args: &UpArgs) -> crate::plan::Request {
     }
 }
 
-pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<()> {
+pub async fn run(ctx: &Context, args: UpArgs, given: &Given) -> anyhow::Result<()> {
+    if args.via == "eice" {
+        return run_eice(ctx, args, given).await;
+    }
     let cloud = ctx.cloud.as_ref();
     let region = cloud.region().to_string();
     let progress = &ctx.progress;
@@ -433,6 +457,193 @@ pub async fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<()> {
                 &mut ledger,
                 (&run_id, &owner),
                 attempted,
+                &args,
+                progress,
+            )
+            .await;
+            progress.finish();
+            Err(UpError::Failed {
+                error: source,
+                cleanup,
+            }
+            .into())
+        }
+    }
+}
+
+/// What `up --via eice` did.
+#[derive(Debug, Serialize)]
+pub struct UpEndpointResult {
+    pub cluster: String,
+    pub region: String,
+    pub via: &'static str,
+    pub vpc_id: String,
+    #[serde(flatten)]
+    pub endpoint: crate::eice::setup::Ready,
+}
+
+impl fmt::Display for UpEndpointResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let e = &self.endpoint;
+        let verb = match (e.created, e.bastions) {
+            (true, _) => "created",
+            (false, true) => "using bastion's",
+            (false, false) => "using the VPC's",
+        };
+        writeln!(
+            f,
+            "{verb} EC2 Instance Connect Endpoint {} for cluster {} ({})",
+            e.endpoint_id, self.cluster, self.region
+        )?;
+        writeln!(f, "  state:      {}", e.state)?;
+        if let Some(s) = e.ready_after_seconds {
+            writeln!(f, "  ready in:   {}m{:02}s", s / 60, s % 60)?;
+        }
+        writeln!(f, "  subnet:     {}", e.subnet_id)?;
+        writeln!(f, "  groups:     {}", e.security_group_ids.join(", "))?;
+        if e.rules.is_empty() {
+            writeln!(f, "  rules:      none added (the groups already allow it)")?;
+        }
+        for r in &e.rules {
+            writeln!(f, "  added:      {r}")?;
+        }
+        write!(
+            f,
+            "next: bastion connect --cluster {} --via eice (a tunnel lasts at most an hour)",
+            self.cluster
+        )
+    }
+}
+
+/// `up --via eice`: the VPC's EC2 Instance Connect Endpoint, made ready for the cluster (see
+/// [`crate::eice::setup`]), with the ledger, the rollback and the dead-run cleanup of the
+/// proxy's path, in a ledger of its own beside the proxy's.
+async fn run_eice(ctx: &Context, args: UpArgs, given: &Given) -> anyhow::Result<()> {
+    let flags: Vec<&str> = UpArgs::PROXY_ONLY
+        .iter()
+        .filter(|(id, _)| given.has(id))
+        .map(|(_, flag)| *flag)
+        .collect();
+    if !flags.is_empty() {
+        return Err(UpError::ProxyOnly {
+            flags: flags.join(", "),
+        }
+        .into());
+    }
+    let cloud = ctx.cloud.as_ref();
+    let region = cloud.region().to_string();
+    let progress = &ctx.progress;
+    progress.phase(format!("finding the head node of cluster {}", args.cluster));
+    let head = find_head_node(cloud, &args.cluster).await?;
+    let result = |endpoint| UpEndpointResult {
+        cluster: args.cluster.clone(),
+        region: region.clone(),
+        via: "eice",
+        vpc_id: head.vpc_id.clone(),
+        endpoint,
+    };
+    let dir = ctx.bastion_dir(&args.cluster).await?;
+    if args.dry_run {
+        let endpoints = crate::eice::list(cloud, Some(&head.vpc_id)).await?;
+        progress.finish();
+        let plan = match endpoints.first() {
+            Some(e) => format!(
+                "would use the VPC's EC2 Instance Connect Endpoint {} ({}) and add the rules it lacks",
+                e.id,
+                e.state.as_str()
+            ),
+            None => format!(
+                "would create an EC2 Instance Connect Endpoint in {} with a security group {} that lets out tcp 22 to the head node's group, and a rule admitting it on that group",
+                args.subnet.as_deref().unwrap_or(&head.subnet_id),
+                crate::footprint::endpoint_group_name(&head.vpc_id)
+            ),
+        };
+        return emit(
+            ctx.output,
+            &serde_json::json!({ "cluster": args.cluster, "via": "eice", "plan": plan }),
+        );
+    }
+    let _lock = dir.lock(&args.cluster)?;
+    let path = dir.endpoint_ledger();
+    let owner = Expected::of(ctx, &args.cluster).await?.any_machine();
+    if let Some(old) = Ledger::load(&path)? {
+        if old.data.complete {
+            // Set up before: said as it stands, nothing added (as for a proxy that exists).
+            let endpoints = crate::eice::list(cloud, Some(&head.vpc_id)).await?;
+            let endpoint = crate::eice::choose(
+                &endpoints,
+                &args.cluster,
+                &head.vpc_id,
+                Some(&head.subnet_id),
+            )
+            .map_err(|e| UpError::EndpointGone {
+                cluster: args.cluster.clone(),
+                ledger: path.display().to_string(),
+                why: e.to_string(),
+            })?;
+            progress.finish();
+            let made = old.resources().iter().any(|r| {
+                matches!(r, crate::ledger::Resource::InstanceConnectEndpoint { id, .. } if *id == endpoint.id)
+            });
+            return emit(
+                ctx.output,
+                &result(crate::eice::setup::Ready {
+                    endpoint_id: endpoint.id,
+                    state: endpoint.state.as_str().into(),
+                    subnet_id: endpoint.subnet_id,
+                    security_group_ids: endpoint.security_group_ids,
+                    created: false,
+                    bastions: made,
+                    ready_after_seconds: None,
+                    rules: Vec::new(),
+                }),
+            );
+        }
+        remove_dead_run(cloud, old, &owner, &args.cluster, progress).await?;
+    }
+    let run_id = new_run_id();
+    let mut ledger = Ledger::new(path, &args.cluster, &region, &owner.account);
+    ledger.data.run_id = Some(run_id.clone());
+    if let Err(e) = ledger.save() {
+        let _ = std::fs::remove_file(ledger.path());
+        return Err(e.into());
+    }
+    tracing::info!(run_id, "setting up the EC2 Instance Connect Endpoint");
+    let request = crate::eice::setup::Request {
+        head: &head,
+        subnet: args.subnet.as_deref(),
+        run_id: &run_id,
+        region: &region,
+        timeout: (!args.no_wait).then(|| Duration::from_secs(args.timeout * 60)),
+    };
+    let outcome = tokio::select! {
+        r = crate::eice::setup::ensure(cloud, &request, &mut ledger, progress) => r,
+        _ = tokio::signal::ctrl_c() => Err(UpError::Interrupted.into()),
+    };
+    if outcome.is_ok() || args.keep_on_failure {
+        ledger.data.complete = true;
+        if let Err(e) = ledger.save() {
+            tracing::warn!("{e}");
+        }
+    }
+    match outcome {
+        Ok(ready) => {
+            progress.finish();
+            emit(ctx.output, &result(ready))
+        }
+        Err(source) => {
+            // What an endpoint's setup makes: rules and groups, never an instance, a key pair or
+            // anything of IAM (so a failed run asks for none of those).
+            let kinds = Kinds {
+                rules: true,
+                groups: true,
+                ..Kinds::default()
+            };
+            let cleanup = cleanup(
+                cloud,
+                &mut ledger,
+                (&run_id, &owner),
+                kinds,
                 &args,
                 progress,
             )

@@ -7,6 +7,7 @@
 //! This module finds a VPC's endpoint and parses what AWS says of it; [`tunnel`] opens the
 //! stream.
 
+pub mod setup;
 pub mod tunnel;
 
 use crate::aws::{ConnectEndpoint, Network, Tag};

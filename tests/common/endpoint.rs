@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use super::front::{Front, Reply, request_id};
+use super::front::{Call, Front, Reply, request_id};
 use super::netlab::NetLab;
 use super::{Bastion, REGION};
 
@@ -34,6 +34,10 @@ pub struct Described {
 
 impl Described {
     fn xml(&self) -> String {
+        format!("<item>{}</item>", self.fields())
+    }
+
+    fn fields(&self) -> String {
         let groups: String = self
             .groups
             .iter()
@@ -45,7 +49,7 @@ impl Described {
             .map(|(k, v)| format!("<item><key>{k}</key><value>{v}</value></item>"))
             .collect();
         format!(
-            "<item><ownerId>{ACCOUNT}</ownerId><instanceConnectEndpointId>{id}</instanceConnectEndpointId>\
+            "<ownerId>{ACCOUNT}</ownerId><instanceConnectEndpointId>{id}</instanceConnectEndpointId>\
              <instanceConnectEndpointArn>arn:aws:ec2:{REGION}:{ACCOUNT}:instance-connect-endpoint/{id}</instanceConnectEndpointArn>\
              <state>{state}</state><stateMessage></stateMessage><dnsName>{dns}</dnsName>\
              <fipsDnsName>{id}.fips.ec2-instance-connect-endpoint.{REGION}.amazonaws.com</fipsDnsName>\
@@ -53,7 +57,7 @@ impl Described {
              <vpcId>{vpc}</vpcId><availabilityZone>{REGION}a</availabilityZone>\
              <createdAt>2026-12-01T00:00:00.000Z</createdAt><subnetId>{subnet}</subnetId>\
              <preserveClientIp>false</preserveClientIp><securityGroupIdSet>{groups}</securityGroupIdSet>\
-             <tagSet>{tags}</tagSet></item>",
+             <tagSet>{tags}</tagSet>",
             id = self.id,
             state = self.state,
             dns = self.dns_name,
@@ -66,51 +70,251 @@ impl Described {
 /// What the front answers `DescribeInstanceConnectEndpoints` with; the test edits it.
 pub type Endpoints = Arc<Mutex<Vec<Described>>>;
 
+/// AWS's endpoint API as the front plays it, beside the endpoints it describes.
+#[derive(Debug, Default)]
+pub struct Played {
+    /// Describes an endpoint stays in `create-in-progress` or `delete-in-progress` before it
+    /// moves on (AWS: a minute or a few).
+    pub settle: u32,
+    /// The VPC of each subnet an endpoint may be created in (the test fills it from moto).
+    pub subnets: std::collections::HashMap<String, String>,
+    /// Ids for new endpoints, in order (the stand-in's tunnel service serves one); made up when
+    /// none is left.
+    pub next_ids: std::collections::VecDeque<String>,
+    /// The DNS name of each id the stand-in serves.
+    pub dns_names: std::collections::HashMap<String, String>,
+    /// Describes left before each endpoint in progress moves on.
+    left: std::collections::HashMap<String, u32>,
+    /// Client tokens seen, with the endpoint each made (a retry gets the same one).
+    tokens: std::collections::HashMap<String, String>,
+    /// Every create and delete, in order: `create eice-…`, `delete eice-…`.
+    pub log: Vec<String>,
+    made: u32,
+}
+
+/// The state the front's endpoint API keeps; the test reads and edits it.
+pub type Api = Arc<Mutex<Played>>;
+
 /// Serves `DescribeInstanceConnectEndpoints` from `endpoints` (filtered by `vpc-id` and by id,
-/// as EC2 filters).
+/// as EC2 filters), and no create or delete (an endpoint that exists before the test).
 pub fn serve_describe(front: &Front, endpoints: Endpoints) {
+    serve_api(front, endpoints);
+}
+
+/// EC2's Instance Connect Endpoint API, played as AWS answers it: `Create…` (one endpoint per
+/// VPC, `create-in-progress`, then `create-complete` after `settle` describes; idempotent by
+/// client token), `Describe…` (filtered by `vpc-id` and id; a deleted endpoint stays listed as
+/// `delete-complete`, as AWS lists it for a while), `Delete…` (`delete-in-progress`, then
+/// `delete-complete`), and `DeleteSecurityGroup` refused with `DependencyViolation` while an
+/// endpoint not deleted uses the group (moto does not know of endpoints).
+pub fn serve_api(front: &Front, endpoints: Endpoints) -> Api {
+    let api: Api = Arc::default();
+    let state = api.clone();
     front.rule(move |c| {
-        if c.action != "DescribeInstanceConnectEndpoints" {
-            return None;
-        }
-        let mut vpcs = Vec::new();
-        let mut ids = Vec::new();
-        let mut i = 1;
-        while let Some(name) = c.param(&format!("Filter.{i}.Name")) {
-            let mut j = 1;
-            while let Some(v) = c.param(&format!("Filter.{i}.Value.{j}")) {
-                if name == "vpc-id" {
-                    vpcs.push(v.to_string());
-                }
-                j += 1;
+        let mut played = state.lock().unwrap();
+        match c.action.as_str() {
+            "DescribeInstanceConnectEndpoints" => {
+                let mut list = endpoints.lock().unwrap();
+                played.tick(&mut list);
+                Some(describe(c, &list))
             }
+            "CreateInstanceConnectEndpoint" => {
+                let mut list = endpoints.lock().unwrap();
+                Some(played.create(c, &mut list))
+            }
+            "DeleteInstanceConnectEndpoint" => {
+                let mut list = endpoints.lock().unwrap();
+                Some(played.delete(c, &mut list))
+            }
+            "DeleteSecurityGroup" => {
+                let group = c.param("GroupId")?;
+                let list = endpoints.lock().unwrap();
+                list.iter()
+                    .any(|e| e.state != "delete-complete" && e.groups.iter().any(|g| g == group))
+                    .then(|| {
+                        Reply::ec2_error(
+                            400,
+                            "DependencyViolation",
+                            &format!("resource {group} has a dependent object"),
+                        )
+                    })
+            }
+            _ => None,
+        }
+    });
+    api
+}
+
+impl Played {
+    /// One describe's worth of time: endpoints in progress move on after `settle` describes.
+    fn tick(&mut self, list: &mut [Described]) {
+        for e in list.iter_mut() {
+            let next = match e.state.as_str() {
+                "create-in-progress" => "create-complete",
+                "delete-in-progress" => "delete-complete",
+                _ => continue,
+            };
+            let left = self.left.entry(e.id.clone()).or_insert(self.settle);
+            if *left == 0 {
+                e.state = next.into();
+                self.left.remove(&e.id);
+            } else {
+                *left -= 1;
+            }
+        }
+    }
+
+    fn create(&mut self, c: &Call, list: &mut Vec<Described>) -> Reply {
+        let token = c.param("ClientToken").unwrap_or_default().to_string();
+        if let Some(id) = self.tokens.get(&token)
+            && let Some(e) = list.iter().find(|e| &e.id == id)
+        {
+            return created(e, &token);
+        }
+        let Some(subnet) = c.param("SubnetId") else {
+            return Reply::ec2_error(
+                400,
+                "MissingParameter",
+                "The request must contain the parameter SubnetId",
+            );
+        };
+        let Some(vpc) = self.subnets.get(subnet).cloned() else {
+            return Reply::ec2_error(
+                400,
+                "InvalidSubnetID.NotFound",
+                &format!("The subnet ID '{subnet}' does not exist"),
+            );
+        };
+        if list
+            .iter()
+            .any(|e| e.vpc == vpc && e.state != "delete-complete")
+        {
+            return Reply::ec2_error(
+                400,
+                "ResourceLimitExceeded",
+                &format!(
+                    "You've reached the limit of EC2 Instance Connect Endpoints for {vpc}: 1 per VPC."
+                ),
+            );
+        }
+        let groups = indexed(c, "SecurityGroupId");
+        let mut tags = Vec::new();
+        let mut i = 1;
+        while let Some(k) = c.param(&format!("TagSpecification.1.Tag.{i}.Key")) {
+            let v = c
+                .param(&format!("TagSpecification.1.Tag.{i}.Value"))
+                .unwrap_or_default();
+            tags.push((k.to_string(), v.to_string()));
             i += 1;
         }
-        let mut k = 1;
-        while let Some(id) = c.param(&format!("InstanceConnectEndpointId.{k}")) {
-            ids.push(id.to_string());
-            k += 1;
-        }
-        let items: String = endpoints
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|e| vpcs.is_empty() || vpcs.contains(&e.vpc))
-            .filter(|e| ids.is_empty() || ids.contains(&e.id))
-            .map(Described::xml)
-            .collect();
-        Some(Reply {
+        self.made += 1;
+        let id = self
+            .next_ids
+            .pop_front()
+            .unwrap_or_else(|| format!("eice-0aaaaaaaaaaaa{:04x}", self.made));
+        let dns_name = self.dns_names.get(&id).cloned().unwrap_or_else(|| {
+            format!("{id}.1a2b3c4d.ec2-instance-connect-endpoint.{REGION}.amazonaws.com")
+        });
+        let e = Described {
+            id: id.clone(),
+            vpc,
+            subnet: subnet.into(),
+            state: "create-in-progress".into(),
+            dns_name,
+            groups,
+            tags,
+        };
+        self.log.push(format!("create {id}"));
+        self.tokens.insert(token.clone(), id);
+        list.push(e.clone());
+        created(&e, &token)
+    }
+
+    fn delete(&mut self, c: &Call, list: &mut [Described]) -> Reply {
+        let id = c.param("InstanceConnectEndpointId").unwrap_or_default();
+        let Some(e) = list
+            .iter_mut()
+            .find(|e| e.id == id && e.state != "delete-complete")
+        else {
+            return Reply::ec2_error(
+                400,
+                "InvalidInstanceConnectEndpointId.NotFound",
+                &format!("The instanceConnectEndpoint ID '{id}' does not exist"),
+            );
+        };
+        e.state = "delete-in-progress".into();
+        self.log.push(format!("delete {id}"));
+        Reply {
             status: 200,
             content_type: "text/xml;charset=UTF-8",
             body: format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<DescribeInstanceConnectEndpointsResponse \
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<DeleteInstanceConnectEndpointResponse \
                  xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><requestId>{}</requestId>\
-                 <instanceConnectEndpointSet>{items}</instanceConnectEndpointSet>\
-                 </DescribeInstanceConnectEndpointsResponse>",
-                request_id()
+                 <instanceConnectEndpoint>{}</instanceConnectEndpoint></DeleteInstanceConnectEndpointResponse>",
+                request_id(),
+                e.fields()
             ),
-        })
-    });
+        }
+    }
+}
+
+/// `Name.1`, `Name.2`, ... of a query-protocol call.
+fn indexed(c: &Call, name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut k = 1;
+    while let Some(v) = c.param(&format!("{name}.{k}")) {
+        out.push(v.to_string());
+        k += 1;
+    }
+    out
+}
+
+fn created(e: &Described, token: &str) -> Reply {
+    Reply {
+        status: 200,
+        content_type: "text/xml;charset=UTF-8",
+        body: format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CreateInstanceConnectEndpointResponse \
+             xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><requestId>{}</requestId>\
+             <instanceConnectEndpoint>{}</instanceConnectEndpoint><clientToken>{token}</clientToken>\
+             </CreateInstanceConnectEndpointResponse>",
+            request_id(),
+            e.fields()
+        ),
+    }
+}
+
+fn describe(c: &Call, list: &[Described]) -> Reply {
+    let mut vpcs = Vec::new();
+    let mut i = 1;
+    while let Some(name) = c.param(&format!("Filter.{i}.Name")) {
+        let mut j = 1;
+        while let Some(v) = c.param(&format!("Filter.{i}.Value.{j}")) {
+            if name == "vpc-id" {
+                vpcs.push(v.to_string());
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    let ids = indexed(c, "InstanceConnectEndpointId");
+    let items: String = list
+        .iter()
+        .filter(|e| vpcs.is_empty() || vpcs.contains(&e.vpc))
+        .filter(|e| ids.is_empty() || ids.contains(&e.id))
+        .map(Described::xml)
+        .collect();
+    Reply {
+        status: 200,
+        content_type: "text/xml;charset=UTF-8",
+        body: format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<DescribeInstanceConnectEndpointsResponse \
+             xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><requestId>{}</requestId>\
+             <instanceConnectEndpointSet>{items}</instanceConnectEndpointSet>\
+             </DescribeInstanceConnectEndpointsResponse>",
+            request_id()
+        ),
+    }
 }
 
 /// How the stand-in's tunnel service runs.

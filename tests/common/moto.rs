@@ -277,15 +277,55 @@ impl Clients {
             .await
             .unwrap();
 
+        let head_ip = format!("{}.{}.10", o.cidr, o.private_third);
+        let (head_sg, head_node) = self
+            .add_head_node(
+                &vpc,
+                &private_subnet,
+                o.cluster,
+                &head_ip,
+                o.head_ssh_from,
+                o.head_arch,
+            )
+            .await;
+        if o.head_state_stopped {
+            ec2.stop_instances()
+                .instance_ids(&head_node)
+                .send()
+                .await
+                .unwrap();
+        }
+        Lab {
+            vpc,
+            public_subnet,
+            private_subnet,
+            head_sg,
+            head_node,
+            head_ip,
+        }
+    }
+
+    /// A ParallelCluster head node of `cluster` at `ip` in `subnet` of `vpc`, with its own
+    /// `HeadNodeSecurityGroup` admitting tcp 22 from `ssh_from`: the group and the instance.
+    pub async fn add_head_node(
+        &self,
+        vpc: &str,
+        subnet: &str,
+        cluster: &str,
+        ip: &str,
+        ssh_from: &str,
+        arch: &str,
+    ) -> (String, String) {
+        let ec2 = &self.ec2;
         let head_sg = ec2
             .create_security_group()
-            .group_name(format!("{}-HeadNodeSecurityGroup", o.cluster))
+            .group_name(format!("{}-HeadNodeSecurityGroup", cluster))
             .description("head node")
-            .vpc_id(&vpc)
+            .vpc_id(vpc)
             .tag_specifications(tags(
                 ec2t::ResourceType::SecurityGroup,
                 vec![
-                    tag("aws:cloudformation:stack-name", o.cluster),
+                    tag("aws:cloudformation:stack-name", cluster),
                     tag("aws:cloudformation:logical-id", "HeadNodeSecurityGroup"),
                 ],
             ))
@@ -302,7 +342,7 @@ impl Clients {
                     .ip_protocol("tcp")
                     .from_port(22)
                     .to_port(22)
-                    .ip_ranges(ec2t::IpRange::builder().cidr_ip(o.head_ssh_from).build())
+                    .ip_ranges(ec2t::IpRange::builder().cidr_ip(ssh_from).build())
                     .build(),
             )
             .send()
@@ -314,7 +354,7 @@ impl Clients {
             .get_parameter()
             .name(format!(
                 "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{}",
-                o.head_arch
+                arch
             ))
             .send()
             .await
@@ -326,23 +366,22 @@ impl Clients {
                 .unwrap()
                 .to_string(),
         };
-        let head_ip = format!("{}.{}.10", o.cidr, o.private_third);
         let run = ec2
             .run_instances()
             .image_id(ami)
             .instance_type(ec2t::InstanceType::C5Xlarge)
             .min_count(1)
             .max_count(1)
-            .subnet_id(&private_subnet)
-            .private_ip_address(&head_ip)
+            .subnet_id(subnet)
+            .private_ip_address(ip)
             .security_group_ids(&head_sg)
             .key_name("cluster-key")
             .tag_specifications(tags(
                 ec2t::ResourceType::Instance,
                 vec![
                     tag("Name", "HeadNode"),
-                    tag("aws:cloudformation:stack-name", o.cluster),
-                    tag("parallelcluster:cluster-name", o.cluster),
+                    tag("aws:cloudformation:stack-name", cluster),
+                    tag("parallelcluster:cluster-name", cluster),
                     tag("parallelcluster:node-type", "HeadNode"),
                     tag("parallelcluster:version", "3.16.1"),
                     tag(
@@ -355,21 +394,7 @@ impl Clients {
             .await
             .unwrap();
         let head_node = run.instances()[0].instance_id().unwrap().to_string();
-        if o.head_state_stopped {
-            ec2.stop_instances()
-                .instance_ids(&head_node)
-                .send()
-                .await
-                .unwrap();
-        }
-        Lab {
-            vpc,
-            public_subnet,
-            private_subnet,
-            head_sg,
-            head_node,
-            head_ip,
-        }
+        (head_sg, head_node)
     }
 
     /// Live instances tagged with the bastion tag for `cluster`.

@@ -1,5 +1,5 @@
 //! `bastion up` / `down` / `status` against a moto server: what the user sees, and what AWS holds.
-//! By subject: `creation`, `rollback`, `sweep`.
+//! By subject: `creation`, `rollback`, `sweep`, `endpoint` (`up --via eice`).
 
 #![allow(
     clippy::unwrap_used,
@@ -11,6 +11,7 @@
 mod common;
 
 mod creation;
+mod endpoint;
 mod rollback;
 mod sweep;
 

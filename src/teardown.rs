@@ -621,23 +621,30 @@ pub async fn sweep(
     // cluster's `up` made): read once, to tell bastion's endpoint groups from the rest.
     let mut unknown: Vec<String> = rules
         .iter()
-        .flat_map(|r| [Some(r.group_id.clone()), r.referenced_group.clone()])
-        .flatten()
+        .filter_map(|r| {
+            if r.egress {
+                Some(r.group_id.clone())
+            } else {
+                r.referenced_group.clone()
+            }
+        })
         .filter(|g| !ours(g) && !endpoint_groups.contains(g))
         .collect();
     unknown.sort();
     unknown.dedup();
-    let shared: Vec<String> = if unknown.is_empty() {
-        Vec::new()
-    } else {
-        cloud
-            .security_groups(&unknown)
-            .await?
-            .into_iter()
-            .filter(crate::footprint::owns_endpoint_group)
-            .map(|g| g.id)
-            .collect()
-    };
+    // One at a time: EC2 refuses a describe naming a group that is gone (a proxy group removed
+    // before the rule that named it), and a gone group is not an endpoint group of bastion's.
+    let mut shared: Vec<String> = Vec::new();
+    for id in unknown {
+        let found = or_missing(cloud.security_groups(std::slice::from_ref(&id)).await)?;
+        if found
+            .unwrap_or_default()
+            .iter()
+            .any(crate::footprint::owns_endpoint_group)
+        {
+            shared.push(id);
+        }
+    }
     let is_endpoint_group = |id: &str| endpoint_groups.iter().chain(&shared).any(|g| g == id);
     // Released below: those the tag found (when groups are swept), and those this cluster's
     // egress rules were on (whenever they go, so a pass of rules alone leaves no endpoint

@@ -304,6 +304,14 @@ impl Network for Memory {
     }
     async fn security_groups(&self, ids: &[String]) -> AwsResult<Vec<SecurityGroup>> {
         let w = self.lock();
+        // As EC2: one id that is not there fails the whole describe.
+        if let Some(missing) = ids.iter().find(|id| !w.groups.iter().any(|g| &g.id == *id)) {
+            return Err(not_found(
+                "ec2:DescribeSecurityGroups",
+                "InvalidGroup.NotFound",
+                missing,
+            ));
+        }
         Ok(w.groups
             .iter()
             .filter(|g| ids.contains(&g.id))

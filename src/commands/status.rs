@@ -39,6 +39,10 @@ pub struct EndpointRow {
     pub subnet_id: String,
     /// The clusters whose head nodes are in its VPC (by their ParallelCluster tags).
     pub clusters: Vec<String>,
+    /// bastion made it (`up --via eice`, for one of the VPC's clusters): its one security
+    /// group is the endpoint group bastion makes. `down` removes it with the last cluster it
+    /// serves; one bastion did not make is never removed.
+    pub created_by_bastion: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -59,8 +63,9 @@ impl fmt::Display for StatusResult {
                 f,
                 "\n\nEC2 Instance Connect Endpoints (connect --via eice):\n"
             )?;
-            let header = ["ENDPOINT", "STATE", "VPC", "SUBNET", "CLUSTERS"].map(String::from);
-            let rows: Vec<[String; 5]> = self
+            let header =
+                ["ENDPOINT", "STATE", "VPC", "SUBNET", "CLUSTERS", "MADE BY"].map(String::from);
+            let rows: Vec<[String; 6]> = self
                 .endpoints
                 .iter()
                 .map(|e| {
@@ -74,6 +79,12 @@ impl fmt::Display for StatusResult {
                             .map(|c| crate::ui::printable(c))
                             .collect::<Vec<_>>()
                             .join(","),
+                        if e.created_by_bastion {
+                            "bastion"
+                        } else {
+                            "someone else"
+                        }
+                        .to_string(),
                     ]
                 })
                 .collect();
@@ -257,6 +268,27 @@ async fn endpoints(ctx: &Context, cluster: Option<&str>) -> anyhow::Result<Vec<E
             return Ok(Vec::new());
         }
     };
+    // Whose each is: bastion's when its one group is the endpoint group bastion makes.
+    let mut group_ids: Vec<String> = found
+        .iter()
+        .flat_map(|e| e.security_group_ids.clone())
+        .collect();
+    group_ids.sort();
+    group_ids.dedup();
+    let groups = if group_ids.is_empty() {
+        Vec::new()
+    } else {
+        cloud.security_groups(&group_ids).await.unwrap_or_else(|e| {
+            tracing::warn!("the endpoints' security groups not read: {e}");
+            Vec::new()
+        })
+    };
+    let bastions = |ids: &[String]| match ids {
+        [only] => groups
+            .iter()
+            .any(|g| &g.id == only && crate::footprint::owns_endpoint_group(g)),
+        _ => false,
+    };
     Ok(found
         .into_iter()
         .filter_map(|e| {
@@ -268,6 +300,7 @@ async fn endpoints(ctx: &Context, cluster: Option<&str>) -> anyhow::Result<Vec<E
             clusters.sort();
             clusters.dedup();
             (!clusters.is_empty()).then(|| EndpointRow {
+                created_by_bastion: bastions(&e.security_group_ids),
                 endpoint_id: e.id,
                 state: e.state.as_str().into(),
                 vpc_id: e.vpc_id,

@@ -362,7 +362,7 @@ async fn connect_through(proxy: &ProxyServer, host: &str) -> Result<TcpStream, T
     let mut head = format!("CONNECT {host}:{PORT} HTTP/1.1\r\nHost: {host}:{PORT}\r\n");
     if let Some(userinfo) = &proxy.basic {
         use base64::Engine;
-        let decoded = percent_decode(userinfo);
+        let decoded: Vec<u8> = percent_encoding::percent_decode_str(userinfo).collect();
         head.push_str(&format!(
             "Proxy-Authorization: Basic {}\r\n",
             base64::engine::general_purpose::STANDARD.encode(decoded)
@@ -399,27 +399,6 @@ async fn connect_through(proxy: &ProxyServer, host: &str) -> Result<TcpStream, T
         Some("200") => Ok(tcp),
         _ => Err(fail(format!("it answered '{}'", printable(status)))),
     }
-}
-
-fn percent_decode(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    out
 }
 
 fn io_error(e: tungstenite::Error) -> io::Error {
@@ -554,7 +533,6 @@ mod tests {
                 basic: Some("u%40x:p".into())
             })
         );
-        assert_eq!(percent_decode("u%40x:p"), b"u@x:p");
         assert_eq!(parse_proxy("https://proxy.corp:443"), None);
     }
 }

@@ -112,6 +112,12 @@ pub struct HeadNode {
 }
 
 impl HeadNode {
+    /// Its private IPv4 address, as EC2 describes it; None when it has none of that form (AWS's
+    /// text is held to the form before anything uses it).
+    pub fn ipv4(&self) -> Option<std::net::Ipv4Addr> {
+        self.instance.private_ip.as_deref()?.parse().ok()
+    }
+
     /// The login user for the head node's OS, as pcluster chooses it (FACTS section 1).
     pub fn default_user(&self) -> &'static str {
         default_user_for_os(self.os.as_deref().unwrap_or(""))

@@ -335,16 +335,11 @@ pub async fn plan(ctx: &Context, req: &Request, head: &HeadNode) -> anyhow::Resu
         }
         .into());
     }
-    let head_ip: std::net::Ipv4Addr = head
-        .instance
-        .private_ip
-        .as_deref()
-        .and_then(|ip| ip.parse().ok())
-        .ok_or_else(|| PlanError::NoHeadIp {
-            cluster: head.cluster.clone(),
-            instance: head.instance.id.clone(),
-            value: head.instance.private_ip.clone(),
-        })?;
+    let head_ip = head.ipv4().ok_or_else(|| PlanError::NoHeadIp {
+        cluster: head.cluster.clone(),
+        instance: head.instance.id.clone(),
+        value: head.instance.private_ip.clone(),
+    })?;
 
     let vpc_cidrs = cloud.vpc_cidrs(&head.vpc_id).await?;
     let head_groups = cloud

@@ -185,21 +185,19 @@ fn lookalikes_note(lookalikes: &[Lookalike]) -> String {
 /// Instance Connect Endpoint.
 pub async fn resolve(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyhow::Result<Route> {
     match opts.via {
-        Some(Via::Proxy) => resolve_proxy(ctx, cluster, opts).await,
-        Some(Via::Eice) => resolve_endpoint(ctx, cluster, opts, true).await,
+        Some(Via::Proxy) => resolve_proxy(ctx, cluster, opts).await?.route(),
+        Some(Via::Eice) => resolve_endpoint(ctx, cluster, opts, true, None).await,
         None => {
-            let proxy = resolve_proxy(ctx, cluster, opts).await;
-            let no_bastion = matches!(
-                proxy
-                    .as_ref()
-                    .err()
-                    .and_then(|e| e.downcast_ref::<RouteError>()),
-                Some(RouteError::NoBastion { .. })
-            );
-            if !no_bastion || proxy_flag(opts).is_some() {
+            // No proxy: the head node the look-up found, and its anchor, go on to the endpoint
+            // (not looked up twice).
+            let (proxy, found) = match resolve_proxy(ctx, cluster, opts).await? {
+                ProxyLookup::Found(route) => return Ok(*route),
+                ProxyLookup::NoBastion { error, head } => (Err(error), head),
+            };
+            if proxy_flag(opts).is_some() {
                 return proxy;
             }
-            match resolve_endpoint(ctx, cluster, opts, false).await {
+            match resolve_endpoint(ctx, cluster, opts, false, found.map(|f| *f)).await {
                 Ok(route) => Ok(route),
                 // An endpoint that is there but unusable, or a flag it cannot serve: said.
                 Err(e)
@@ -237,19 +235,43 @@ fn proxy_flag(opts: &RouteOptions) -> Option<&'static str> {
     }
 }
 
-/// Through the VPC's EC2 Instance Connect Endpoint: the head node, its anchor, the endpoint.
+/// What the look-up of the proxy came to: the route through it, or no proxy (the error that
+/// says so, and the head node with its anchor where they were found).
+enum ProxyLookup {
+    Found(Box<Route>),
+    NoBastion {
+        error: anyhow::Error,
+        head: Option<Box<(HeadNode, FirstUse)>>,
+    },
+}
+
+impl ProxyLookup {
+    fn route(self) -> anyhow::Result<Route> {
+        match self {
+            ProxyLookup::Found(route) => Ok(*route),
+            ProxyLookup::NoBastion { error, .. } => Err(error),
+        }
+    }
+}
+
+/// Through the VPC's EC2 Instance Connect Endpoint: the head node (`found`, or looked up), its
+/// anchor, the endpoint.
 async fn resolve_endpoint(
     ctx: &Context,
     cluster: &str,
     opts: &RouteOptions,
     chosen: bool,
+    found: Option<(HeadNode, FirstUse)>,
 ) -> anyhow::Result<Route> {
     let cloud = ctx.cloud.as_ref();
     ctx.progress.phase(format!(
         "finding the EC2 Instance Connect Endpoint of cluster {cluster}"
     ));
     let known_hosts = ctx.known_hosts();
-    let head = find_head_node(cloud, cluster).await?;
+    let (head, first_use) = match found {
+        Some(found) => (found.0, Some(found.1)),
+        None => (find_head_node(cloud, cluster).await?, None),
+    };
     let endpoints = eice::list(cloud, Some(&head.vpc_id)).await?;
     let endpoint = eice::choose(&endpoints, cluster, &head.vpc_id, Some(&head.subnet_id))?;
     if let Some(flag) = opts.operator_only.as_deref().or(proxy_flag(opts)) {
@@ -262,10 +284,12 @@ async fn resolve_endpoint(
         .into());
     }
     tracing::info!(endpoint = %endpoint.id, state = endpoint.state.as_str(), "through the EC2 Instance Connect Endpoint");
-    let first_use = if known_hosts::is_pinned(&known_hosts, &head.instance.id) {
-        FirstUse::Unanchored("already pinned".into())
-    } else {
-        first_use_anchor(ctx, &head.instance.id).await
+    let first_use = match first_use {
+        Some(f) => f,
+        None if known_hosts::is_pinned(&known_hosts, &head.instance.id) => {
+            FirstUse::Unanchored("already pinned".into())
+        }
+        None => first_use_anchor(ctx, &head.instance.id).await,
     };
     head_route(
         cluster,
@@ -277,7 +301,11 @@ async fn resolve_endpoint(
     )
 }
 
-async fn resolve_proxy(ctx: &Context, cluster: &str, opts: &RouteOptions) -> anyhow::Result<Route> {
+async fn resolve_proxy(
+    ctx: &Context,
+    cluster: &str,
+    opts: &RouteOptions,
+) -> anyhow::Result<ProxyLookup> {
     let cloud = ctx.cloud.as_ref();
     let progress = &ctx.progress;
     progress.phase(format!("finding the bastion of cluster {cluster}"));
@@ -308,12 +336,15 @@ async fn resolve_proxy(ctx: &Context, cluster: &str, opts: &RouteOptions) -> any
     let search = proxy::Search::sort(&expected, candidates?);
     search.warn_lookalikes();
     let Some(mut proxy) = search.proxy else {
-        return Err(RouteError::NoBastion {
-            cluster: cluster.into(),
-            region: cloud.region().into(),
-            lookalikes: search.lookalikes,
-        }
-        .into());
+        return Ok(ProxyLookup::NoBastion {
+            error: RouteError::NoBastion {
+                cluster: cluster.into(),
+                region: cloud.region().into(),
+                lookalikes: search.lookalikes,
+            }
+            .into(),
+            head: head.ok().map(Box::new),
+        });
     };
     // As for head nodes: two that qualify is one too many to pick from.
     if !search.more.is_empty() {
@@ -401,6 +432,7 @@ async fn resolve_proxy(ctx: &Context, cluster: &str, opts: &RouteOptions) -> any
         login: proxy_login,
     }));
     head_route(cluster, hop, head, first_use, opts, known_hosts)
+        .map(|route| ProxyLookup::Found(Box::new(route)))
 }
 
 /// The route's head node half, the same whichever way leads to it.
@@ -413,13 +445,12 @@ fn head_route(
     known_hosts: PathBuf,
 ) -> anyhow::Result<Route> {
     let head_ip = head
-        .instance
-        .private_ip
-        .clone()
+        .ipv4()
         .ok_or_else(|| RouteError::NoHeadIp {
             cluster: cluster.into(),
             instance: head.instance.id.clone(),
-        })?;
+        })?
+        .to_string();
     let head_user = opts
         .user
         .clone()

@@ -103,11 +103,7 @@ async fn gather(ctx: &Context, args: &DoctorArgs) -> anyhow::Result<Facts> {
     let subnet_id = match (&args.cluster, &args.subnet) {
         (Some(cluster), _) => {
             let head = find_head_node(cloud, cluster).await?;
-            head_ip = head
-                .instance
-                .private_ip
-                .as_deref()
-                .and_then(|ip| ip.parse::<std::net::Ipv4Addr>().ok());
+            head_ip = head.ipv4();
             cluster_groups.extend(head.instance.security_group_ids.iter().cloned());
             head_groups = cloud
                 .security_groups(&head.instance.security_group_ids)

@@ -134,11 +134,8 @@ async fn endpoint_user(
     ctx.progress
         .phase(format!("finding the head node of cluster {cluster}"));
     let head = find_head_node(cloud, cluster).await?;
-    let head_ip: std::net::Ipv4Addr = head
-        .instance
-        .private_ip
-        .as_deref()
-        .and_then(|ip| ip.parse().ok())
+    let head_ip = head
+        .ipv4()
         .ok_or_else(|| crate::route::RouteError::NoHeadIp {
             cluster: cluster.into(),
             instance: head.instance.id.clone(),

@@ -169,8 +169,7 @@ pub async fn ensure(
                     ledger.record(rule)?;
                 }
             } else {
-                let head_ip = head.instance.private_ip.as_deref();
-                if !lets_out(&groups, &head_group, head_ip) {
+                if !lets_out(&groups, &head_group, head.ipv4()) {
                     return Err(SetupError::ForeignEgress {
                         cluster: cluster.into(),
                         vpc: head.vpc_id.clone(),
@@ -367,8 +366,7 @@ async fn add_egress(
 
 /// Whether one of `groups` lets tcp 22 out to the head node: to its group, or (where its IP is
 /// known) to a block that holds it.
-fn lets_out(groups: &[SecurityGroup], head_group: &str, head_ip: Option<&str>) -> bool {
-    let ip: Option<std::net::Ipv4Addr> = head_ip.and_then(|ip| ip.parse().ok());
+fn lets_out(groups: &[SecurityGroup], head_group: &str, ip: Option<std::net::Ipv4Addr>) -> bool {
     groups.iter().flat_map(|g| &g.egress).any(|r| {
         r.covers_tcp_port(SSH)
             && match &r.source {

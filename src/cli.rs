@@ -563,6 +563,9 @@ pub fn apply_config(cli: &mut Cli, given: &Given, file: &ConfigFile) -> Result<(
             {
                 a.idle_stop = m;
             }
+            if let Some(v) = pick("via", "via") {
+                a.via = v;
+            }
             if let Some(v) = pick("allow-cidr", "allow_cidr") {
                 a.allow_cidr = v
                     .split(',')
@@ -589,6 +592,9 @@ fn apply_route(r: &mut RouteArgs, pick: &dyn Fn(&str, &str) -> Option<String>) {
     }
     if let Some(v) = pick("bastion-address", "bastion_address") {
         r.bastion_address = Some(v);
+    }
+    if let Some(v) = pick("via", "via") {
+        r.via = Some(v);
     }
 }
 

@@ -48,6 +48,8 @@ pub struct Settings {
     pub identity: Option<Spanned<String>>,
     pub bastion_user: Option<Spanned<String>>,
     pub bastion_address: Option<Spanned<String>>,
+    /// The way in: `proxy` or `eice` (`up`, `connect`, `ssh-config`).
+    pub via: Option<Spanned<String>>,
     /// Per-cluster tables; only at the top level.
     pub cluster: Option<Spanned<BTreeMap<String, Settings>>>,
 }
@@ -176,6 +178,10 @@ impl ConfigFile {
         check(&t.bastion_user, crate::values::parse_login)?;
         check(&t.bastion_address, crate::values::parse_address)?;
         check(&t.identity, crate::values::parse_path_text)?;
+        check(&t.via, |v: &str| {
+            v.parse::<crate::route::Via>()
+                .map(|w| w.as_str().to_string())
+        })?;
         if let Some(os) = &t.os
             && crate::userdata::ProxyOs::parse(os.get_ref()).is_none()
         {
@@ -245,6 +251,7 @@ pub const KEYS: &[&str] = &[
     "identity",
     "bastion-user",
     "bastion-address",
+    "via",
 ];
 
 fn text_of(s: &Settings, key: &str) -> Option<String> {
@@ -265,6 +272,7 @@ fn text_of(s: &Settings, key: &str) -> Option<String> {
         "identity" => one(&s.identity),
         "bastion-user" => one(&s.bastion_user),
         "bastion-address" => one(&s.bastion_address),
+        "via" => one(&s.via),
         _ => None,
     }
 }
@@ -372,6 +380,9 @@ fn builtin(key: &str) -> Option<String> {
             "identity" => "ssh-agent, ~/.ssh/id_*",
             "bastion-user" => "the proxy OS's login (ec2-user, ubuntu)",
             "bastion-address" => "the proxy's public IP",
+            "via" => {
+                "up: proxy; connect, ssh-config: the proxy where there is one, else the endpoint"
+            }
             _ => return None,
         }
         .to_string(),
@@ -427,6 +438,22 @@ mod tests {
             Some(("ubuntu2204".into(), Source::TopLevel))
         );
         assert_eq!(from_file(&f, None, "user"), None);
+    }
+
+    #[test]
+    fn the_way_in_is_proxy_or_eice_per_cluster() {
+        let f = parse("[cluster.demo]\nvia = \"eice\"\n").unwrap();
+        assert_eq!(
+            from_file(&f, Some("demo"), "via"),
+            Some(("eice".into(), Source::ClusterTable("demo".into())))
+        );
+        assert_eq!(from_file(&f, Some("other"), "via"), None);
+        let e = parse("via = \"ssm\"\n").unwrap_err();
+        assert!(
+            e.to_string().starts_with("/c/config.toml:1:7:")
+                && e.to_string().contains("proxy or eice"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -14,12 +14,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::endpoint::{Described, Endpoints, TunnelOptions, TunnelService, serve_describe};
+use common::endpoint::{Api, ENDPOINT, Endpoints, TunnelOptions, TunnelService, attach_with};
 use common::front::{Front, console_with_keys};
 use common::netlab::{self, NetLab};
 use common::*;
-
-const ENDPOINT: &str = "eice-0123456789abcdef0";
 
 /// A cluster whose head node is the lab's head host, an endpoint in its VPC (described by the
 /// front, served by the stand-in in the lab), and no proxy.
@@ -31,12 +29,20 @@ struct EiceWorld {
     _tmp: tempfile::TempDir,
     front: Front,
     endpoints: Endpoints,
+    /// The front's play of the endpoint API (create, delete).
+    api: Api,
     service: TunnelService,
     head_id: String,
     cluster_key: std::path::PathBuf,
 }
 
 async fn eice_world(o: TunnelOptions) -> Option<EiceWorld> {
+    eice_world_with(o, true).await
+}
+
+/// With `premade`, the endpoint exists in the VPC (someone made it); without, none does, and
+/// the front hands `ENDPOINT`'s id (whose tunnel the stand-in serves) to the first one made.
+async fn eice_world_with(o: TunnelOptions, premade: bool) -> Option<EiceWorld> {
     if !netlab::available() {
         return None;
     }
@@ -54,26 +60,19 @@ async fn eice_world(o: TunnelOptions) -> Option<EiceWorld> {
     assert_eq!(fixture.head_ip, lab.head_ip);
     let tmp = tempfile::tempdir().unwrap();
     let mut b = Bastion::new(&moto, tmp.path());
-    let front = Front::start(&moto.url).await;
-    b.endpoint = front.url.clone();
+    let attached = attach_with(
+        &mut lab,
+        &mut b,
+        (&aws.ec2, &moto.url, &fixture.head_node),
+        o,
+        premade,
+    )
+    .await;
     // The head node printed its host keys to its console at first boot, as cloud-init does.
-    front.consoles().lock().unwrap().insert(
+    attached.front.consoles().lock().unwrap().insert(
         fixture.head_node.clone(),
         console_with_keys(&[&lab.host_key("head")]),
     );
-    let service = TunnelService::start(&mut lab, ENDPOINT, o);
-    service.reach_from(&mut b);
-    let endpoints: Endpoints = Default::default();
-    endpoints.lock().unwrap().push(Described {
-        id: ENDPOINT.into(),
-        vpc: fixture.vpc.clone(),
-        subnet: fixture.private_subnet.clone(),
-        state: "create-complete".into(),
-        dns_name: service.dns_name.clone(),
-        groups: vec![fixture.head_sg.clone()],
-        tags: Vec::new(),
-    });
-    serve_describe(&front, endpoints.clone());
     let (cluster_key, cluster_pub) = NetLab::key_pair(tmp.path(), "cluster-key");
     lab.authorize("head", &cluster_pub);
     Some(EiceWorld {
@@ -82,9 +81,10 @@ async fn eice_world(o: TunnelOptions) -> Option<EiceWorld> {
         aws,
         b,
         _tmp: tmp,
-        front,
-        endpoints,
-        service,
+        front: attached.front,
+        endpoints: attached.endpoints,
+        api: attached.api,
+        service: attached.service,
         head_id: fixture.head_node,
         cluster_key,
     })
@@ -180,6 +180,99 @@ async fn a_command_runs_on_the_head_node_through_the_endpoint() {
     let _ = &w.aws;
     let _ = &w.front;
     let _ = &w.endpoints;
+}
+
+/// `up --via eice` in a VPC with no endpoint makes one (the front plays AWS's API, the
+/// stand-in serves the tunnel of the id it hands out): a command then reaches the head node
+/// through it, by default since there is no proxy; `down` removes it and the tunnel is gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_endpoint_up_made_carries_a_command_and_down_removes_it() {
+    let w = match eice_world_with(TunnelOptions::default(), false).await {
+        Some(w) => w,
+        None => return,
+    };
+    let up = w.b.run(&[
+        "up",
+        "--cluster",
+        CLUSTER,
+        "--via",
+        "eice",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(up.status, 0, "{up:?}");
+    let r = up.json();
+    assert_eq!(r["endpoint_id"], ENDPOINT, "{r}");
+    assert_eq!(r["created"], true, "{r}");
+    eprintln!(
+        "the endpoint was create-complete {} s after the create call (as played: {} describes in progress)",
+        r["ready_after_seconds"],
+        w.api.lock().unwrap().settle
+    );
+
+    let c = w.connect(&["--", "echo", "through:$SSH_CONNECTION"]);
+    assert_eq!(c.status, 0, "{c:?}");
+    assert!(
+        c.stdout.contains(&format!("through:10.78.{}.1 ", w.lab.n)),
+        "{c:?}"
+    );
+    assert_eq!(w.service.events_named("open").len(), 1);
+
+    let down = w.b.run(&["down", "--cluster", CLUSTER]);
+    assert_eq!(down.status, 0, "{down:?}");
+    assert!(
+        down.stdout
+            .contains(&format!("removed EC2 Instance Connect Endpoint {ENDPOINT}")),
+        "{down:?}"
+    );
+    let c = w.connect(&["--", "echo", "again"]);
+    assert_ne!(c.status, 0, "{c:?}");
+    assert!(
+        c.stderr.contains("no EC2 Instance Connect Endpoint")
+            || c.stderr.contains("has no bastion"),
+        "{c:?}"
+    );
+    assert_eq!(w.aws.leftovers(CLUSTER).await, Vec::<String>::new());
+}
+
+/// Behind a corporate web proxy: with `HTTPS_PROXY` (user and password in its URL,
+/// percent-encoded), the tunnel is asked of the proxy with `CONNECT` and Basic credentials, and
+/// the head node is reached through it; with `NO_PROXY` naming the endpoint's domain, bastion
+/// goes directly and the proxy sees nothing more.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_tunnel_goes_through_https_proxy_unless_no_proxy_names_the_endpoint() {
+    let mut w = eice_world_or_skip!(TunnelOptions::default());
+    let names =
+        std::collections::HashMap::from([(w.service.dns_name.clone(), w.lab.proxy_ip.clone())]);
+    let proxy = common::endpoint::ConnectProxy::start(names, Some("u@corp:pa ss")).await;
+    w.b.env.push((
+        "HTTPS_PROXY".into(),
+        format!("http://u%40corp:pa%20ss@127.0.0.1:{}", proxy.port),
+    ));
+    let r = w.connect(&["--via", "eice", "--", "echo", "proxied"]);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(r.stdout.trim(), "proxied");
+    assert_eq!(
+        *proxy.seen.lock().unwrap(),
+        [format!(
+            "CONNECT {}:443 HTTP/1.1 (authorized)",
+            w.service.dns_name
+        )]
+    );
+
+    w.b.env.push((
+        "NO_PROXY".into(),
+        format!("localhost,.ec2-instance-connect-endpoint.{REGION}.amazonaws.com"),
+    ));
+    let r = w.connect(&["--via", "eice", "--", "echo", "direct"]);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(r.stdout.trim(), "direct");
+    assert_eq!(
+        proxy.seen.lock().unwrap().len(),
+        1,
+        "the proxy saw nothing more"
+    );
+    assert_eq!(w.service.events_named("open").len(), 2);
 }
 
 /// The signature is real: the stand-in, which recomputes it with botocore and the secret key it

@@ -722,6 +722,44 @@ async fn up_down_and_doctor_fix_call_only_what_the_operator_policy_allows() {
     }
 }
 
+/// `up --via eice` and `down` (the endpoint made, waited for, and removed with its group and
+/// rules) call nothing the operator policy does not allow, and each write they need is called.
+#[tokio::test(flavor = "multi_thread")]
+async fn up_and_down_via_eice_call_only_what_the_operator_policy_allows() {
+    let moto = moto_or_skip!();
+    let aws = moto.clients().await;
+    let lab = aws.build_lab(LabOptions::default()).await;
+    let front = front::Front::start(&moto.url).await;
+    let api = common::endpoint::serve_api(&front, Default::default());
+    api.lock()
+        .unwrap()
+        .subnets
+        .insert(lab.private_subnet.clone(), lab.vpc.clone());
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = Bastion::new(&moto, tmp.path());
+    b.endpoint = front.url.clone();
+    let r = b.run(&["up", "--cluster", CLUSTER, "--via", "eice"]);
+    assert_eq!(r.status, 0, "{r:?}");
+    let r = b.run(&["down", "--cluster", CLUSTER]);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(aws.leftovers(CLUSTER).await, Vec::<String>::new());
+    assert_within(
+        &actions_called(&front, None),
+        "operator",
+        &[
+            "ec2:CreateSecurityGroup",
+            "ec2:RevokeSecurityGroupEgress",
+            "ec2:AuthorizeSecurityGroupEgress",
+            "ec2:CreateInstanceConnectEndpoint",
+            "ec2:DescribeInstanceConnectEndpoints",
+            "ec2:AuthorizeSecurityGroupIngress",
+            "ec2:RevokeSecurityGroupIngress",
+            "ec2:DeleteInstanceConnectEndpoint",
+            "ec2:DeleteSecurityGroup",
+        ],
+    );
+}
+
 /// A key pushed for `user` on the proxy through the Instance Connect stand-in's API, as the
 /// SDK sends it (what a teammate's own `aws ec2-instance-connect send-ssh-public-key` does).
 async fn push_key(w: &World, t: &common::world::Teammate, user: &str, public_key: &str) {

@@ -243,6 +243,8 @@ impl Played {
             );
         };
         e.state = "delete-in-progress".into();
+        // Its delete counts its own describes, from `settle` as it is now.
+        self.left.remove(id);
         self.log.push(format!("delete {id}"));
         Reply {
             status: 200,
@@ -520,6 +522,8 @@ pub struct Attached {
     pub front: Front,
     pub service: TunnelService,
     pub endpoints: Endpoints,
+    /// The front's play of the endpoint API: the first endpoint made gets `ENDPOINT`'s id.
+    pub api: Api,
 }
 
 /// The endpoint id the tests and the bench use.
@@ -534,6 +538,26 @@ pub async fn attach(
     moto_url: &str,
     head_id: &str,
 ) -> Attached {
+    attach_with(
+        lab,
+        b,
+        (ec2, moto_url, head_id),
+        TunnelOptions::default(),
+        true,
+    )
+    .await
+}
+
+/// [`attach`] with the service's options; without `premade`, no endpoint exists yet and the
+/// front's API hands `ENDPOINT`'s id (whose tunnel the service serves) to the first one made
+/// (`up --via eice`).
+pub async fn attach_with(
+    lab: &mut NetLab,
+    b: &mut Bastion,
+    (ec2, moto_url, head_id): (&aws_sdk_ec2::Client, &str, &str),
+    o: TunnelOptions,
+    premade: bool,
+) -> Attached {
     let described = ec2
         .describe_instances()
         .instance_ids(head_id)
@@ -541,27 +565,141 @@ pub async fn attach(
         .await
         .unwrap();
     let head = &described.reservations()[0].instances()[0];
+    let (vpc, subnet) = (
+        head.vpc_id().unwrap().to_string(),
+        head.subnet_id().unwrap().to_string(),
+    );
     let front = Front::start(moto_url).await;
-    let service = TunnelService::start(lab, ENDPOINT, TunnelOptions::default());
-    let endpoints: Endpoints = Arc::new(Mutex::new(vec![Described {
-        id: ENDPOINT.into(),
-        vpc: head.vpc_id().unwrap().into(),
-        subnet: head.subnet_id().unwrap().into(),
-        state: "create-complete".into(),
-        dns_name: service.dns_name.clone(),
-        groups: head
-            .security_groups()
-            .iter()
-            .filter_map(|g| g.group_id().map(str::to_string))
-            .collect(),
-        tags: Vec::new(),
-    }]));
-    serve_describe(&front, endpoints.clone());
+    let service = TunnelService::start(lab, ENDPOINT, o);
+    let endpoints: Endpoints = Arc::default();
+    if premade {
+        endpoints.lock().unwrap().push(Described {
+            id: ENDPOINT.into(),
+            vpc: vpc.clone(),
+            subnet: subnet.clone(),
+            state: "create-complete".into(),
+            dns_name: service.dns_name.clone(),
+            groups: head
+                .security_groups()
+                .iter()
+                .filter_map(|g| g.group_id().map(str::to_string))
+                .collect(),
+            tags: Vec::new(),
+        });
+    }
+    let api = serve_api(&front, endpoints.clone());
+    {
+        let mut played = api.lock().unwrap();
+        played.settle = 1;
+        played.subnets.insert(subnet, vpc);
+        played.next_ids.push_back(ENDPOINT.into());
+        played
+            .dns_names
+            .insert(ENDPOINT.into(), service.dns_name.clone());
+    }
     b.endpoint = front.url.clone();
     service.reach_from(b);
     Attached {
         front,
         service,
         endpoints,
+        api,
+    }
+}
+
+/// A corporate web proxy, as far as `CONNECT` goes, on loopback: it resolves the host a client
+/// names through `names` (its own DNS), opens TCP to it, answers `200 Connection established`
+/// and splices the two; with `basic`, it asks for that user:password first (`407` without).
+/// It records each request line and whether its credentials were right.
+pub struct ConnectProxy {
+    pub port: u16,
+    /// `CONNECT host:port HTTP/1.1` lines, each with ` (authorized)` or ` (refused)` where
+    /// credentials are asked for.
+    pub seen: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ConnectProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ConnectProxy {
+    pub async fn start(
+        names: std::collections::HashMap<String, String>,
+        basic: Option<&str>,
+    ) -> ConnectProxy {
+        use base64::Engine;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let expected = basic.map(|b| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(b)
+            )
+        });
+        let log = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                let (names, expected, log) = (names.clone(), expected.clone(), log.clone());
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut b = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && head.len() < 16 << 10 {
+                        match client.read(&mut b).await {
+                            Ok(1) => head.push(b[0]),
+                            _ => return,
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&head).into_owned();
+                    let line = text.lines().next().unwrap_or_default().to_string();
+                    let auth = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Proxy-Authorization: ").map(str::to_string));
+                    let authorized = expected.as_ref().is_none_or(|e| auth.as_ref() == Some(e));
+                    log.lock().unwrap().push(match &expected {
+                        None => line.clone(),
+                        Some(_) if authorized => format!("{line} (authorized)"),
+                        Some(_) => format!("{line} (refused)"),
+                    });
+                    if !authorized {
+                        let _ = client
+                            .write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n")
+                            .await;
+                        return;
+                    }
+                    let target = line
+                        .strip_prefix("CONNECT ")
+                        .and_then(|r| r.split_whitespace().next())
+                        .and_then(|hp| hp.rsplit_once(':'))
+                        .and_then(|(h, p)| Some((names.get(h)?.clone(), p.to_string())));
+                    let Some((ip, port)) = target else {
+                        let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
+                        return;
+                    };
+                    let Ok(mut upstream) =
+                        tokio::net::TcpStream::connect(format!("{ip}:{port}")).await
+                    else {
+                        let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
+                        return;
+                    };
+                    if client
+                        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                });
+            }
+        });
+        ConnectProxy { port, seen, task }
     }
 }

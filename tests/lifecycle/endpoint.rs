@@ -188,6 +188,21 @@ async fn up_via_eice_makes_the_endpoint_its_group_and_one_rule_and_down_leaves_n
         "{left:?}"
     );
 
+    // `status` lists it, made by bastion.
+    let status = w.b.run(&["status", "--output", "json"]);
+    assert_eq!(status.status, 0, "{status:?}");
+    let rows = status.json()["endpoints"].clone();
+    assert_eq!(rows[0]["endpoint_id"], e.id.as_str(), "{rows}");
+    assert_eq!(rows[0]["created_by_bastion"], true, "{rows}");
+    let table = w.b.run(&["status"]);
+    assert!(
+        table
+            .stdout
+            .lines()
+            .any(|l| l.starts_with(&e.id) && l.ends_with("bastion")),
+        "{table:?}"
+    );
+
     // Again: the endpoint set up before is said as it stands; nothing new.
     let again = w.up(CLUSTER, &[]);
     assert_eq!(again.status, 0, "{again:?}");
@@ -502,5 +517,43 @@ async fn a_refused_endpoint_and_proxy_flags_end_up_with_what_to_do() {
         "{up:?}"
     );
     assert_eq!(w.group_names().await, groups_before);
+    assert_eq!(w.aws.leftovers(CLUSTER).await, Vec::<String>::new());
+}
+
+/// Ctrl-C while `up --via eice` waits for `create-complete` (here an endpoint that stays in
+/// progress): exit 130, and the endpoint, its group and the rules are removed, the endpoint
+/// waited out of existence before its group.
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_while_the_endpoint_is_made_removes_what_up_created() {
+    let w = world_or_skip!();
+    let head_before = w.aws.ingress(&w.lab.head_sg).await;
+    w.api.lock().unwrap().settle = 1_000_000;
+    let child = w.b.watch(&["up", "--cluster", CLUSTER, "--via", "eice"]);
+    // Wait until the endpoint exists and both rules are there: up is then waiting.
+    let deadline = std::time::Instant::now() + LIMIT;
+    while w.aws.leftovers(CLUSTER).await.len() < 3 || w.live().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "up never made the endpoint"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Deleting takes two describes from here, as AWS takes a while.
+    w.api.lock().unwrap().settle = 2;
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.finish(LIMIT);
+    assert_eq!(out.status, 130, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("interrupted")
+            && out.stderr.contains("removed EC2 Instance Connect Endpoint"),
+        "{}",
+        out.stderr
+    );
+    assert!(w.live().is_empty(), "{:?}", w.live());
+    assert_eq!(w.aws.ingress(&w.lab.head_sg).await, head_before);
     assert_eq!(w.aws.leftovers(CLUSTER).await, Vec::<String>::new());
 }

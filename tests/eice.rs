@@ -346,7 +346,7 @@ async fn port_forwards_carry_256_mib_through_the_endpoint() {
 
 /// OpenSSH through `ssh-config`: its ProxyCommand is bastion's `--stdio` through the endpoint
 /// (one tunnel per connection), and OpenSSH checks the head node's key that bastion pinned from
-/// the console.
+/// the console; ParallelCluster's `pcluster ssh` through the installed config too.
 #[tokio::test(flavor = "multi_thread")]
 async fn openssh_reaches_the_head_node_through_the_endpoint() {
     if common::require_tool("ssh", &[]).is_none() {
@@ -390,6 +390,44 @@ async fn openssh_reaches_the_head_node_through_the_endpoint() {
         "{:?}",
         w.service.events()
     );
+
+    // ParallelCluster's own `pcluster ssh -n NAME` (from PyPI, reading the head node from AWS)
+    // runs `ssh <user>@<private ip>`: the installed config carries it through the endpoint.
+    let Some(pcluster) = common::require_tool("pcluster", &[pcluster_venv().join("bin/pcluster")])
+    else {
+        return;
+    };
+    let r = w.b.run(&[
+        "ssh-config",
+        "--cluster",
+        CLUSTER,
+        "--user",
+        "root",
+        "-i",
+        &key,
+        "--install",
+    ]);
+    assert_eq!(r.status, 0, "{r:?}");
+    let main = w.b.home.join(".ssh/config");
+    let mut cmd = w.b.aws_command(&pcluster);
+    cmd.env("AWS_DEFAULT_REGION", REGION).args([
+        "ssh",
+        "-n",
+        CLUSTER,
+        "-F",
+        main.to_str().unwrap(),
+        "-o",
+        "BatchMode=yes",
+        "echo pcluster-via:$SSH_CONNECTION",
+    ]);
+    let r = w.b.run_cmd(cmd);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(
+        r.stdout
+            .starts_with(&format!("pcluster-via:10.78.{}.1 ", w.lab.n)),
+        "pcluster ssh went through the endpoint: {r:?}"
+    );
+    assert_eq!(w.service.events_named("open").len(), 2);
 }
 
 /// The endpoint ends a tunnel when its time is up (an hour at AWS; 3 s here): `-N` keeps its

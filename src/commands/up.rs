@@ -459,14 +459,8 @@ pub async fn run(ctx: &Context, args: UpArgs, given: &Given) -> anyhow::Result<(
                 attempted,
                 &args,
                 progress,
-            )
-            .await;
-            progress.finish();
-            Err(UpError::Failed {
-                error: source,
-                cleanup,
-            }
-            .into())
+            );
+            Err(failed(source, cleanup.await, progress))
         }
     }
 }
@@ -646,16 +640,16 @@ async fn run_eice(ctx: &Context, args: UpArgs, given: &Given) -> anyhow::Result<
                 kinds,
                 &args,
                 progress,
-            )
-            .await;
-            progress.finish();
-            Err(UpError::Failed {
-                error: source,
-                cleanup,
-            }
-            .into())
+            );
+            Err(failed(source, cleanup.await, progress))
         }
     }
+}
+
+/// A run's error, with what its cleanup removed and left.
+fn failed(error: anyhow::Error, cleanup: CleanupSummary, progress: &Progress) -> anyhow::Error {
+    progress.finish();
+    UpError::Failed { error, cleanup }.into()
 }
 
 /// Removes what a dead run left (its ledger, then what carries its run tag), saying so; what

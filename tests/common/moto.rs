@@ -533,20 +533,24 @@ impl Clients {
             .send()
             .await
             .unwrap();
-        let mut rules = Vec::new();
-        for g in out.security_groups() {
-            for p in g.ip_permissions() {
-                let port = p.from_port().unwrap_or(-1);
-                for r in p.ip_ranges() {
-                    rules.push((port, r.cidr_ip().unwrap_or_default().to_string()));
-                }
-                for r in p.user_id_group_pairs() {
-                    rules.push((port, r.group_id().unwrap_or_default().to_string()));
-                }
-            }
-        }
-        rules.sort();
-        rules
+        flatten(
+            out.security_groups()
+                .iter()
+                .flat_map(|g| g.ip_permissions()),
+        )
+    }
+
+    /// A group's egress, as (port, target group or CIDR), sorted; None when the group is gone.
+    pub async fn egress(&self, group: &str) -> Option<Vec<(i32, String)>> {
+        let out = self
+            .ec2
+            .describe_security_groups()
+            .group_ids(group)
+            .send()
+            .await
+            .ok()?;
+        let g = out.security_groups().first()?;
+        Some(flatten(g.ip_permissions_egress()))
     }
 }
 
@@ -560,6 +564,24 @@ macro_rules! moto_or_skip {
             None => return,
         }
     };
+}
+
+/// Permissions as (port, CIDR or group), one per source, sorted.
+fn flatten<'a>(
+    permissions: impl IntoIterator<Item = &'a ec2t::IpPermission>,
+) -> Vec<(i32, String)> {
+    let mut rules = Vec::new();
+    for p in permissions {
+        let port = p.from_port().unwrap_or(-1);
+        for r in p.ip_ranges() {
+            rules.push((port, r.cidr_ip().unwrap_or_default().to_string()));
+        }
+        for r in p.user_id_group_pairs() {
+            rules.push((port, r.group_id().unwrap_or_default().to_string()));
+        }
+    }
+    rules.sort();
+    rules
 }
 
 pub fn filter(name: &str, value: &str) -> ec2t::Filter {

@@ -85,29 +85,9 @@ impl World {
             .collect()
     }
 
-    /// A group's egress, as (port, target group or CIDR), and whether it exists.
+    /// A group's egress, as (port, target group or CIDR); None when the group is gone.
     async fn egress(&self, group: &str) -> Option<Vec<(i32, String)>> {
-        let out = self
-            .aws
-            .ec2
-            .describe_security_groups()
-            .group_ids(group)
-            .send()
-            .await
-            .ok()?;
-        let g = out.security_groups().first()?;
-        let mut rules = Vec::new();
-        for p in g.ip_permissions_egress() {
-            let port = p.from_port().unwrap_or(-1);
-            for r in p.ip_ranges() {
-                rules.push((port, r.cidr_ip().unwrap_or_default().to_string()));
-            }
-            for r in p.user_id_group_pairs() {
-                rules.push((port, r.group_id().unwrap_or_default().to_string()));
-            }
-        }
-        rules.sort();
-        Some(rules)
+        self.aws.egress(group).await
     }
 
     /// The VPC's groups by name.

@@ -167,6 +167,17 @@ pub async fn ensure(
                     let rule = add_egress(cloud, &group.id, &head_group, cluster, &tags).await?;
                     rules.push(rule.describe());
                     ledger.record(rule)?;
+                } else {
+                    // Another cluster's head node has the same group (a shared custom group):
+                    // EC2 keeps one rule per group, and it is that cluster's.
+                    tracing::warn!(
+                        "the endpoint's group {} already lets tcp 22 out to {head_group}, which \
+                         another cluster's head node shares: bastion set that rule up for the \
+                         other cluster, and its `bastion down` removes it (and the endpoint, if \
+                         no cluster is left). Run `bastion up --cluster {cluster} --via eice` \
+                         again after it",
+                        group.id
+                    );
                 }
             } else {
                 if !lets_out(&groups, &head_group, head.ipv4()) {
